@@ -1,0 +1,48 @@
+"""This node's private data: the users of its partition, and nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from shared.config import DataConfig, PartitionConfig, from_run_config
+from shared.data.dataset import Dataset, load_dataset
+from shared.data.partition import Partition, partition_users
+from shared.errors import FedrecError
+
+
+@dataclass(frozen=True)
+class LocalData:
+    dataset: Dataset
+    users: np.ndarray  # indices of this node's users in `dataset`
+    partition_id: int
+
+
+@lru_cache(maxsize=2)
+def _load(data: DataConfig, part: PartitionConfig) -> tuple[Dataset, Partition]:
+    # One simulation process hosts many clients in turn; parsing ML-1M for each would cost
+    # seconds per message, so the parsed dataset is kept per (data, partition) configuration.
+    dataset = load_dataset(data)
+    return dataset, partition_users(dataset, part)
+
+
+def local_data(run_config: Mapping[str, Any], node_config: Mapping[str, Any]) -> LocalData:
+    """The users this node holds, from `partition-id` / `num-partitions` in its node config."""
+    if "partition-id" not in node_config:
+        raise FedrecError("node config has no 'partition-id' (pass --node-config partition-id=N)")
+    data = from_run_config(DataConfig, run_config)
+    part = from_run_config(PartitionConfig, run_config)
+    dataset, partition = _load(data, part)
+    expected = int(node_config.get("num-partitions", partition.num_partitions))
+    if expected != partition.num_partitions:
+        raise FedrecError(
+            f"the federation has {expected} SuperNodes but partitioning '{part.partitioning}' "
+            f"gives {partition.num_partitions} partitions; set num-supernodes to "
+            f"{partition.num_partitions}"
+        )
+    pid = int(node_config["partition-id"])
+    return LocalData(dataset=dataset, users=partition.users(pid), partition_id=pid)

@@ -1,0 +1,1 @@
+"""The ServerApp: sample clients -> aggregate -> evaluate -> write results."""

@@ -1,0 +1,1 @@
+"""Code that both sides of the federation use: data, models, metrics and configuration."""

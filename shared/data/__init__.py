@@ -1,0 +1,1 @@
+"""Data: files on disk -> interactions, item texts, leave-one-out splits, client partitions."""

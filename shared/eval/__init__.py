@@ -1,0 +1,1 @@
+"""Evaluation harness: ranking metrics and the full and sampled protocols."""

@@ -1,0 +1,1 @@
+"""Models: the popularity baseline, the text encoder, the retrieval towers and the ranker."""

@@ -1,0 +1,1 @@
+"""Experiment and benchmark runners; their outputs live in simulations/results/."""

