@@ -1,0 +1,49 @@
+"""Where a recorded number came from: the command, the commit and the machine."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from typing import Any
+
+
+def git_commit() -> str:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True).stdout.strip()  # fmt: skip
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    try:
+        import torch
+
+        threads: int | None = torch.get_num_threads()
+    except ImportError:
+        threads = None
+    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": round(mem_gib, 1),
+            "torch_threads": threads, "python": platform.python_version()}  # fmt: skip
+
+
+def provenance() -> dict[str, Any]:
+    return {
+        "command": " ".join(["python", "-m", *sys.argv]) if sys.argv[0].endswith(".py")
+        else " ".join(sys.argv),
+        "commit": git_commit(),
+        "machine": machine(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
