@@ -7,6 +7,7 @@ import platform
 import subprocess
 import sys
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 
@@ -39,10 +40,19 @@ def machine() -> dict[str, Any]:
             "torch_threads": threads, "python": platform.python_version()}  # fmt: skip
 
 
+def command() -> str:
+    """The command line as typed: `python -m simulations.x ...` for a module run with -m."""
+    script = Path(sys.argv[0])
+    root = Path(__file__).resolve().parent.parent
+    if script.suffix == ".py" and script.resolve().is_relative_to(root):
+        module = ".".join(script.resolve().relative_to(root).with_suffix("").parts)
+        return " ".join(["python", "-m", module, *sys.argv[1:]])
+    return " ".join(sys.argv)
+
+
 def provenance() -> dict[str, Any]:
     return {
-        "command": " ".join(["python", "-m", *sys.argv]) if sys.argv[0].endswith(".py")
-        else " ".join(sys.argv),
+        "command": command(),
         "commit": git_commit(),
         "machine": machine(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
