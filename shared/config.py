@@ -83,3 +83,61 @@ class PartitionConfig:
         object.__setattr__(self, "num_partitions", int(self.num_partitions))
         object.__setattr__(self, "dirichlet_alpha", float(self.dirichlet_alpha))
         object.__setattr__(self, "seed", int(self.seed))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the two-stage model. Saved in every checkpoint's config.json."""
+
+    dim: int = 64
+    num_layers: int = 2
+    num_heads: int = 2
+    max_len: int = 200
+    dropout: float = 0.2
+    use_text: bool = True
+    use_id_embedding: bool = True
+    retrieve_top_n: int = 100
+
+    def __post_init__(self) -> None:
+        if not (self.use_text or self.use_id_embedding):
+            raise FedrecError("the item tower needs text, ID embeddings or both")
+        for name in ("dim", "num_layers", "num_heads", "max_len", "retrieve_top_n"):
+            if int(getattr(self, name)) < 1:
+                raise FedrecError(f"{name.replace('_', '-')} must be >= 1")
+        if int(self.dim) % int(self.num_heads):
+            raise FedrecError(f"dim {self.dim} is not divisible by num-heads {self.num_heads}")
+        if not 0 <= float(self.dropout) < 1:
+            raise FedrecError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How the model is fitted: the same knobs for centralized and local federated training."""
+
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    num_negatives: int = 64  # retrieval: sampled negatives per sequence, shared by its positions
+    rank_positions: int = 4  # ranking: positions per sequence that train the ranker
+    rank_hard_negatives: int = 5  # ... each against this many retrieval hard negatives
+    rank_random_negatives: int = 5  # ... and this many uniform ones
+    patience: int = 3  # epochs without validation NDCG@10 gain before stopping
+    seed: int = 42
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "num_negatives", "rank_positions"):
+            if int(getattr(self, name)) < 1:
+                raise FedrecError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if float(self.lr) <= 0:
+            raise FedrecError(f"lr must be > 0, got {self.lr}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise FedrecError(f"device must be auto, cpu or cuda, got '{self.device}'")
+
+    def resolved_device(self) -> str:
+        if self.device == "auto":
+            import torch
+
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.device

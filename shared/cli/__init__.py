@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from shared.cli import data, evaluate
+from shared.cli import data, evaluate, train
 from shared.errors import FedrecError
 
 EXIT_USER_ERROR = 2
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     data.register(commands)
     evaluate.register(commands)
+    train.register(commands)
     return parser
 
 

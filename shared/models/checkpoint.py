@@ -1,0 +1,38 @@
+"""Checkpoint directories: config.json + model.safetensors (+ metrics.json), written atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from shared.atomic import atomic_path, write_json
+from shared.data.dataset import Dataset
+from shared.errors import FedrecError
+from shared.models.recommender import Recommender
+
+
+def save_checkpoint(model: Recommender, directory: Path, metrics: dict[str, Any] | None = None) -> None:
+    """Everything is staged in a sibling temp dir and renamed into place, so a crash mid-save
+    never leaves a checkpoint that loads with half its weights."""
+    with atomic_path(Path(directory)) as staged:
+        model.save_pretrained(staged)
+        if metrics is not None:
+            write_json(staged / "metrics.json", metrics)
+
+
+def load_checkpoint(directory: str | Path) -> Recommender:
+    directory = Path(directory)
+    if not directory.exists():
+        raise FedrecError(f"--checkpoint {directory}: no such directory")
+    return Recommender.from_pretrained(directory)
+
+
+def check_catalog(model: Recommender, dataset: Dataset) -> None:
+    """The checkpoint's item indices mean something only for the catalog it was trained on."""
+    catalog = model.config["catalog"]
+    ids = [str(i) for i in dataset.item_ids[1:]]
+    if catalog != ids:
+        raise FedrecError(
+            f"dataset '{dataset.name}' ({len(ids)} items) does not match the checkpoint's item "
+            f"catalog ({len(catalog)} items, trained on '{model.config['dataset']}')"
+        )

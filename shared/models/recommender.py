@@ -1,0 +1,238 @@
+"""The two-stage recommender: retrieval towers and a ranker, in one module, trained jointly.
+
+    item tower   t_i (frozen MiniLM text embedding, 384)  -> W t_i  (+ E_id[i])     -> v_i  (d)
+    user tower   [user-feature token, v_x1 .. v_xL]  -> causal BertModel(inputs_embeds) -> h_t (d)
+    retrieval    s(t, i) = <h_t, v_i> / sqrt(d)        full-catalog top-N is one matmul
+    ranking      MLP([h_t, v_c, h_t*v_c, attend(v_c; v_x<=t), genres_c, year_c, user])  -> logit
+    loss         BCE(retrieval: next item vs sampled negatives) + BCE(ranking: next item vs hard
+                 and random negatives)
+
+Every computation is per sample (batch-first, no tensor shared across examples), which is what
+Opacus needs to compute per-sample gradients: the negatives each sequence scores come in with that
+sequence rather than from one shared catalog matrix.
+
+The checkpoint is `save_pretrained(dir)` / `from_pretrained(dir)` through huggingface_hub's
+`PyTorchModelHubMixin`: config.json plus model.safetensors, the item text embeddings included.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+from transformers import BertConfig, BertModel
+
+from shared.errors import FedrecError
+
+FORMAT_VERSION = 1  # bump when a saved checkpoint can no longer be read by this code
+TEXT_DIM = 384
+USER_FEATURES = ("age", "gender", "occupation", "region")
+
+
+def year_buckets(years: torch.Tensor) -> torch.Tensor:
+    """Five-year buckets from 1915; 0 for unknown years."""
+    bucket = ((years - 1915).clamp(min=0) // 5 + 1).clamp(max=25)
+    return torch.where(years > 0, bucket, torch.zeros_like(bucket))
+
+
+class Recommender(nn.Module, PyTorchModelHubMixin):
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        self.config = config
+        m = config["model"]
+        d, n_items = int(m["dim"]), int(config["num_items"])
+        self.dim = d
+
+        # Item side data, frozen and saved with the weights so a checkpoint serves on its own.
+        self.register_buffer("text", torch.zeros(n_items + 1, TEXT_DIM))
+        self.register_buffer("genres", torch.zeros(n_items + 1, int(config["num_genres"])))
+        self.register_buffer("year", torch.zeros(n_items + 1, dtype=torch.long))
+
+        self.text_proj = nn.Linear(TEXT_DIM, d) if m["use_text"] else None
+        self.item_id = nn.Embedding(n_items + 1, d, padding_idx=0) if m["use_id_embedding"] else None
+        self.item_norm = nn.LayerNorm(d)
+        self.dropout = nn.Dropout(float(m["dropout"]))
+
+        # User tower: a prefix token from side features, then the history.
+        self.bos = nn.Embedding(1, d)
+        sizes = config["feature_sizes"]
+        self.user_features = nn.ModuleDict(
+            {k: nn.Embedding(int(sizes[k]), d) for k in USER_FEATURES if k in sizes}
+        )
+        self.encoder = BertModel(
+            BertConfig(
+                vocab_size=1,  # inputs_embeds only: the word embeddings are never used
+                hidden_size=d,
+                num_hidden_layers=int(m["num_layers"]),
+                num_attention_heads=int(m["num_heads"]),
+                intermediate_size=4 * d,
+                max_position_embeddings=int(m["max_len"]) + 1,
+                hidden_dropout_prob=float(m["dropout"]),
+                attention_probs_dropout_prob=float(m["dropout"]),
+                is_decoder=True,  # causal: position t sees the history up to t only
+            ),
+            add_pooling_layer=False,
+        )
+        self.encoder.embeddings.word_embeddings.requires_grad_(False)
+
+        # Ranker: candidate side features and an MLP over the user-candidate interaction.
+        self.genre_proj = nn.Linear(int(config["num_genres"]) or 1, d)
+        self.year_emb = nn.Embedding(26, d)
+        self.rank_mlp = nn.Sequential(
+            nn.Linear(7 * d, 2 * d), nn.GELU(), nn.Dropout(float(m["dropout"])),
+            nn.Linear(2 * d, d), nn.GELU(), nn.Linear(d, 1),
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ towers
+
+    def set_item_side(self, text: torch.Tensor, genres: torch.Tensor, years: torch.Tensor) -> None:
+        self.text.copy_(text)
+        if genres.shape[1]:
+            self.genres.copy_(genres)
+        self.year.copy_(year_buckets(years))
+
+    def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        """items (...) int -> (..., d). Works for any leading shape, one per-sample batch or the
+        whole catalog."""
+        vec = torch.zeros(*items.shape, self.dim, device=items.device)
+        if self.text_proj is not None:
+            vec = vec + self.text_proj(F.embedding(items, self.text))
+        if self.item_id is not None:
+            vec = vec + self.item_id(items)
+        return self.item_norm(vec)
+
+    def user_token(self, features: torch.Tensor) -> torch.Tensor:
+        """features (B, F) int codes in USER_FEATURES order (absent ones dropped) -> (B, d)."""
+        token = self.bos(features.new_zeros(features.shape[0]))
+        for k, name in enumerate(self.user_features):
+            token = token + self.user_features[name](features[:, k])
+        return token
+
+    def encode_history(
+        self, history: torch.Tensor, features: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """history (B, L) left-padded item ids -> states (B, L, d), history vectors (B, L, d).
+
+        states[:, t] has read history[:, :t+1] and predicts the item that follows it.
+        """
+        b, length = history.shape
+        seq = self.item_vectors(history)
+        tokens = torch.cat([self.user_token(features)[:, None], seq], dim=1)
+        mask = torch.cat([torch.ones_like(history[:, :1]), (history > 0).long()], dim=1)
+        # Explicit (B, L) ids: Hugging Face's [1, L] buffers break Opacus (issue 841).
+        positions = torch.arange(length + 1, device=history.device).expand(b, -1)
+        out = self.encoder(
+            inputs_embeds=self.dropout(tokens),
+            attention_mask=mask,
+            position_ids=positions,
+            token_type_ids=torch.zeros_like(positions),
+        ).last_hidden_state
+        return out[:, 1:], seq
+
+    @property
+    def scale(self) -> float:
+        # Both sides are layer-normalised (norm ~ sqrt(d)); without this the logits start at
+        # +-d and BCE saturates before anything is learned.
+        return self.dim**-0.5
+
+    def retrieval_logits(self, states: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """<h, v> / sqrt(d) over the last axis: states (..., d), items (..., d) -> (...)."""
+        return (states * items).sum(-1) * self.scale
+
+    # ------------------------------------------------------------------ ranker
+
+    def rank_logits(
+        self,
+        states: torch.Tensor,
+        history_vecs: torch.Tensor,
+        visible: torch.Tensor,
+        user: torch.Tensor,
+        candidates: torch.Tensor,
+    ) -> torch.Tensor:
+        """Score candidates for R query positions per sample.
+
+        states (B, R, d)   the user state at each query position
+        history_vecs (B, L, d), visible (B, R, L) bool: which history items each query may attend
+        user (B, d)        the side-feature token
+        candidates (B, R, C) item ids -> logits (B, R, C)
+        """
+        cand = self.item_vectors(candidates)  # (B, R, C, d)
+        attn = torch.einsum("brcd,bld->brcl", cand, history_vecs) / self.dim**0.5
+        attn = attn.masked_fill(~visible[:, :, None, :], float("-inf"))
+        weights = torch.nan_to_num(torch.softmax(attn, dim=-1))  # a query with no history: zeros
+        attended = torch.einsum("brcl,bld->brcd", weights, history_vecs)
+        h = states[:, :, None].expand_as(cand)
+        side = self.genre_proj(F.embedding(candidates, self.genres)) + self.year_emb(
+            F.embedding(candidates, self.year[:, None]).squeeze(-1)
+        )
+        u = user[:, None, None].expand_as(cand)
+        x = torch.cat([h, cand, h * cand, attended, side, u, h - attended], dim=-1)
+        return self.rank_mlp(x).squeeze(-1)
+
+    # ------------------------------------------------------------------ training
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The joint loss for one per-sample batch (see `shared.models.batches`).
+
+        history (B, L), targets (B, L), negatives (B, N), features (B, F),
+        rank_pos (B, R), rank_items (B, R, C) with the positive in column 0, rank_valid (B, R).
+        Returns per-sample losses (B,) so DP-SGD can clip and average them per example.
+        """
+        states, seq = self.encode_history(batch["history"], batch["features"])
+        targets, negatives = batch["targets"], batch["negatives"]
+        valid = (targets > 0).float()  # (B, L)
+
+        pos = self.retrieval_logits(states, self.item_vectors(targets))  # (B, L)
+        neg = torch.einsum("bld,bnd->bln", states, self.item_vectors(negatives)) * self.scale
+        collide = (negatives[:, None, :] == targets[:, :, None]).float()
+        neg_loss = (F.softplus(neg) * (1 - collide)).sum(-1) / (1 - collide).sum(-1).clamp(min=1)
+        retrieval = ((F.softplus(-pos) + neg_loss) * valid).sum(1) / valid.sum(1).clamp(min=1)
+
+        rank_pos = batch["rank_pos"]
+        idx = rank_pos[:, :, None].expand(-1, -1, self.dim)
+        q_states = torch.gather(states, 1, idx)  # (B, R, d)
+        length = seq.shape[1]
+        visible = (torch.arange(length, device=seq.device)[None, None, :] <= rank_pos[:, :, None]) & (
+            batch["history"][:, None, :] > 0
+        )
+        logits = self.rank_logits(
+            q_states, seq, visible, self.user_token(batch["features"]), batch["rank_items"]
+        )
+        labels = torch.zeros_like(logits)
+        labels[:, :, 0] = 1.0
+        per_query = F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(-1)
+        rv = batch["rank_valid"].float()
+        ranking = (per_query * rv).sum(1) / rv.sum(1).clamp(min=1)
+        return {"loss": retrieval + ranking, "retrieval": retrieval, "ranking": ranking}
+
+    # ------------------------------------------------------------------ checkpoints
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, **kwargs: Any) -> Recommender:  # type: ignore[override]
+        """Load a checkpoint directory, refusing one written by an incompatible version."""
+        import json
+        from pathlib import Path
+
+        directory = Path(pretrained_model_name_or_path)
+        config_file = directory / "config.json"
+        if not config_file.is_file():
+            raise FedrecError(f"{directory}: not a fedrec checkpoint (no config.json)")
+        try:
+            config = json.loads(config_file.read_text())
+            version = config.get("format_version")
+        except (ValueError, AttributeError):
+            raise FedrecError(f"{config_file}: corrupt checkpoint config") from None
+        if version != FORMAT_VERSION:
+            raise FedrecError(
+                f"{directory}: checkpoint format {version} cannot be read by this fedrec "
+                f"(format {FORMAT_VERSION}); retrain or use a matching fedrec version"
+            )
+        if not (directory / "model.safetensors").is_file():
+            raise FedrecError(f"{directory}: checkpoint has no model.safetensors")
+        try:
+            return super().from_pretrained(directory, local_files_only=True, **kwargs)
+        except (RuntimeError, OSError, ValueError) as err:
+            raise FedrecError(f"{directory}: corrupt checkpoint ({str(err).splitlines()[0]})") from None

@@ -1,0 +1,118 @@
+"""A trained Recommender as a `Scorer` for the evaluation harness, and as a recommender.
+
+`ModelScorer` encodes each user's history once per stage (the transformer pass is the expensive
+part) and serves two views of the model from that cache:
+- `.retrieval`: the dot product of the user state and every item vector;
+- `.two_stage`: retrieval picks the top-N unseen items and the ranker re-orders them. Items outside
+  the top-N keep their retrieval order below every re-ranked one, so ranks stay exact.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from shared.data.dataset import Dataset
+from shared.eval.protocols import seen_mask
+from shared.models.batches import eval_histories, feature_matrix
+from shared.models.recommender import Recommender
+
+RERANKED_OFFSET = 1e6  # above any retrieval logit: re-ranked items come first
+
+
+class ModelScorer:
+    def __init__(
+        self, model: Recommender, dataset: Dataset, device: str = "cpu", batch_size: int = 512
+    ) -> None:
+        self.model = model.to(device).eval()
+        self.dataset = dataset
+        self.device = device
+        self.batch_size = batch_size
+        self.max_len = int(model.config["model"]["max_len"])
+        self.top_n = int(model.config["model"]["retrieve_top_n"])
+        with torch.no_grad():
+            self.items = model.item_vectors(torch.arange(dataset.num_items + 1, device=device))
+        self._states: dict[str, torch.Tensor] = {}
+        self.retrieval = _Retrieval(self)
+        self.two_stage = _TwoStage(self)
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(array)).to(self.device)
+
+    @torch.no_grad()
+    def encode(self, history: np.ndarray, features: np.ndarray) -> torch.Tensor:
+        """Last user state (B, d) for left-padded histories (B, L)."""
+        states, _ = self.model.encode_history(self._tensor(history), self._tensor(features))
+        return states[:, -1]
+
+    def states(self, users: np.ndarray, stage: str) -> torch.Tensor:
+        if stage not in self._states:
+            everyone = np.arange(self.dataset.num_users)
+            chunks = [
+                self.encode(*self.inputs(everyone[i : i + self.batch_size], stage))
+                for i in range(0, len(everyone), self.batch_size)
+            ]
+            self._states[stage] = torch.cat(chunks)
+        return self._states[stage][self._tensor(users)]
+
+    def inputs(self, users: np.ndarray, stage: str) -> tuple[np.ndarray, np.ndarray]:
+        return (
+            eval_histories(self.dataset, users, stage, self.max_len),
+            feature_matrix(self.dataset, users),
+        )
+
+    @torch.no_grad()
+    def retrieval_scores(self, states: torch.Tensor) -> np.ndarray:
+        scores = (states @ self.items.T * self.model.scale).double().cpu().numpy()
+        scores[:, 0] = -np.inf
+        return scores
+
+    @torch.no_grad()
+    def rank(
+        self, states: torch.Tensor, history: np.ndarray, features: np.ndarray, items: np.ndarray
+    ) -> np.ndarray:
+        """Ranker logits (B, C) for candidate items (B, C)."""
+        h = self._tensor(history)
+        seq = self.items[h]  # in eval mode the item tower is a pure lookup
+        user = self.model.user_token(self._tensor(features))
+        logits = self.model.rank_logits(
+            states[:, None], seq, (h > 0)[:, None, :], user, self._tensor(items)[:, None, :]
+        )
+        return logits[:, 0].double().cpu().numpy()
+
+    def recommend_scores(
+        self, states: torch.Tensor, history: np.ndarray, features: np.ndarray, seen: np.ndarray
+    ) -> np.ndarray:
+        """(B, I+1): re-ranked top-N first, then the rest in retrieval order; seen items -inf."""
+        scores = self.retrieval_scores(states)
+        scores[seen] = -np.inf
+        n = min(self.top_n, scores.shape[1] - 1)
+        top = np.argpartition(-scores, n - 1, axis=1)[:, :n]
+        logits = self.rank(states, history, features, top)
+        finite = np.isfinite(np.take_along_axis(scores, top, axis=1))
+        np.put_along_axis(scores, top, np.where(finite, RERANKED_OFFSET + logits, -np.inf), axis=1)
+        return scores
+
+
+class _Retrieval:
+    def __init__(self, scorer: ModelScorer) -> None:
+        self.s = scorer
+
+    def score_all(self, users: np.ndarray, stage: str) -> np.ndarray:
+        return self.s.retrieval_scores(self.s.states(users, stage))
+
+    def score_candidates(self, users: np.ndarray, items: np.ndarray, stage: str) -> np.ndarray:
+        return np.take_along_axis(self.score_all(users, stage), items, axis=1)
+
+
+class _TwoStage:
+    def __init__(self, scorer: ModelScorer) -> None:
+        self.s = scorer
+
+    def score_all(self, users: np.ndarray, stage: str) -> np.ndarray:
+        history, features = self.s.inputs(users, stage)
+        seen = seen_mask(self.s.dataset, users, stage)
+        return self.s.recommend_scores(self.s.states(users, stage), history, features, seen)
+
+    def score_candidates(self, users: np.ndarray, items: np.ndarray, stage: str) -> np.ndarray:
+        return self.s.rank(self.s.states(users, stage), *self.s.inputs(users, stage), items)

