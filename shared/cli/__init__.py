@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from shared.cli import data, evaluate, train
+from shared.cli import data, evaluate, recommend, train
 from shared.errors import FedrecError
 
 EXIT_USER_ERROR = 2
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.register(commands)
     evaluate.register(commands)
     train.register(commands)
+    recommend.register(commands)
     return parser
 
 

@@ -3,7 +3,7 @@
     item tower   t_i (frozen MiniLM text embedding, 384)  -> W t_i  (+ E_id[i])     -> v_i  (d)
     user tower   [user-feature token, v_x1 .. v_xL]  -> causal BertModel(inputs_embeds) -> h_t (d)
     retrieval    s(t, i) = <h_t, v_i> / sqrt(d)        full-catalog top-N is one matmul
-    ranking      MLP([h_t, v_c, h_t*v_c, attend(v_c; v_x<=t), genres_c, year_c, user])  -> logit
+    ranking      s(t, c) + MLP([h_t, v_c, h_t*v_c, attend(v_c; v_x<=t), genres_c, year_c, user])
     loss         BCE(retrieval: next item vs sampled negatives) + BCE(ranking: next item vs hard
                  and random negatives)
 
@@ -17,11 +17,14 @@ The checkpoint is `save_pretrained(dir)` / `from_pretrained(dir)` through huggin
 
 from __future__ import annotations
 
+import contextlib
+import io
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
+from safetensors import SafetensorError
 from torch import nn
 from transformers import BertConfig, BertModel
 
@@ -85,6 +88,10 @@ class Recommender(nn.Module, PyTorchModelHubMixin):
             nn.Linear(7 * d, 2 * d), nn.GELU(), nn.Dropout(float(m["dropout"])),
             nn.Linear(2 * d, d), nn.GELU(), nn.Linear(d, 1),
         )  # fmt: skip
+        # Zero-initialised output: the ranker starts as the retrieval score and moves away from
+        # it only where its extra features help (see rank_logits).
+        nn.init.zeros_(self.rank_mlp[-1].weight)
+        nn.init.zeros_(self.rank_mlp[-1].bias)
 
     # ------------------------------------------------------------------ towers
 
@@ -170,7 +177,9 @@ class Recommender(nn.Module, PyTorchModelHubMixin):
         )
         u = user[:, None, None].expand_as(cand)
         x = torch.cat([h, cand, h * cand, attended, side, u, h - attended], dim=-1)
-        return self.rank_mlp(x).squeeze(-1)
+        # Residual on the retrieval logit: the ranker starts exactly as good as retrieval and
+        # learns what the richer features add, instead of re-learning the dot product.
+        return self.retrieval_logits(h, cand) + self.rank_mlp(x).squeeze(-1)
 
     # ------------------------------------------------------------------ training
 
@@ -233,6 +242,9 @@ class Recommender(nn.Module, PyTorchModelHubMixin):
         if not (directory / "model.safetensors").is_file():
             raise FedrecError(f"{directory}: checkpoint has no model.safetensors")
         try:
-            return super().from_pretrained(directory, local_files_only=True, **kwargs)
-        except (RuntimeError, OSError, ValueError) as err:
+            # huggingface_hub print()s "Loading weights from local directory"; keep stdout clean
+            # for the tables and JSON that commands write there.
+            with contextlib.redirect_stdout(io.StringIO()):
+                return super().from_pretrained(directory, local_files_only=True, **kwargs)
+        except (RuntimeError, OSError, ValueError, SafetensorError) as err:
             raise FedrecError(f"{directory}: corrupt checkpoint ({str(err).splitlines()[0]})") from None

@@ -14,27 +14,37 @@ import torch
 
 from shared.data.dataset import Dataset
 from shared.eval.protocols import seen_mask
-from shared.models.batches import eval_histories, feature_matrix
+from shared.models.batches import eval_histories, feature_matrix, left_pad
 from shared.models.recommender import Recommender
 
 RERANKED_OFFSET = 1e6  # above any retrieval logit: re-ranked items come first
 
 
 class ModelScorer:
+    """`dataset` is needed only to score its users by index; `recommend` works without one."""
+
     def __init__(
-        self, model: Recommender, dataset: Dataset, device: str = "cpu", batch_size: int = 512
-    ) -> None:
+        self, model: Recommender, dataset: Dataset | None = None, device: str = "cpu",
+        batch_size: int = 512,
+    ) -> None:  # fmt: skip
         self.model = model.to(device).eval()
-        self.dataset = dataset
+        self._dataset = dataset
         self.device = device
         self.batch_size = batch_size
         self.max_len = int(model.config["model"]["max_len"])
         self.top_n = int(model.config["model"]["retrieve_top_n"])
+        num_items = int(model.config["num_items"])
         with torch.no_grad():
-            self.items = model.item_vectors(torch.arange(dataset.num_items + 1, device=device))
+            self.items = model.item_vectors(torch.arange(num_items + 1, device=device))
         self._states: dict[str, torch.Tensor] = {}
         self.retrieval = _Retrieval(self)
         self.two_stage = _TwoStage(self)
+
+    @property
+    def dataset(self) -> Dataset:
+        if self._dataset is None:
+            raise ValueError("this ModelScorer was built without a dataset")
+        return self._dataset
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.asarray(array)).to(self.device)
@@ -92,6 +102,23 @@ class ModelScorer:
         finite = np.isfinite(np.take_along_axis(scores, top, axis=1))
         np.put_along_axis(scores, top, np.where(finite, RERANKED_OFFSET + logits, -np.inf), axis=1)
         return scores
+
+
+    def recommend(
+        self, history: np.ndarray, features: np.ndarray, k: int = 10
+    ) -> list[tuple[int, float]]:
+        """Top-k (item index, score) for one history of item indices, seen items left out.
+
+        Scores are the ranker's logits for the re-ranked top-N, retrieval logits beyond it."""
+        padded = left_pad([np.asarray(history)], self.max_len)
+        feats = np.asarray(features, dtype=np.int64)[None]
+        seen = np.zeros((1, self.items.shape[0]), dtype=bool)
+        seen[0, np.asarray(history, dtype=np.int64)] = True
+        scores = self.recommend_scores(self.encode(padded, feats), padded, feats, seen)[0]
+        top = np.argsort(-scores, kind="stable")[:k]
+        top = top[np.isfinite(scores[top])]
+        return [(int(i), float(s - RERANKED_OFFSET if s > RERANKED_OFFSET / 2 else s))
+                for i, s in zip(top, scores[top])]  # fmt: skip
 
 
 class _Retrieval:

@@ -26,6 +26,8 @@ from shared.models.text_encoder import item_embeddings
 
 log = logging.getLogger(__name__)
 
+HARD_NEGATIVE_POOL = 100  # hard negatives are drawn uniformly from the retrieval top-100
+
 
 def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
@@ -59,7 +61,7 @@ def ranking_candidates(
     model: Recommender, batch: dict[str, torch.Tensor], cfg: TrainConfig, rng: np.random.Generator
 ) -> torch.Tensor:
     """(B, R, 1 + hard + random): the positive, hard negatives drawn from the current model's
-    top retrieval scores (excluding the positive and the history), and uniform negatives."""
+    top retrieval scores (excluding every item of the sequence), and uniform negatives."""
     num_items = model.text.shape[0] - 1
     was_training = model.training
     model.eval()
@@ -71,8 +73,11 @@ def ranking_candidates(
     scores[..., 0] = -torch.inf
     positives = torch.gather(batch["targets"], 1, rank_pos)  # (B, R)
     scores.scatter_(2, positives[..., None], -torch.inf)
-    scores.scatter_(2, batch["history"][:, None, :].expand(-1, scores.shape[1], -1), -torch.inf)
-    pool = min(50, num_items - 1)
+    # Every item of the sequence is excluded, later ones too: an item the user goes on to watch
+    # is not a negative, and labelling it one teaches the ranker to bury true positives.
+    for seen in (batch["history"], batch["targets"]):
+        scores.scatter_(2, seen[:, None, :].expand(-1, scores.shape[1], -1), -torch.inf)
+    pool = min(HARD_NEGATIVE_POOL, num_items - 1)
     top = scores.topk(pool, dim=-1).indices  # (B, R, pool)
     pick = torch.from_numpy(rng.random(top.shape).argsort(-1)[..., : cfg.rank_hard_negatives])
     hard = torch.gather(top, 2, pick.to(top.device))

@@ -1,0 +1,149 @@
+"""The two-stage model on tiny generated data: it learns, it serves, it saves, it loads."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_tiny, write_csv
+
+from shared.config import DataConfig, ModelConfig, TrainConfig
+from shared.data.dataset import build_dataset
+from shared.data.readers import read_directory
+from shared.errors import FedrecError
+from shared.models.checkpoint import check_catalog, load_checkpoint, save_checkpoint
+from shared.models.recommend import parse_history, recommend_for_history, recommend_for_user
+from shared.models.scoring import ModelScorer
+from shared.models.text_encoder import cache_key, item_embeddings
+from shared.models.training import build_model, evaluate_model, fit
+
+SMALL = ModelConfig(dim=16, num_layers=1, num_heads=2, max_len=12, retrieve_top_n=10)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    d = write_csv(make_tiny(num_users=30, num_items=40, seed=5), tmp_path_factory.mktemp("m") / "d")
+    return build_dataset(read_directory(d), DataConfig(dataset="csv", data_path=str(d)))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, cache):
+    torch.manual_seed(0)
+    model = build_model(dataset, SMALL, cache)
+    history = fit(model, dataset, TrainConfig(epochs=8, batch_size=8, lr=5e-3, patience=10, num_negatives=8))
+    return model, history
+
+
+def test_text_embeddings_are_normalised_and_cached(dataset, cache) -> None:
+    emb = item_embeddings(dataset.item_text, cache)
+    assert emb.shape == (dataset.num_items + 1, 384)
+    assert np.allclose(np.linalg.norm(emb[1:], axis=1), 1.0, atol=1e-5)
+    assert not emb[0].any()  # padding
+    assert (cache / "embeddings" / f"{cache_key(dataset.item_text)}.npy").exists()
+    # Similar texts are closer than unrelated ones: the pretrained encoder is really in use.
+    sims = emb[1:] @ emb[1:].T
+    assert sims.max() > sims.mean()
+
+
+def test_training_loss_decreases(trained) -> None:
+    _, history = trained
+    losses = [r["loss"]["loss"] for r in history]
+    assert losses[-1] < losses[0] * 0.9
+    assert history[-1]["loss"]["ranking"] < history[0]["loss"]["ranking"]
+
+
+def test_metrics_have_both_stages_and_protocols(trained, dataset) -> None:
+    model, _ = trained
+    metrics = evaluate_model(model, dataset, "test")
+    assert set(metrics) == {"retrieval", "ranking"}
+    for stage in metrics.values():
+        assert set(stage) == {"full", "sampled"}
+    assert 0 <= metrics["retrieval"]["full"]["recall@100"] <= 1
+
+
+def test_recommendations_exclude_seen_items(trained, dataset) -> None:
+    model, _ = trained
+    for user in range(5):
+        recs = recommend_for_user(model, dataset, dataset.user_ids[user], k=15)
+        seen = {str(dataset.item_ids[i]) for i in dataset.sequence(user)}
+        assert len(recs) == 15
+        assert not seen & {r.item_id for r in recs}
+        assert [r.score for r in recs[:10]] == sorted((r.score for r in recs[:10]), reverse=True)
+
+
+def test_save_then_load_gives_identical_scores(trained, dataset, tmp_path: Path) -> None:
+    model, _ = trained
+    save_checkpoint(model, tmp_path / "ckpt", {"note": "test"})
+    assert {p.name for p in (tmp_path / "ckpt").iterdir()} >= {"config.json", "model.safetensors", "metrics.json"}
+    loaded = load_checkpoint(tmp_path / "ckpt")
+    users = np.arange(dataset.num_users)
+    a = ModelScorer(model, dataset).two_stage.score_all(users, "test")
+    b = ModelScorer(loaded, dataset).two_stage.score_all(users, "test")
+    assert np.array_equal(a, b)
+    check_catalog(loaded, dataset)
+
+
+def test_cold_user_history_path(trained, dataset) -> None:
+    model, _ = trained
+    history = [str(dataset.item_ids[i]) for i in (3, 7, 11)]
+    recs = recommend_for_history(model, history, k=5)
+    assert len(recs) == 5 and not set(history) & {r.item_id for r in recs}
+    assert parse_history(",".join(history), model.config["catalog"]) == history
+    with pytest.raises(FedrecError, match="unknown item 'nope'"):
+        parse_history("3,nope", model.config["catalog"])
+
+
+def test_history_ids_may_contain_commas() -> None:
+    catalog = ["American President, The (1995)", "Heat (1995)"]
+    assert parse_history("Heat (1995),American President, The (1995)", catalog) == [
+        "Heat (1995)", "American President, The (1995)"]  # fmt: skip
+
+
+def test_text_only_items_get_vectors_without_interactions(dataset, cache) -> None:
+    model = build_model(dataset, ModelConfig(dim=16, num_layers=1, max_len=12, use_id_embedding=False), cache)
+    vecs = model.eval().item_vectors(torch.arange(1, dataset.num_items + 1))
+    assert model.item_id is None
+    assert torch.linalg.matrix_rank(vecs) > 1  # distinct items, from text alone
+
+
+def test_unusable_checkpoints_are_refused(trained, dataset, tmp_path: Path) -> None:
+    model, _ = trained
+    with pytest.raises(FedrecError, match="no such directory"):
+        load_checkpoint(tmp_path / "missing")
+    save_checkpoint(model, tmp_path / "old")
+    cfg = json.loads((tmp_path / "old" / "config.json").read_text())
+    cfg["format_version"] = 0
+    (tmp_path / "old" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(FedrecError, match="checkpoint format 0 cannot be read"):
+        load_checkpoint(tmp_path / "old")
+    save_checkpoint(model, tmp_path / "bad")
+    (tmp_path / "bad" / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(FedrecError, match="corrupt checkpoint"):
+        load_checkpoint(tmp_path / "bad")
+    (tmp_path / "bad" / "config.json").write_text("{")
+    with pytest.raises(FedrecError, match="corrupt checkpoint config"):
+        load_checkpoint(tmp_path / "bad")
+
+
+def test_dataset_that_does_not_match_the_catalog_is_refused(trained, tmp_path: Path) -> None:
+    model, _ = trained
+    d = write_csv(make_tiny(num_users=10, num_items=25, seed=9), tmp_path / "other")
+    other = build_dataset(read_directory(d), DataConfig(dataset="csv", data_path=str(d)))
+    with pytest.raises(FedrecError, match="does not match the checkpoint's item catalog"):
+        check_catalog(model, other)
+
+
+@pytest.mark.parametrize("bad,match", [
+    ({"use_text": False, "use_id_embedding": False}, "needs text, ID embeddings or both"),
+    ({"dim": 10, "num_heads": 3}, "not divisible"),
+    ({"dropout": 1.0}, "dropout must be in"),
+])  # fmt: skip
+def test_bad_model_config_is_refused(bad, match) -> None:
+    with pytest.raises(FedrecError, match=match):
+        ModelConfig(**bad)
