@@ -97,6 +97,9 @@ class ModelConfig:
     use_text: bool = True
     use_id_embedding: bool = True
     retrieve_top_n: int = 100
+    # Fine-tune the top N MiniLM layers inside the item tower (0: frozen, cached embeddings).
+    # Costly: every item vector then runs N transformer layers; meant for GPUs or small catalogs.
+    text_finetune_layers: int = 0
 
     def __post_init__(self) -> None:
         if not (self.use_text or self.use_id_embedding):
@@ -106,6 +109,10 @@ class ModelConfig:
                 raise FedrecError(f"{name.replace('_', '-')} must be >= 1")
         if int(self.dim) % int(self.num_heads):
             raise FedrecError(f"dim {self.dim} is not divisible by num-heads {self.num_heads}")
+        if not 0 <= int(self.text_finetune_layers) <= 6:
+            raise FedrecError(f"text-finetune-layers must be 0..6, got {self.text_finetune_layers}")
+        if self.text_finetune_layers and not self.use_text:
+            raise FedrecError("text-finetune-layers needs the text tower (drop --no-text)")
         if not 0 <= float(self.dropout) < 1:
             raise FedrecError(f"dropout must be in [0, 1), got {self.dropout}")
 

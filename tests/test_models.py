@@ -147,3 +147,14 @@ def test_dataset_that_does_not_match_the_catalog_is_refused(trained, tmp_path: P
 def test_bad_model_config_is_refused(bad, match) -> None:
     with pytest.raises(FedrecError, match=match):
         ModelConfig(**bad)
+
+
+def test_text_finetuned_model_saves_and_loads(dataset, cache, tmp_path: Path) -> None:
+    model = build_model(dataset, ModelConfig(dim=16, num_layers=1, max_len=12, retrieve_top_n=10,
+                                             text_finetune_layers=1), cache)  # fmt: skip
+    save_checkpoint(model, tmp_path / "ft")
+    loaded = load_checkpoint(tmp_path / "ft")
+    users = np.arange(dataset.num_users)
+    a = ModelScorer(model, dataset).retrieval.score_all(users, "test")
+    b = ModelScorer(loaded, dataset).retrieval.score_all(users, "test")
+    assert np.allclose(a, b, atol=1e-5)

@@ -12,7 +12,7 @@ from shared.config import DataConfig, ModelConfig, TrainConfig
 from shared.data.dataset import build_dataset
 from shared.data.readers import read_directory
 from shared.models.batches import base_batch, training_sequences
-from shared.models.text_encoder import load_text_model
+from shared.models.text_encoder import bert_layer, load_text_model
 from shared.models.training import build_model, ranking_candidates
 
 
@@ -60,38 +60,40 @@ def test_make_private_and_step_updates_every_layer_type(setup) -> None:
     assert engine.get_epsilon(delta=1e-5) > 0
 
 
-def test_text_encoder_top_layer_finetuning_is_opacus_compatible() -> None:
-    text_model, tokenizer = load_text_model(trainable_top_layers=1)
-    text_model.train()  # Opacus needs train mode
-    head = torch.nn.Linear(384, 1)
-    module = torch.nn.ModuleDict({"enc": text_model, "head": head})
+def test_bert_layer_matches_hugging_face_on_a_plain_batch() -> None:
+    text_model, tokenizer = load_text_model()
+    layer = text_model.encoder.layer[-1].eval()
+    tokens = tokenizer(["Toy Story (1995)", "Heat"], padding=True, return_tensors="pt")
+    x = torch.randn(2, tokens["input_ids"].shape[1], 384)
+    mask = tokens["attention_mask"].bool()
+    ours = bert_layer(layer, x, mask)
+    extended = (1.0 - mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
+    theirs = layer(x, attention_mask=extended)
+    theirs = theirs[0] if isinstance(theirs, tuple) else theirs
+    assert torch.allclose(ours[mask], theirs[mask], atol=1e-4)
 
-    class Wrapper(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.m = module
 
-        def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-            b, t = ids.shape
-            pos = torch.arange(t).expand(b, t)  # [B, L] ids: Opacus issue 841
-            h = self.m["enc"](input_ids=ids, attention_mask=mask, position_ids=pos,
-                              token_type_ids=torch.zeros_like(ids)).last_hidden_state
-            return self.m["head"](h.mean(1)).squeeze(-1)
-
-    wrapper = Wrapper()
-    tokens = tokenizer(["Toy Story (1995)", "Heat (1995)", "Alien (1979)", "Up (2009)"],
-                       padding=True, return_tensors="pt")  # fmt: skip
-    dataset = torch.utils.data.TensorDataset(tokens["input_ids"], tokens["attention_mask"])
-    loader = torch.utils.data.DataLoader(dataset, batch_size=2)
-    opt = torch.optim.SGD([p for p in wrapper.parameters() if p.requires_grad], lr=0.01)
-    private, opt, loader = PrivacyEngine().make_private(
-        module=wrapper, optimizer=opt, data_loader=loader, noise_multiplier=1.0, max_grad_norm=1.0)
-    for ids, mask in loader:
-        if len(ids) == 0:
+def test_text_finetuning_option_trains_under_opacus(setup, tmp_path) -> None:
+    dataset, _ = setup
+    model = build_model(dataset, ModelConfig(dim=16, num_layers=1, num_heads=2, max_len=10,
+                                             text_finetune_layers=1), tmp_path)  # fmt: skip
+    top = model.text_top[0].attention.self.query.weight
+    before = top.detach().clone()
+    cfg = TrainConfig(batch_size=4, num_negatives=3, rank_positions=1)
+    data = training_sequences(dataset, np.arange(dataset.num_users), 10)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.arange(len(data))), batch_size=4)
+    private, optimizer, loader = PrivacyEngine().make_private(
+        module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=1.0, max_grad_norm=1.0)
+    rng = np.random.default_rng(0)
+    for (rows,) in loader:
+        if len(rows) == 0:
             continue
-        opt.zero_grad()
-        private(ids, mask).pow(2).mean().backward()
-        opt.step()
+        batch = base_batch(data, rows.numpy(), dataset.num_items, cfg, rng)
+        batch["rank_items"] = ranking_candidates(model, batch, cfg, rng)
+        optimizer.zero_grad()
+        private(batch)["loss"].mean().backward()
+        assert top.grad_sample is not None
+        optimizer.step()
         break
-    top = text_model.encoder.layer[-1].attention.self.query.weight
-    assert top.requires_grad and not text_model.encoder.layer[0].attention.self.query.weight.requires_grad
+    assert not torch.equal(top, before)

@@ -29,6 +29,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-id-embedding", action="store_true",
                        help="item tower from text alone (cold-start items)")  # fmt: skip
     group.add_argument("--retrieve-top-n", type=int, default=d.retrieve_top_n)
+    group.add_argument("--text-finetune-layers", type=int, default=d.text_finetune_layers,
+                       help="fine-tune the top N MiniLM layers (slow on CPU)")  # fmt: skip
 
 
 def add_train_options(parser: argparse.ArgumentParser) -> None:
@@ -48,7 +50,7 @@ def model_config(args: argparse.Namespace) -> ModelConfig:
     return ModelConfig(
         dim=args.dim, num_layers=args.num_layers, num_heads=args.num_heads, max_len=args.max_len,
         dropout=args.dropout, use_text=not args.no_text, use_id_embedding=not args.no_id_embedding,
-        retrieve_top_n=args.retrieve_top_n,
+        retrieve_top_n=args.retrieve_top_n, text_finetune_layers=args.text_finetune_layers,
     )  # fmt: skip
 
 

@@ -55,6 +55,18 @@ class Recommender(nn.Module, PyTorchModelHubMixin):
         self.register_buffer("year", torch.zeros(n_items + 1, dtype=torch.long))
 
         self.text_proj = nn.Linear(TEXT_DIM, d) if m["use_text"] else None
+        # Optional fine-tuning of MiniLM's top layers: items are then encoded from the frozen
+        # token states below those layers (a buffer rebuilt from the item texts, not saved).
+        finetune = int(m.get("text_finetune_layers", 0))
+        self.text_top = None
+        if finetune:
+            from shared.models.text_encoder import MAX_TOKENS, load_text_model
+
+            minilm, _ = load_text_model(trainable_top_layers=finetune)
+            self.text_top = nn.ModuleList(minilm.encoder.layer[-finetune:])
+            shape = (n_items + 1, MAX_TOKENS)
+            self.register_buffer("text_tokens", torch.zeros(*shape, TEXT_DIM), persistent=False)
+            self.register_buffer("text_mask", torch.zeros(*shape, dtype=torch.bool), persistent=False)
         self.item_id = nn.Embedding(n_items + 1, d, padding_idx=0) if m["use_id_embedding"] else None
         self.item_norm = nn.LayerNorm(d)
         self.dropout = nn.Dropout(float(m["dropout"]))
@@ -97,16 +109,39 @@ class Recommender(nn.Module, PyTorchModelHubMixin):
 
     def set_item_side(self, text: torch.Tensor, genres: torch.Tensor, years: torch.Tensor) -> None:
         self.text.copy_(text)
+        self._set_text_tokens()
         if genres.shape[1]:
             self.genres.copy_(genres)
         self.year.copy_(year_buckets(years))
+
+    def _set_text_tokens(self) -> None:
+        if self.text_top is None:
+            return
+        from shared.models.text_encoder import token_states
+
+        below = len(self.text_top)
+        states, mask = token_states(["", *self.config["item_texts"]], below)
+        self.text_tokens.copy_(torch.from_numpy(states))
+        self.text_mask.copy_(torch.from_numpy(mask))
+
+    def item_text(self, items: torch.Tensor) -> torch.Tensor:
+        """items (...) -> (..., 384): the frozen cached embedding, or the fine-tuned top layers."""
+        if self.text_top is None:
+            return F.embedding(items, self.text)
+        from shared.models.text_encoder import bert_layer, mean_pool
+
+        x, mask = self.text_tokens[items], self.text_mask[items]
+        for layer in self.text_top:
+            x = bert_layer(layer, x, mask)
+        pooled = F.normalize(mean_pool(x, mask), dim=-1)
+        return pooled * (items > 0)[..., None]
 
     def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
         """items (...) int -> (..., d). Works for any leading shape, one per-sample batch or the
         whole catalog."""
         vec = torch.zeros(*items.shape, self.dim, device=items.device)
         if self.text_proj is not None:
-            vec = vec + self.text_proj(F.embedding(items, self.text))
+            vec = vec + self.text_proj(self.item_text(items))
         if self.item_id is not None:
             vec = vec + self.item_id(items)
         return self.item_norm(vec)
@@ -245,6 +280,8 @@ class Recommender(nn.Module, PyTorchModelHubMixin):
             # huggingface_hub print()s "Loading weights from local directory"; keep stdout clean
             # for the tables and JSON that commands write there.
             with contextlib.redirect_stdout(io.StringIO()):
-                return super().from_pretrained(directory, local_files_only=True, **kwargs)
+                model = super().from_pretrained(directory, local_files_only=True, **kwargs)
         except (RuntimeError, OSError, ValueError, SafetensorError) as err:
             raise FedrecError(f"{directory}: corrupt checkpoint ({str(err).splitlines()[0]})") from None
+        model._set_text_tokens()
+        return model

@@ -55,9 +55,56 @@ def load_text_model(trainable_top_layers: int = 0) -> tuple[torch.nn.Module, obj
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(B, T, H), (B, T) -> (B, H): the sentence-transformers pooling for this model."""
+    """(..., T, H), (..., T) -> (..., H): the sentence-transformers pooling for this model."""
     mask = mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+    return (hidden * mask).sum(-2) / mask.sum(-2).clamp(min=1e-9)
+
+
+def bert_layer(layer: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """One pretrained BertLayer over any leading shape: x (..., T, H), mask (..., T) bool.
+
+    The layer's own Linear and LayerNorm modules do the work, so its weights and Opacus'
+    per-sample hooks apply; only the attention arithmetic is done here, because Hugging Face's
+    attention assumes a (batch, seq, hidden) input, while a per-sample batch of items is
+    (batch, items, tokens, hidden).
+    """
+    sa = layer.attention.self
+    heads, size = sa.num_attention_heads, sa.attention_head_size
+
+    def split(t: torch.Tensor) -> torch.Tensor:  # (..., T, H) -> (..., heads, T, size)
+        return t.unflatten(-1, (heads, size)).transpose(-2, -3)
+
+    dropout = sa.dropout.p if layer.training else 0.0
+    ctx = torch.nn.functional.scaled_dot_product_attention(
+        split(sa.query(x)), split(sa.key(x)), split(sa.value(x)),
+        attn_mask=mask[..., None, None, :], dropout_p=dropout,
+    ).transpose(-2, -3).flatten(-2)  # fmt: skip
+    out = layer.attention.output
+    h = out.LayerNorm(out.dropout(out.dense(ctx)) + x)
+    inner = layer.intermediate.intermediate_act_fn(layer.intermediate.dense(h))
+    return layer.output.LayerNorm(layer.output.dropout(layer.output.dense(inner)) + h)
+
+
+MAX_TOKENS = 32  # ML-1M's longest item text is ~30 word pieces
+
+
+@torch.no_grad()
+def token_states(texts: list[str], below_top: int, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """Hidden states entering the top `below_top` layers, (N, MAX_TOKENS, 384), and the token
+    mask (N, MAX_TOKENS): what a model that fine-tunes those layers starts from."""
+    model, tokenizer = load_text_model()
+    model.eval()
+    layer = model.config.num_hidden_layers - below_top
+    states = np.zeros((len(texts), MAX_TOKENS, EMBEDDING_DIM), dtype=np.float32)
+    masks = np.zeros((len(texts), MAX_TOKENS), dtype=bool)
+    for start in tqdm(range(0, len(texts), batch_size), desc="encoding item tokens", unit="batch"):
+        chunk = [t or " " for t in texts[start : start + batch_size]]
+        tokens = tokenizer(chunk, padding="max_length", truncation=True, max_length=MAX_TOKENS,
+                           return_tensors="pt")  # fmt: skip
+        hidden = model(**tokens, output_hidden_states=True).hidden_states[layer]
+        states[start : start + len(chunk)] = hidden.numpy()
+        masks[start : start + len(chunk)] = tokens["attention_mask"].numpy().astype(bool)
+    return states, masks
 
 
 @torch.no_grad()

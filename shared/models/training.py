@@ -46,6 +46,8 @@ def build_model(dataset: Dataset, config: ModelConfig, cache_dir: Path) -> Recom
         "dataset": dataset.name,
         "catalog": [str(i) for i in dataset.item_ids[1:]],
         "titles": dataset.item_titles[1:],
+        # Only a model that fine-tunes the text layers needs the texts again when loaded.
+        **({"item_texts": dataset.item_text[1:]} if config.text_finetune_layers else {}),
     })  # fmt: skip
     text = item_embeddings(dataset.item_text, cache_dir) if config.use_text else None
     model.set_item_side(
