@@ -1,60 +1,51 @@
 """Flower ClientApp. Handlers stay thin: unpack the message, call a plain function, pack the reply.
 
-Today the federation trains the popularity baseline: `train` returns this node's normalised item
-frequencies (FedAvg weighted by interaction counts turns them into the global ones), `evaluate`
-scores this node's held-out items against the global popularity and returns metric means that
-FedAvg averages, weighted by users, into the global means. No item id or interaction list leaves
-the node; the transformer models replace this once they land.
+train:    global trainable arrays in -> local epochs on this node's users -> trainable arrays and
+          training metrics out (never the frozen text encoder, never data)
+evaluate: global arrays in -> HR/NDCG/MRR of both stages on this node's held-out items out, as
+          means over its users with num-examples = users, so the server's weighted average is
+          exactly the global mean
 """
 
 from __future__ import annotations
 
-import numpy as np
-from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from client.data import LocalData, local_data
-from shared.data.dataset import STAGES
-from shared.eval.protocols import evaluate as evaluate_protocols
-from shared.models.popularity import Popularity
+from client.data import local_data, local_model
+from client.training import local_evaluate, local_fit
+from shared.config import TrainConfig, from_run_config
+from shared.models.params import load_trainable, trainable_state
 
 app = ClientApp()
 
 
-def local_frequencies(local: LocalData) -> tuple[dict[str, np.ndarray], int]:
-    """Per-stage item counts over this node's users, divided by its training-interaction count,
-    which is also FedAvg's weight: the weighted mean is then sum(counts) / sum(weights), the
-    global counts up to one shared factor, for both stages."""
-    counts = Popularity.count(local.dataset, local.users)
-    total = int(counts["valid"].sum())
-    return {stage: c / max(total, 1) for stage, c in counts.items()}, total
-
-
-def local_metrics(local: LocalData, frequencies: dict[str, np.ndarray], stage: str) -> dict[str, float]:
-    """Both protocols over this node's users, flattened as 'full-hr@10', 'sampled-ndcg@10', ...
-
-    FedAvg's float arithmetic leaves equal global counts a few ulps apart; rounding restores the
-    ties, which the harness counts against the model exactly as it does centrally."""
-    snapped = {s: np.round(f, 12) for s, f in frequencies.items()}
-    results = evaluate_protocols(local.dataset, Popularity(snapped), stage, users=local.users)
-    return {f"{protocol}-{k}": v for protocol, block in results.items() for k, v in block.items()}
+def train_config(run_config: dict) -> TrainConfig:
+    cfg = from_run_config(TrainConfig, run_config)
+    epochs = int(run_config.get("local-epochs", 1))
+    return TrainConfig(**{**cfg.__dict__, "epochs": epochs})
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     local = local_data(context.run_config, context.node_config)
-    frequencies, total = local_frequencies(local)
-    arrays = ArrayRecord(array_dict={s: Array(frequencies[s]) for s in STAGES})
-    metrics = MetricRecord({"num-examples": total})
-    return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
+    model = local_model(context.run_config, local.dataset)
+    load_trainable(model, msg.content["arrays"].to_torch_state_dict())
+    config = msg.content["config"]
+    metrics = local_fit(
+        model, local, train_config(context.run_config), int(config.get("server-round", 0)),
+        float(config.get("proximal-mu", 0.0)),
+    )  # fmt: skip
+    content = RecordDict({"arrays": ArrayRecord(trainable_state(model)), "metrics": MetricRecord(metrics)})
+    return Message(content, reply_to=msg)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     local = local_data(context.run_config, context.node_config)
-    arrays = msg.content["arrays"]
-    frequencies = {s: arrays[s].numpy() for s in STAGES}
+    model = local_model(context.run_config, local.dataset)
+    load_trainable(model, msg.content["arrays"].to_torch_state_dict())
     stage = str(msg.content["config"].get("stage", "valid"))
-    metrics = local_metrics(local, frequencies, stage)
-    metrics["num-examples"] = len(local.users)
+    device = train_config(context.run_config).resolved_device()
+    metrics = local_evaluate(model, local, stage, device)
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

@@ -1,18 +1,22 @@
-"""This node's private data: the users of its partition, and nothing else."""
+"""This node's private data (the users of its partition) and its local copy of the model."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from shared.config import DataConfig, PartitionConfig, from_run_config
+from shared.config import DataConfig, ModelConfig, PartitionConfig, from_run_config
 from shared.data.dataset import Dataset, load_dataset
 from shared.data.partition import Partition, partition_users
+from shared.data.sources import default_cache_dir
 from shared.errors import FedrecError
+from shared.models.recommender import Recommender
+from shared.models.training import build_model
 
 
 @dataclass(frozen=True)
@@ -46,3 +50,12 @@ def local_data(run_config: Mapping[str, Any], node_config: Mapping[str, Any]) ->
         )
     pid = int(node_config["partition-id"])
     return LocalData(dataset=dataset, users=partition.users(pid), partition_id=pid)
+
+
+def local_model(run_config: Mapping[str, Any], dataset: Dataset) -> Recommender:
+    """A fresh local copy of the architecture; the global weights are loaded into it per message.
+
+    Item text embeddings come from the public catalog, computed once and cached on disk."""
+    data = from_run_config(DataConfig, run_config)
+    cache = data.cache_path or default_cache_dir()
+    return build_model(dataset, from_run_config(ModelConfig, run_config), Path(cache))

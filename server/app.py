@@ -1,8 +1,8 @@
-"""Flower ServerApp.
+"""Flower ServerApp: build the global model from the public item catalog, then run the rounds.
 
-Today it runs the federated popularity baseline (see `client/app.py`): one FedAvg round whose
-aggregate is the global item popularity, then a federated evaluation on every node's test items.
-The server holds no user data: it starts from empty arrays and only ever sees aggregates.
+Outputs, in `output-dir/run-<run id>/`: `round-NNN/` checkpoints (loadable with
+`Recommender.from_pretrained`), `metrics.json` (per-round history and final test metrics) and
+`summary.md`.
 """
 
 from __future__ import annotations
@@ -10,32 +10,57 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context
+from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import FedAvg
 
-from shared.atomic import write_json
-from shared.data.dataset import STAGES
+from server.checkpoints import ServerState, load_round
+from server.rounds import run_rounds
+from server.strategy import make_strategy
+from server.summary import summary_markdown
+from shared.atomic import write_text
+from shared.config import DataConfig, FederationConfig, ModelConfig, from_run_config
+from shared.data.dataset import load_dataset
+from shared.data.sources import default_cache_dir
+from shared.errors import FedrecError
+from shared.models.recommender import Recommender
+from shared.models.training import build_model, evaluate_model, seed_everything
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("flwr.fedrec")  # a child of Flower's logger: shown, and streamed by flwr run
 app = ServerApp()
+
+
+def server_evaluator(dataset):  # type: ignore[no-untyped-def]
+    """Simulation only: the server evaluates on its own copy of the data. Flattened like the
+    clients' metrics so the two can be compared key by key."""
+
+    def evaluate(model: Recommender, stage: str) -> dict[str, float]:
+        results = evaluate_model(model, dataset, stage)
+        return {f"{s}-{p}-{m}": v for s, ps in results.items() for p, b in ps.items() for m, v in b.items()}
+
+    return evaluate
 
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    cfg = context.run_config
-    min_nodes = int(cfg.get("min-train-nodes", 2))
-    strategy = FedAvg(
-        fraction_train=1.0, fraction_evaluate=1.0, min_train_nodes=min_nodes,
-        min_evaluate_nodes=min_nodes, min_available_nodes=min_nodes,
+    try:
+        fed = from_run_config(FederationConfig, context.run_config)
+        data = from_run_config(DataConfig, context.run_config)
+        model_cfg = from_run_config(ModelConfig, context.run_config)
+        seed_everything(int(context.run_config.get("seed", 42)))
+        # The catalog (item ids, texts, genres) is public; in simulation it is read from the
+        # same files as the clients'. No interaction leaves the server's process.
+        dataset = load_dataset(data)
+        model = build_model(dataset, model_cfg, data.cache_path or default_cache_dir())
+        state = load_round(fed.resume_from, model) if fed.resume_from else ServerState()
+    except FedrecError as err:
+        log.error("fedrec: error: %s", err)
+        raise SystemExit(2) from None
+    run_dir = (Path(fed.resume_from).parent if fed.resume_from
+               else Path(fed.output_dir) / f"run-{context.run_id}")  # fmt: skip
+    log.info("run directory %s; starting at round %d of %d", run_dir, state.round + 1, fed.num_server_rounds)
+    summary = run_rounds(
+        grid, make_strategy(fed), model, fed, run_dir, state,
+        server_eval=server_evaluator(dataset) if fed.server_eval else None,
     )  # fmt: skip
-    empty = ArrayRecord(array_dict={s: Array(np.zeros(0)) for s in STAGES})
-    result = strategy.start(
-        grid=grid, initial_arrays=empty, num_rounds=1,
-        evaluate_config=ConfigRecord({"stage": "test"}),
-    )  # fmt: skip
-    metrics = {str(r): dict(m) for r, m in result.evaluate_metrics_clientapp.items()}
-    out = Path(str(cfg.get("output-dir", "outputs"))) / f"run-{context.run_id}" / "metrics.json"
-    write_json(out, {"baseline": "federated-popularity", "evaluate": metrics})
-    log.info("federated popularity metrics written to %s", out)
+    write_text(run_dir / "summary.md", summary_markdown(str(context.run_id), summary))
+    log.info("results in %s (metrics.json, summary.md)", run_dir)

@@ -150,3 +150,38 @@ class TrainConfig:
 
             return "cuda" if torch.cuda.is_available() else "cpu"
         return self.device
+
+
+STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi")
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """The server's side of a run: rounds, sampling, aggregation, outputs."""
+
+    num_server_rounds: int = 3
+    fraction_train: float = 1.0
+    min_train_nodes: int = 2
+    local_epochs: int = 1
+    strategy: str = "fedavg"
+    proximal_mu: float = 0.01  # FedProx only
+    server_lr: float = 0.01  # FedAdam / FedYogi server learning rate (eta)
+    early_stopping_rounds: int = 0  # stop after this many rounds without validation gain; 0: off
+    server_eval: bool = False  # simulation only: also evaluate on the server's copy of the data
+    resume_from: str = ""  # a round checkpoint directory of an earlier run
+    round_timeout: float = 3600.0
+    output_dir: str = "outputs"
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise FedrecError(
+                f"unknown strategy '{self.strategy}' (choose one of: {', '.join(STRATEGIES)})"
+            )
+        if int(self.num_server_rounds) < 1:
+            raise FedrecError(f"num-server-rounds must be >= 1, got {self.num_server_rounds}")
+        if not 0 < float(self.fraction_train) <= 1:
+            raise FedrecError(f"fraction-train must be in (0, 1], got {self.fraction_train}")
+        if int(self.min_train_nodes) < 1:
+            raise FedrecError(f"min-train-nodes must be >= 1, got {self.min_train_nodes}")
+        if int(self.local_epochs) < 1:
+            raise FedrecError(f"local-epochs must be >= 1, got {self.local_epochs}")

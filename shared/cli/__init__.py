@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from shared.cli import data, evaluate, recommend, train
+from shared.cli import data, evaluate, recommend, simulate, train
 from shared.errors import FedrecError
 
 EXIT_USER_ERROR = 2
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.register(commands)
     train.register(commands)
     recommend.register(commands)
+    simulate.register(commands)
     return parser
 
 

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from shared.data.dataset import Dataset, check_stage
+from shared.data.dataset import STAGES, Dataset, check_stage
 from shared.eval.metrics import candidate_ranks, full_ranks, summarize
 
 log = logging.getLogger(__name__)
@@ -53,29 +53,36 @@ def sampled_candidates(
     stage: str,
     num_negatives: int = SAMPLED_NEGATIVES,
     seed: int = SAMPLED_SEED,
+    users: np.ndarray | None = None,
 ) -> np.ndarray:
     """(U, 1+n): each user's `stage` target in column 0, then n items the user never touched.
 
     Negatives are drawn without replacement from items absent from the user's *whole* sequence,
-    so a later test item is never used as a validation negative. On a catalog too small for n
-    negatives for every user, n shrinks to what every user can supply, and a warning says so.
+    so a later test item is never used as a validation negative. Each user has their own seeded
+    generator, so a client evaluating only its users draws exactly the negatives a central
+    evaluation would. On a catalog too small for n negatives for every user, n shrinks to what
+    every user can supply, and a warning says so.
     """
     check_stage(stage)
-    rng = np.random.default_rng([seed, 0 if stage == "valid" else 1])
-    lengths = np.array([len(np.unique(dataset.sequence(u))) for u in range(dataset.num_users)])
-    available = dataset.num_items - lengths
-    n = min(num_negatives, int(available.min()))
+    users = np.arange(dataset.num_users) if users is None else np.asarray(users)
+    lengths = np.diff(dataset.offsets)  # an upper bound on distinct items; exact for MovieLens
+    n = min(num_negatives, dataset.num_items - int(lengths.max()))
     if n < num_negatives:
-        log.warning("sampled protocol: only %d unseen items for some user; using %d negatives",
-                    int(available.min()), n)  # fmt: skip
-    out = np.empty((dataset.num_users, 1 + n), dtype=np.int64)
-    out[:, 0] = dataset.targets(stage)
+        distinct = max(len(np.unique(dataset.sequence(u))) for u in range(dataset.num_users))
+        n = min(num_negatives, dataset.num_items - distinct)
+        if n < num_negatives:
+            log.warning("sampled protocol: only %d unseen items for some user; using %d negatives",
+                        dataset.num_items - distinct, n)  # fmt: skip
+    out = np.empty((len(users), 1 + n), dtype=np.int64)
+    out[:, 0] = dataset.targets(stage)[users]
     unseen = np.ones(dataset.num_items + 1, dtype=bool)
-    for u in range(dataset.num_users):
-        seq = dataset.sequence(u)
+    unseen[0] = False
+    stage_code = STAGES.index(stage)
+    for row, u in enumerate(users):
+        seq = dataset.sequence(int(u))
         unseen[seq] = False
-        unseen[0] = False
-        out[u, 1:] = rng.choice(np.flatnonzero(unseen), size=n, replace=False)
+        rng = np.random.default_rng([seed, stage_code, int(u)])
+        out[row, 1:] = rng.choice(np.flatnonzero(unseen), size=n, replace=False)
         unseen[seq] = True
     return out
 
@@ -103,12 +110,13 @@ def evaluate_sampled(
     batch_size: int = 1024, candidates: np.ndarray | None = None,
     users: np.ndarray | None = None,
 ) -> dict[str, float]:  # fmt: skip
-    """Candidates are re-scored with `score_candidates` when the scorer has it, else gathered
-    from `score_all`."""
-    cands = sampled_candidates(dataset, stage) if candidates is None else candidates
+    """Candidates (one row per evaluated user, in `users` order) are re-scored with
+    `score_candidates` when the scorer has it, else gathered from `score_all`."""
+    users = np.arange(dataset.num_users) if users is None else np.asarray(users)
+    cands = sampled_candidates(dataset, stage, users=users) if candidates is None else candidates
     ranks = []
-    for batch in _batches(np.arange(dataset.num_users) if users is None else users, batch_size):
-        items = cands[batch]
+    for start in range(0, len(users), batch_size):
+        batch, items = users[start : start + batch_size], cands[start : start + batch_size]
         if hasattr(scorer, "score_candidates"):
             scores = scorer.score_candidates(batch, items, stage)
         else:

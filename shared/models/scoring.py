@@ -25,9 +25,12 @@ class ModelScorer:
 
     def __init__(
         self, model: Recommender, dataset: Dataset | None = None, device: str = "cpu",
-        batch_size: int = 512,
+        batch_size: int = 512, users: np.ndarray | None = None,
     ) -> None:  # fmt: skip
+        """`users`: the only users this scorer will be asked about (a client's own); their
+        states are computed once per stage. Default: every user of `dataset`."""
         self.model = model.to(device).eval()
+        self._users = users
         self._dataset = dataset
         self.device = device
         self.batch_size = batch_size
@@ -57,13 +60,18 @@ class ModelScorer:
 
     def states(self, users: np.ndarray, stage: str) -> torch.Tensor:
         if stage not in self._states:
-            everyone = np.arange(self.dataset.num_users)
+            known = np.arange(self.dataset.num_users) if self._users is None else self._users
             chunks = [
-                self.encode(*self.inputs(everyone[i : i + self.batch_size], stage))
-                for i in range(0, len(everyone), self.batch_size)
+                self.encode(*self.inputs(known[i : i + self.batch_size], stage))
+                for i in range(0, len(known), self.batch_size)
             ]
+            self._row = np.full(self.dataset.num_users, -1)
+            self._row[known] = np.arange(len(known))
             self._states[stage] = torch.cat(chunks)
-        return self._states[stage][self._tensor(users)]
+        rows = self._row[np.asarray(users)]
+        if (rows < 0).any():
+            raise ValueError("user outside the scorer's users")
+        return self._states[stage][self._tensor(rows)]
 
     def inputs(self, users: np.ndarray, stage: str) -> tuple[np.ndarray, np.ndarray]:
         return (

@@ -98,10 +98,12 @@ def train_epoch(
     device: str,
     batches: list[np.ndarray] | None = None,
     progress: bool = True,
+    penalty: Callable[[], torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """One pass of the joint loss. `model` is what is stepped (the Recommender itself, or its
     Opacus wrapper); `recommender` is the plain module, used for the no-grad candidate search.
-    `batches` (row indices) default to a seeded shuffle in `batch_size` chunks."""
+    `batches` (row indices) default to a seeded shuffle in `batch_size` chunks. `penalty`, if
+    given, is added to each batch's loss (FedProx's proximal term)."""
     if batches is None:
         order = rng.permutation(len(data))
         batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
@@ -117,7 +119,8 @@ def train_epoch(
         batch["rank_items"] = ranking_candidates(recommender, batch, cfg, rng)
         out = model(batch)
         optimizer.zero_grad(set_to_none=True)
-        out["loss"].mean().backward()
+        loss = out["loss"].mean()
+        (loss + penalty() if penalty else loss).backward()
         optimizer.step()
         for key in totals:
             totals[key] += float(out[key].detach().sum())
@@ -132,7 +135,7 @@ def evaluate_model(
 ) -> dict[str, dict[str, dict[str, float]]]:  # fmt: skip
     """{"retrieval": {"full", "sampled"}, "ranking": {"full", "sampled"}}; retrieval's full block
     also carries recall@100 (one held-out item: the hit rate at 100)."""
-    scorer = ModelScorer(model, dataset, device)
+    scorer = ModelScorer(model, dataset, device, users=users)
     retrieval, two_stage = scorer.retrieval, scorer.two_stage
     full_r = evaluate_full(dataset, retrieval, stage, ks=(10, 100), users=users)
     full_r["recall@100"] = full_r.pop("hr@100")

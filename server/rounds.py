@@ -1,0 +1,97 @@
+"""The federated loop: train -> aggregate -> evaluate -> checkpoint, round after round.
+
+This is Flower's `Strategy.start` loop written out, because fedrec needs what it has no hooks for:
+a checkpoint and a metrics file after every round, early stopping on validation NDCG@10, resuming
+at the right round, and a final test evaluation.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from server.checkpoints import ServerState, save_round
+from shared.atomic import write_json
+from shared.config import FederationConfig
+from shared.models.params import load_trainable, trainable_state
+from shared.models.recommender import Recommender
+
+log = logging.getLogger("flwr.fedrec")
+SELECT = "ranking-full-ndcg@10"  # the two-stage model's validation NDCG@10
+
+ServerEval = Callable[[Recommender, str], dict[str, float]]
+
+
+def _metrics(record: MetricRecord | None) -> dict[str, float]:
+    return {k: float(v) for k, v in (record or {}).items()}  # type: ignore[arg-type]
+
+
+def run_rounds(
+    grid: Grid,
+    strategy: Strategy,
+    model: Recommender,
+    cfg: FederationConfig,
+    run_dir: Path,
+    state: ServerState,
+    server_eval: ServerEval | None = None,
+) -> dict[str, Any]:
+    """Run rounds state.round+1 .. num-server-rounds; returns the summary written to metrics.json."""
+    arrays = ArrayRecord(trainable_state(model))
+    start = state.round + 1
+    if start > cfg.num_server_rounds:
+        log.info("nothing to do: the checkpoint is at round %d of %d", state.round, cfg.num_server_rounds)
+    for server_round in range(start, cfg.num_server_rounds + 1):
+        t0 = time.perf_counter()
+        replies = grid.send_and_receive(
+            strategy.configure_train(server_round, arrays, ConfigRecord(), grid),
+            timeout=cfg.round_timeout,
+        )
+        new_arrays, train_metrics = strategy.aggregate_train(server_round, replies)
+        if new_arrays is not None:
+            arrays = new_arrays
+            load_trainable(model, arrays.to_torch_state_dict())
+        t_train = time.perf_counter() - t0
+        valid = _metrics(strategy.aggregate_evaluate(server_round, grid.send_and_receive(
+            strategy.configure_evaluate(server_round, arrays, ConfigRecord({"stage": "valid"}), grid),
+            timeout=cfg.round_timeout,
+        )))  # fmt: skip
+        record: dict[str, Any] = {
+            "round": server_round, "train": _metrics(train_metrics), "valid": valid,
+            "seconds_train": t_train, "seconds": time.perf_counter() - t0,
+        }  # fmt: skip
+        if server_eval is not None:
+            record["valid_server"] = server_eval(model, "valid")
+        state.round = server_round
+        state.history.append(record)
+        score = valid.get(SELECT, -1.0)
+        if score > state.best_ndcg:
+            state.best_ndcg, state.best_round, state.stale_rounds = score, server_round, 0
+        else:
+            state.stale_rounds += 1
+        save_round(run_dir, model, state)
+        write_json(run_dir / "metrics.json", {"history": state.history})
+        log.info("round %d/%d: %.1f s, train loss %.4f, valid NDCG@10 %.4f (best %.4f, round %d)",
+                 server_round, cfg.num_server_rounds, record["seconds"],
+                 record["train"].get("train-loss", float("nan")), score, state.best_ndcg,
+                 state.best_round)  # fmt: skip
+        if cfg.early_stopping_rounds and state.stale_rounds >= cfg.early_stopping_rounds:
+            log.info("early stopping: %d rounds without validation gain", state.stale_rounds)
+            break
+
+    test = _metrics(strategy.aggregate_evaluate(state.round, grid.send_and_receive(
+        strategy.configure_evaluate(state.round, arrays, ConfigRecord({"stage": "test"}), grid),
+        timeout=cfg.round_timeout,
+    )))  # fmt: skip
+    summary: dict[str, Any] = {"rounds": state.round, "best_round": state.best_round,
+                               "test": test, "history": state.history}  # fmt: skip
+    if server_eval is not None:
+        summary["test_server"] = server_eval(model, "test")
+    write_json(run_dir / "metrics.json", summary)
+    return summary

@@ -1,0 +1,81 @@
+"""`fedrec simulate`: a federated run on this machine, every partition a simulated SuperNode."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from shared.config import DataConfig, PartitionConfig, from_run_config
+from shared.errors import FedrecError
+
+APP_DIR = Path(__file__).resolve().parents[2]  # the repository: pyproject.toml is the app manifest
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """KEY=VALUE pairs; values that parse as int, float or bool become those."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise FedrecError(f"--run-config expects KEY=VALUE, got '{pair}'")
+        value: Any = raw
+        if raw.lower() in ("true", "false"):
+            value = raw.lower() == "true"
+        else:
+            for cast in (int, float):
+                try:
+                    value = cast(raw)
+                    break
+                except ValueError:
+                    pass
+        out[key] = value
+    return out
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    cmd = commands.add_parser("simulate", help="run the federation locally (flwr run + SuperLink)")
+    cmd.add_argument("--run-config", nargs="*", default=[], metavar="KEY=VALUE",
+                     help="override [tool.flwr.app.config] keys, e.g. num-server-rounds=5")  # fmt: skip
+    cmd.add_argument("--num-supernodes", type=int, default=0,
+                     help="default: the number of partitions the data gives")  # fmt: skip
+    cmd.set_defaults(run=run)
+
+
+def app_defaults() -> dict[str, Any]:
+    import tomllib
+
+    with open(APP_DIR / "pyproject.toml", "rb") as f:
+        return dict(tomllib.load(f)["tool"]["flwr"]["app"]["config"])
+
+
+def run(args: argparse.Namespace) -> int:
+    from shared.data.dataset import load_dataset
+    from shared.data.partition import partition_users
+    from simulations.superlink import flwr_run, local_superlink
+
+    overrides = parse_overrides(args.run_config)
+    unknown = sorted(set(overrides) - set(app_defaults()))
+    if unknown:
+        raise FedrecError(f"--run-config: unknown key '{unknown[0]}' (see [tool.flwr.app.config])")
+    config = {**app_defaults(), **overrides}
+    nodes = args.num_supernodes
+    if not nodes:  # also fetches the dataset once, before dozens of clients race for it
+        dataset = load_dataset(from_run_config(DataConfig, config))
+        nodes = partition_users(dataset, from_run_config(PartitionConfig, config)).num_partitions
+    output_dir = Path(str(config["output-dir"])).resolve()
+    overrides["output-dir"] = str(output_dir)
+    before = set(output_dir.glob("run-*"))
+    with tempfile.TemporaryDirectory(prefix="fedrec-flwr-") as home:
+        with local_superlink(Path(home)) as env:
+            code = flwr_run(APP_DIR, env, nodes, overrides)
+    if config["resume-from"]:  # a resumed run continues in the directory it resumes from
+        runs = [Path(str(config["resume-from"])).resolve().parent]
+    else:
+        runs = sorted(set(output_dir.glob("run-*")) - before, key=lambda p: p.stat().st_mtime)
+    if code != 0 or not runs or not (runs[-1] / "summary.md").exists():
+        raise FedrecError(f"the federated run failed (flwr run exited {code}); see the log above")
+    print((runs[-1] / "summary.md").read_text())
+    print(f"results: {runs[-1]}")
+    return 0

@@ -1,0 +1,33 @@
+"""What travels between client and server: the trainable parameters, and nothing else.
+
+Frozen weights (the text embeddings, the unused word-embedding table of the user tower) and
+buffers never leave a node: every participant rebuilds them from the public item catalog.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+
+from shared.errors import FedrecError
+
+
+def trainable_state(model: torch.nn.Module) -> OrderedDict[str, torch.Tensor]:
+    return OrderedDict(
+        (name, p.detach().cpu().clone()) for name, p in model.named_parameters() if p.requires_grad
+    )
+
+
+def load_trainable(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Copy `state` into the model's trainable parameters; the keys and shapes must match."""
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    missing, extra = sorted(set(params) - set(state)), sorted(set(state) - set(params))
+    if missing or extra:
+        raise FedrecError(f"parameter mismatch: missing {missing[:3]}, unexpected {extra[:3]}")
+    with torch.no_grad():
+        for name, p in params.items():
+            value = torch.as_tensor(state[name])
+            if value.shape != p.shape:
+                raise FedrecError(f"parameter {name}: shape {tuple(value.shape)}, expected {tuple(p.shape)}")
+            p.copy_(value)

@@ -1,0 +1,115 @@
+"""A private, short-lived simulation SuperLink for `flwr run`, and the run itself.
+
+Two traps of Flower 1.42's own local SuperLink are avoided here:
+- it installs the app's dependencies with `uv sync` into a fresh environment for every run (uv
+  ignores the local CPU torch and downloads GBs of CUDA wheels): ours is started with
+  `--disable-runtime-dependency-installation`, so runs use this environment;
+- `flwr run` reuses whatever listens on 127.0.0.1:39091, even a stale SuperLink from another
+  environment: ours listens on free ports in a private FLWR_HOME, and `flwr run` is pointed at
+  it through Flower's FLWR_LOCAL_* port variables, so nothing else is ever reused.
+The SuperLink and everything it started are stopped when the block exits, even on error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from shared.errors import FedrecError
+
+log = logging.getLogger(__name__)
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@contextmanager
+def local_superlink(home: Path, startup_timeout: float = 60.0) -> Iterator[dict[str, str]]:
+    """Yield the environment under which `flwr run .` talks to this SuperLink only."""
+    home.mkdir(parents=True, exist_ok=True)
+    http_port, control_port, fleet_port = free_port(), free_port(), free_port()
+    env = {
+        **os.environ,
+        "FLWR_HOME": str(home),
+        "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(http_port),
+        "FLWR_LOCAL_CONTROL_API_PORT": str(control_port),
+        "FLWR_DISABLE_UPDATE_CHECK": "1",
+    }
+    cmd = [
+        str(BIN / "flower-superlink"), "--insecure", "--simulation", "--isolation", "subprocess",
+        "--disable-runtime-dependency-installation",
+        "--host", "127.0.0.1", "--port", str(http_port),
+        "--control-api-address", f"127.0.0.1:{control_port}",
+        "--fleet-api-address", f"127.0.0.1:{fleet_port}",
+        "--database", str(home / "state.db"),
+    ]  # fmt: skip
+    log_path = home / "superlink.log"
+    with open(log_path, "w") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while not _listening(http_port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = log_path.read_text()[-500:].strip().splitlines()
+                raise FedrecError(f"the simulation SuperLink did not start ({tail[-1] if tail else 'no log'})")
+            time.sleep(0.3)
+        log.info("simulation SuperLink on 127.0.0.1:%d (log: %s)", http_port, log_path)
+        yield env
+    finally:
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop the SuperLink's whole process group (it starts SuperExec and simulation children)."""
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def flwr_run(
+    app_dir: Path, env: Mapping[str, str], num_supernodes: int, run_config: Mapping[str, Any],
+    timeout: float | None = None,
+) -> int:  # fmt: skip
+    """`flwr run APP --stream` against the SuperLink whose environment is `env`."""
+    overrides = " ".join(f"{k}={toml_value(v)}" for k, v in run_config.items())
+    cmd = [str(BIN / "flwr"), "run", str(app_dir), "--stream",
+           "--federation-config", f"num-supernodes={num_supernodes}"]  # fmt: skip
+    if overrides:
+        cmd += ["--run-config", overrides]
+    log.info("%s", " ".join(cmd))
+    return subprocess.run(cmd, env=dict(env), timeout=timeout).returncode

@@ -1,0 +1,83 @@
+"""The client's work functions: its own data only, trainable parameters only, exact metrics."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from client.app import train_config
+from client.data import local_data, local_model
+from client.training import local_evaluate, local_fit
+from shared.errors import FedrecError
+from shared.models.params import load_trainable, trainable_state
+from shared.models.training import evaluate_model
+
+
+def run_config(d: Path, cache: Path, **extra) -> dict:
+    return {"dataset": "csv", "data-path": str(d), "cache-dir": str(cache), "partitioning": "iid",
+            "num-partitions": 3, "dim": 16, "num-layers": 1, "max-len": 12, "batch-size": 8,
+            "num-negatives": 8, "retrieve-top-n": 10, **extra}  # fmt: skip
+
+
+def test_clients_return_only_trainable_parameters(csv_dir: Path, tmp_path: Path) -> None:
+    cfg = run_config(csv_dir, tmp_path)
+    local = local_data(cfg, {"partition-id": 1, "num-partitions": 3})
+    model = local_model(cfg, local.dataset)
+    before = trainable_state(model)
+    metrics = local_fit(model, local, train_config(cfg), server_round=1)
+    after = trainable_state(model)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert set(after) == trainable
+    assert "text" not in after and "encoder.embeddings.word_embeddings.weight" not in after
+    assert not any(name in after for name, _ in model.named_buffers())
+    assert metrics["num-examples"] == len(local.users)
+    assert any(not torch.equal(before[k], after[k]) for k in after)
+
+
+def test_local_training_is_deterministic_per_round_and_node(csv_dir: Path, tmp_path: Path) -> None:
+    cfg = run_config(csv_dir, tmp_path)
+    local = local_data(cfg, {"partition-id": 0, "num-partitions": 3})
+    states = []
+    for _ in range(2):
+        model = local_model(cfg, local.dataset)
+        torch.manual_seed(0)
+        load_trainable(model, trainable_state(local_model(cfg, local.dataset)))
+        local_fit(model, local, train_config(cfg), server_round=2)
+        states.append(trainable_state(model))
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_federated_evaluation_equals_central_evaluation(csv_dir: Path, tmp_path: Path) -> None:
+    cfg = run_config(csv_dir, tmp_path)
+    per_node = [local_data(cfg, {"partition-id": p, "num-partitions": 3}) for p in range(3)]
+    model = local_model(cfg, per_node[0].dataset)
+    reports = [local_evaluate(model, local, "test", "cpu") for local in per_node]
+    weights = np.array([r["num-examples"] for r in reports], dtype=float)
+    central = evaluate_model(model, per_node[0].dataset, "test")
+    for stage, protocols in central.items():
+        for protocol, block in protocols.items():
+            for metric, value in block.items():
+                key = f"{stage}-{protocol}-{metric}"
+                federated = np.average([r[key] for r in reports], weights=weights)
+                assert federated == pytest.approx(value, abs=1e-9), key
+
+
+def test_mismatched_supernode_count_is_explained(csv_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(FedrecError, match="federation has 5 SuperNodes but partitioning 'iid' gives 3"):
+        local_data(run_config(csv_dir, tmp_path), {"partition-id": 0, "num-partitions": 5})
+
+
+def test_missing_partition_id_is_explained(csv_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(FedrecError, match="no 'partition-id'"):
+        local_data(run_config(csv_dir, tmp_path), {})
+
+
+def test_parameter_mismatch_is_refused(csv_dir: Path, tmp_path: Path) -> None:
+    cfg = run_config(csv_dir, tmp_path)
+    local = local_data(cfg, {"partition-id": 0, "num-partitions": 3})
+    model = local_model(cfg, local.dataset)
+    state = trainable_state(model)
+    state.pop(next(iter(state)))
+    with pytest.raises(FedrecError, match="parameter mismatch"):
+        load_trainable(model, state)
