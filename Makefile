@@ -7,6 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.fedrec-installed
 DATASET ?= movielens-1m
 OUT    ?= outputs
+ROUNDS ?= 3
 
 .PHONY: main test env clean
 
@@ -25,6 +26,7 @@ test: $(STAMP)
 main: $(STAMP)
 	$(VENV)/bin/fedrec data info --dataset $(DATASET) --partitioning region --json $(OUT)/data-info.json
 	$(VENV)/bin/fedrec evaluate --baseline popularity --dataset $(DATASET) --json $(OUT)/popularity.json
+	$(VENV)/bin/fedrec simulate --run-config dataset=$(DATASET) num-server-rounds=$(ROUNDS) output-dir=$(OUT)
 
 clean:
 	rm -rf $(VENV) $(OUT)

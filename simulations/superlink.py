@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -53,6 +54,9 @@ def local_superlink(home: Path, startup_timeout: float = 60.0) -> Iterator[dict[
         "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(http_port),
         "FLWR_LOCAL_CONTROL_API_PORT": str(control_port),
         "FLWR_DISABLE_UPDATE_CHECK": "1",
+        # The SuperLink spawns flower-superexec and flwr-simulation by name: put this
+        # environment's scripts first, also when the venv is not activated (make, CI).
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     cmd = [
         str(BIN / "flower-superlink"), "--insecure", "--simulation", "--isolation", "subprocess",
@@ -70,8 +74,12 @@ def local_superlink(home: Path, startup_timeout: float = 60.0) -> Iterator[dict[
         deadline = time.monotonic() + startup_timeout
         while not _listening(http_port):
             if proc.poll() is not None or time.monotonic() > deadline:
-                tail = log_path.read_text()[-500:].strip().splitlines()
-                raise FedrecError(f"the simulation SuperLink did not start ({tail[-1] if tail else 'no log'})")
+                text = log_path.read_text()
+                kept = Path(tempfile.gettempdir()) / f"fedrec-superlink-{http_port}.log"
+                kept.write_text(text)  # the FLWR_HOME is temporary; keep the evidence
+                errors = [ln for ln in text.splitlines() if "ERROR" in ln or "Error" in ln]
+                reason = errors[0] if errors else (text.strip().splitlines() or ["no log"])[-1]
+                raise FedrecError(f"the simulation SuperLink did not start: {reason.strip()} (log: {kept})")
             time.sleep(0.3)
         log.info("simulation SuperLink on 127.0.0.1:%d (log: %s)", http_port, log_path)
         yield env

@@ -16,6 +16,23 @@ from shared.models.text_encoder import bert_layer, load_text_model
 from shared.models.training import build_model, ranking_candidates
 
 
+def dp_step(model, private, optimizer, loader, data, cfg, check) -> None:
+    """One DP-SGD step on the first non-empty Poisson batch; `check` runs before the step."""
+    rng = np.random.default_rng(0)
+    private.train()
+    for (rows,) in loader:
+        if len(rows) == 0:
+            continue
+        batch = base_batch(data, rows.numpy(), model.config["num_items"], cfg, rng)
+        batch["rank_items"] = ranking_candidates(model, batch, cfg, rng)
+        optimizer.zero_grad()
+        private(batch)["loss"].mean().backward()
+        check()
+        optimizer.step()
+        return
+    pytest.fail("Poisson sampling gave only empty batches")
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     d = write_csv(make_tiny(num_users=20, num_items=30, seed=2), tmp_path_factory.mktemp("o") / "d")
@@ -37,21 +54,14 @@ def test_make_private_and_step_updates_every_layer_type(setup) -> None:
         noise_multiplier=1.0, max_grad_norm=1.0, poisson_sampling=True,
     )  # fmt: skip
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    rng = np.random.default_rng(0)
-    private.train()
-    for (rows,) in loader:
-        if len(rows) == 0:
-            continue
-        batch = base_batch(data, rows.numpy(), dataset.num_items, cfg, rng)
-        batch["rank_items"] = ranking_candidates(model, batch, cfg, rng)
-        optimizer.zero_grad()
-        private(batch)["loss"].mean().backward()
+
+    def every_parameter_has_per_sample_grads() -> None:
         trainable = [(n, p) for n, p in private.named_parameters() if p.requires_grad]
         missing = [n for n, p in trainable if getattr(p, "grad_sample", None) is None]
         # Parameters unused by a batch (e.g. an ID-embedding row) still get zero per-sample grads.
         assert not missing, missing
-        optimizer.step()
-        break
+
+    dp_step(model, private, optimizer, loader, data, cfg, every_parameter_has_per_sample_grads)
     kinds = {type(m).__name__ for m in model.modules()
              if any(p.requires_grad for p in m.parameters(recurse=False))}  # fmt: skip
     assert {"Linear", "Embedding", "LayerNorm"} <= kinds
@@ -85,15 +95,5 @@ def test_text_finetuning_option_trains_under_opacus(setup, tmp_path) -> None:
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.arange(len(data))), batch_size=4)
     private, optimizer, loader = PrivacyEngine().make_private(
         module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=1.0, max_grad_norm=1.0)
-    rng = np.random.default_rng(0)
-    for (rows,) in loader:
-        if len(rows) == 0:
-            continue
-        batch = base_batch(data, rows.numpy(), dataset.num_items, cfg, rng)
-        batch["rank_items"] = ranking_candidates(model, batch, cfg, rng)
-        optimizer.zero_grad()
-        private(batch)["loss"].mean().backward()
-        assert top.grad_sample is not None
-        optimizer.step()
-        break
+    dp_step(model, private, optimizer, loader, data, cfg, lambda: top.grad_sample is not None or pytest.fail())
     assert not torch.equal(top, before)
