@@ -65,6 +65,8 @@ def run_rounds(
         record: dict[str, Any] = {
             "round": server_round, "train": _metrics(train_metrics), "valid": valid,
             "seconds_train": t_train, "seconds": time.perf_counter() - t0,
+            # Each sampled client downloads the global trainable arrays and uploads the same set.
+            "bytes_per_client_each_way": int(sum(a.numpy().nbytes for a in arrays.values())),
         }  # fmt: skip
         if server_eval is not None:
             record["valid_server"] = server_eval(model, "valid")
