@@ -49,6 +49,24 @@ def train_variant(name: str, extra: list[str], args: argparse.Namespace, workdir
     return metrics
 
 
+def reevaluate(report: dict, checkpoints: Path) -> dict:
+    """Evaluate each variant's kept checkpoint again with this commit's harness (e.g. after the
+    sampled protocol's negative draws changed), keeping the training provenance beside it."""
+    from shared.config import DataConfig
+    from shared.data.dataset import load_dataset
+    from shared.models.checkpoint import check_catalog, load_checkpoint
+    from shared.models.training import evaluate_model
+
+    dataset = load_dataset(DataConfig(dataset=report["dataset"]))
+    report["trained_with"] = report["provenance"]
+    report["provenance"] = provenance()
+    for name, metrics in report["variants"].items():
+        model = load_checkpoint(checkpoints / name)
+        check_catalog(model, dataset)
+        metrics["test"] = evaluate_model(model, dataset, "test")
+    return report
+
+
 def markdown(report: dict) -> str:
     p = report["provenance"]
     lines = [
@@ -56,7 +74,11 @@ def markdown(report: dict) -> str:
         f"Command: `{p['command']}`  ", f"Commit: `{p['commit']}`  ",
         f"Machine: {p['machine']['cpu']}, {p['machine']['cores']} cores, "
         f"{p['machine']['ram_gib']} GiB, torch threads {p['machine']['torch_threads']}  ",
-        f"Date: {p['date']}", "", f"Anchors: {ANCHORS}", "",
+        f"Date: {p['date']}", "",
+        *([f"Trained by `{report['trained_with']['command']}` at commit "
+           f"`{report['trained_with']['commit']}`; the test metrics above were re-evaluated at "
+           "this page's commit from the kept checkpoints.", ""] if "trained_with" in report else []),
+        f"Anchors: {ANCHORS}", "",
         "| variant | stage | full HR@10 | full NDCG@10 | sampled HR@10 | sampled NDCG@10 "
         "| recall@100 | epochs (best) | s/epoch | peak RSS MiB |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -83,7 +105,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--keep", type=Path, default=None, help="keep checkpoints here")
+    parser.add_argument("--reevaluate", type=Path, default=None, metavar="CHECKPOINTS",
+                        help="only re-evaluate the checkpoints kept by an earlier --keep run")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.reevaluate:
+        report = reevaluate(json.loads((args.out / "centralized.json").read_text()), args.reevaluate)
+        write_json(args.out / "centralized.json", report)
+        write_text(args.out / "centralized.md", markdown(report))
+        print(markdown(report))
+        return 0
     report = {"provenance": provenance(), "dataset": args.dataset, "variants": {}}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = args.keep or Path(tmp)
