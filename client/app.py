@@ -9,6 +9,8 @@ evaluate: global arrays in -> HR/NDCG/MRR of both stages on this node's held-out
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -21,9 +23,9 @@ app = ClientApp()
 
 
 def train_config(run_config: dict) -> TrainConfig:
-    cfg = from_run_config(TrainConfig, run_config)
-    epochs = int(run_config.get("local-epochs", 1))
-    return TrainConfig(**{**cfg.__dict__, "epochs": epochs})
+    """TrainConfig from the run config; its epochs are the federation's `local-epochs`."""
+    return replace(from_run_config(TrainConfig, run_config),
+                   epochs=int(run_config.get("local-epochs", 1)))  # fmt: skip
 
 
 @app.train()

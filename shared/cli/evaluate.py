@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_checkpoint(args: argparse.Namespace) -> int:
+    # Imported here so that evaluating a baseline does not pay for importing torch.
     from shared.cli.train import metrics_table
     from shared.config import TrainConfig
     from shared.models.checkpoint import check_catalog, load_checkpoint
