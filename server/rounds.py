@@ -87,6 +87,8 @@ def run_rounds(
             log.info("early stopping: %d rounds without validation gain", state.stale_rounds)
             break
 
+    # The test metrics are over every node's users, whatever per-round validation sampled.
+    strategy.fraction_evaluate = 1.0  # type: ignore[attr-defined]
     test = _metrics(strategy.aggregate_evaluate(state.round, grid.send_and_receive(
         strategy.configure_evaluate(state.round, arrays, ConfigRecord({"stage": "test"}), grid),
         timeout=cfg.round_timeout,

@@ -8,11 +8,12 @@ from shared.config import FederationConfig
 
 
 def make_strategy(cfg: FederationConfig) -> Strategy:
-    """Training samples `fraction-train` of the nodes (at least `min-train-nodes`); evaluation
-    always asks every node, so the aggregated metrics are over all users, not a sample."""
+    """Training samples `fraction-train` of the nodes (at least `min-train-nodes`), validation
+    `fraction-evaluate` of them (with one client per user, asking all 6,040 every round is the
+    slow part); the final test evaluation asks every node (see server.rounds)."""
     common = dict(
         fraction_train=cfg.fraction_train,
-        fraction_evaluate=1.0,
+        fraction_evaluate=cfg.fraction_evaluate,
         min_train_nodes=cfg.min_train_nodes,
         min_evaluate_nodes=cfg.min_train_nodes,
         min_available_nodes=cfg.min_train_nodes,

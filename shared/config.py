@@ -161,6 +161,7 @@ class FederationConfig:
 
     num_server_rounds: int = 3
     fraction_train: float = 1.0
+    fraction_evaluate: float = 1.0  # per-round validation; the final test always asks every node
     min_train_nodes: int = 2
     local_epochs: int = 1
     strategy: str = "fedavg"
@@ -179,8 +180,9 @@ class FederationConfig:
             )
         if int(self.num_server_rounds) < 1:
             raise FedrecError(f"num-server-rounds must be >= 1, got {self.num_server_rounds}")
-        if not 0 < float(self.fraction_train) <= 1:
-            raise FedrecError(f"fraction-train must be in (0, 1], got {self.fraction_train}")
+        for name in ("fraction_train", "fraction_evaluate"):
+            if not 0 < float(getattr(self, name)) <= 1:
+                raise FedrecError(f"{name.replace('_', '-')} must be in (0, 1], got {getattr(self, name)}")
         if int(self.min_train_nodes) < 1:
             raise FedrecError(f"min-train-nodes must be >= 1, got {self.min_train_nodes}")
         if int(self.local_epochs) < 1:
