@@ -1,0 +1,120 @@
+"""Federated runs on this machine, timed: seconds per round, peak memory, bytes per client.
+
+    python -m simulations.federated --name regional --run-config num-server-rounds=3
+    python -m simulations.federated --name per-user --run-config partitioning=user \\
+        fraction-train=0.01 fraction-evaluate=0.01 min-train-nodes=2 num-server-rounds=2
+
+Each invocation runs `fedrec simulate` once and appends its row to
+simulations/results/federated.json and federated.md, with the command, commit and machine.
+Peak memory is the largest total resident memory of the whole process tree (SuperLink, Ray
+workers, clients), sampled every half second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from shared.atomic import write_json, write_text
+from simulations.provenance import provenance
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def tree_rss(root: psutil.Process) -> int:
+    total = 0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            total += proc.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def run(name: str, overrides: list[str], out_dir: Path) -> dict:
+    cmd = [sys.executable, "-m", "shared.cli", "simulate", "--run-config",
+           f"output-dir={out_dir}", *overrides]  # fmt: skip
+    peak = 0
+    proc = subprocess.Popen(cmd)
+    watcher = psutil.Process(proc.pid)
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            # Ray and the SuperLink detach from our process tree; count them by name too.
+            extra = sum(p.info["memory_info"].rss for p in psutil.process_iter(["name", "memory_info"])
+                        if p.info["name"] and p.info["name"].startswith(("ray::", "raylet", "gcs_server"))
+                        and p.info["memory_info"])  # fmt: skip
+            peak = max(peak, tree_rss(watcher) + extra)
+            time.sleep(0.5)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    start = time.perf_counter()
+    thread.start()
+    code = proc.wait()
+    done.set()
+    thread.join()
+    wall = time.perf_counter() - start
+    if code != 0:
+        raise SystemExit(f"federated: error: the run exited {code}")
+    run_dir = max(out_dir.glob("run-*"), key=lambda p: p.stat().st_mtime)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    rounds = metrics["history"]
+    return {
+        "name": name, "command": "fedrec simulate --run-config " + " ".join(overrides),
+        "rounds": len(rounds), "wall_seconds": wall,
+        "seconds_per_round_median": statistics.median(r["seconds"] for r in rounds),
+        "seconds_per_round": [r["seconds"] for r in rounds],
+        "bytes_per_client_each_way": rounds[-1]["bytes_per_client_each_way"],
+        "peak_rss_mib": round(peak / 2**20), "test": metrics["test"],
+    }  # fmt: skip
+
+
+def markdown(report: dict) -> str:
+    p = report["provenance"]
+    lines = [
+        "# Federated runs on this machine", "",
+        f"Commit: `{p['commit']}`  ", f"Machine: {p['machine']['cpu']}, {p['machine']['cores']} cores, "
+        f"{p['machine']['ram_gib']} GiB  ", "",
+        "| run | rounds | s/round (median) | peak RSS MiB | MiB per client each way | test NDCG@10 full (two-stage) "
+        "| test HR@10 sampled (two-stage) | command |",
+        "|---|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for r in report["runs"]:
+        lines.append(
+            f"| {r['name']} | {r['rounds']} | {r['seconds_per_round_median']:.1f} | {r['peak_rss_mib']} "
+            f"| {r['bytes_per_client_each_way'] / 2**20:.2f} | {r['test'].get('ranking-full-ndcg@10', float('nan')):.4f} "
+            f"| {r['test'].get('ranking-sampled-hr@10', float('nan')):.4f} | `{r['command']}` |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--run-config", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--work", type=Path, default=Path("outputs/benchmarks"))
+    args = parser.parse_args(argv)
+    row = run(args.name, args.run_config, args.work.resolve())
+    path = args.out / "federated.json"
+    report = json.loads(path.read_text()) if path.exists() else {"runs": []}
+    report["provenance"] = provenance()
+    report["runs"] = [r for r in report["runs"] if r["name"] != args.name] + [row]
+    write_json(path, report)
+    write_text(args.out / "federated.md", markdown(report))
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
