@@ -53,9 +53,15 @@ def local_data(run_config: Mapping[str, Any], node_config: Mapping[str, Any]) ->
 
 
 def local_model(run_config: Mapping[str, Any], dataset: Dataset) -> Recommender:
-    """A fresh local copy of the architecture; the global weights are loaded into it per message.
+    """The local copy of the architecture. Every message loads the global trainable weights into
+    it, which overwrites all that training changes, so one instance per process serves all the
+    clients that process simulates in turn (building it costs more than a one-user client's
+    whole evaluation). Item text embeddings come from the public catalog, cached on disk."""
+    return _model(from_run_config(DataConfig, run_config), from_run_config(ModelConfig, run_config),
+                  dataset)  # fmt: skip
 
-    Item text embeddings come from the public catalog, computed once and cached on disk."""
-    data = from_run_config(DataConfig, run_config)
+
+@lru_cache(maxsize=1)
+def _model(data: DataConfig, model: ModelConfig, dataset: Dataset) -> Recommender:
     cache = data.cache_path or default_cache_dir()
-    return build_model(dataset, from_run_config(ModelConfig, run_config), Path(cache))
+    return build_model(dataset, model, Path(cache))

@@ -38,11 +38,11 @@ def test_clients_return_only_trainable_parameters(csv_dir: Path, tmp_path: Path)
 def test_local_training_is_deterministic_per_round_and_node(csv_dir: Path, tmp_path: Path) -> None:
     cfg = run_config(csv_dir, tmp_path)
     local = local_data(cfg, {"partition-id": 0, "num-partitions": 3})
+    model = local_model(cfg, local.dataset)
+    global_weights = trainable_state(model)
     states = []
-    for _ in range(2):
-        model = local_model(cfg, local.dataset)
-        torch.manual_seed(0)
-        load_trainable(model, trainable_state(local_model(cfg, local.dataset)))
+    for _ in range(2):  # as two messages of the same round would: load the global weights, fit
+        load_trainable(local_model(cfg, local.dataset), global_weights)
         local_fit(model, local, train_config(cfg), server_round=2)
         states.append(trainable_state(model))
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
