@@ -1,0 +1,53 @@
+"""The Flower run config, the dataclasses that mirror it, and the README that documents it agree."""
+
+import tomllib
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from shared.config import (
+    DataConfig,
+    FederationConfig,
+    ModelConfig,
+    PartitionConfig,
+    TrainConfig,
+    from_run_config,
+)
+from shared.errors import FedrecError
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = (DataConfig, PartitionConfig, FederationConfig, TrainConfig, ModelConfig)
+
+
+def run_config() -> dict:
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)["tool"]["flwr"]["app"]["config"]
+
+
+def test_every_run_config_key_is_documented_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert [k for k in run_config() if f"| `{k}` |" not in readme] == []
+
+
+def test_every_run_config_key_is_read_by_a_config_dataclass() -> None:
+    known = {f.name.replace("_", "-") for cls in CONFIGS for f in fields(cls)} | {"local-epochs"}
+    assert sorted(set(run_config()) - known) == []
+
+
+def test_the_shipped_defaults_validate() -> None:
+    for cls in CONFIGS:
+        from_run_config(cls, run_config())
+
+
+@pytest.mark.parametrize("cls,key,value,match", [
+    (FederationConfig, "strategy", "fedsgd", "unknown strategy 'fedsgd'"),
+    (FederationConfig, "fraction-train", 0.0, "fraction-train must be in"),
+    (FederationConfig, "num-server-rounds", 0, "num-server-rounds must be >= 1"),
+    (TrainConfig, "lr", -1.0, "lr must be > 0"),
+    (TrainConfig, "device", "tpu", "device must be auto, cpu or cuda"),
+    (ModelConfig, "text-finetune-layers", 9, "text-finetune-layers must be 0..6"),
+])  # fmt: skip
+def test_bad_values_are_refused_with_the_key_name(cls, key, value, match) -> None:
+    with pytest.raises(FedrecError, match=match):
+        from_run_config(cls, {**run_config(), key: value})
