@@ -207,9 +207,7 @@ class Recommender(nn.Module, PyTorchModelHubMixin):
         weights = torch.nan_to_num(torch.softmax(attn, dim=-1))  # a query with no history: zeros
         attended = torch.einsum("brcl,bld->brcd", weights, history_vecs)
         h = states[:, :, None].expand_as(cand)
-        side = self.genre_proj(F.embedding(candidates, self.genres)) + self.year_emb(
-            F.embedding(candidates, self.year[:, None]).squeeze(-1)
-        )
+        side = self.genre_proj(F.embedding(candidates, self.genres)) + self.year_emb(self.year[candidates])
         u = user[:, None, None].expand_as(cand)
         x = torch.cat([h, cand, h * cand, attended, side, u, h - attended], dim=-1)
         # Residual on the retrieval logit: the ranker starts exactly as good as retrieval and
