@@ -3,8 +3,8 @@
     python -m simulations.centralized [--variants full no-text text-only] [--epochs 25]
 
 Each variant is one `fedrec train` run (same seed, same data); the checkpoint's metrics.json is
-collected into simulations/results/centralized.json and centralized.md, with the command, the
-commit and the machine. Variants:
+collected into simulations/results/<report>.json and .md (default report: centralized), with the
+command, the commit and the machine. Variants:
 - full:      text + ID embeddings, retrieval and ranking (the reference);
 - no-text:   ID embeddings only (what the text encoder adds);
 - text-only: no ID embeddings: every item vector comes from its text (the cold-start case).
@@ -104,14 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=25)
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--report", default="centralized", help="results file name (no suffix)")
     parser.add_argument("--keep", type=Path, default=None, help="keep checkpoints here")
     parser.add_argument("--reevaluate", type=Path, default=None, metavar="CHECKPOINTS",
                         help="only re-evaluate the checkpoints kept by an earlier --keep run")  # fmt: skip
     args = parser.parse_args(argv)
     if args.reevaluate:
-        report = reevaluate(json.loads((args.out / "centralized.json").read_text()), args.reevaluate)
-        write_json(args.out / "centralized.json", report)
-        write_text(args.out / "centralized.md", markdown(report))
+        report = reevaluate(json.loads((args.out / f"{args.report}.json").read_text()), args.reevaluate)
+        write_json(args.out / f"{args.report}.json", report)
+        write_text(args.out / f"{args.report}.md", markdown(report))
         print(markdown(report))
         return 0
     report = {"provenance": provenance(), "dataset": args.dataset, "variants": {}}
@@ -120,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.variants:
             report["variants"][name] = train_variant(name, VARIANTS[name], args, workdir)
             # Written after every variant, so a long run that is stopped keeps what it finished.
-            write_json(args.out / "centralized.json", report)
-            write_text(args.out / "centralized.md", markdown(report))
+            write_json(args.out / f"{args.report}.json", report)
+            write_text(args.out / f"{args.report}.md", markdown(report))
     print(markdown(report))
     return 0
 
