@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.fedrec-installed
 DATASET ?= movielens-1m
 OUT    ?= outputs
-ROUNDS ?= 3
+ROUNDS ?= 8
 
 .PHONY: main test env clean
 

@@ -78,6 +78,7 @@ def markdown(report: dict) -> str:
         *([f"Trained by `{report['trained_with']['command']}` at commit "
            f"`{report['trained_with']['commit']}`; the test metrics above were re-evaluated at "
            "this page's commit from the kept checkpoints.", ""] if "trained_with" in report else []),
+        *([f"Note: {report['note']}", ""] if report.get("note") else []),
         f"Anchors: {ANCHORS}", "",
         "| variant | stage | full HR@10 | full NDCG@10 | sampled HR@10 | sampled NDCG@10 "
         "| recall@100 | epochs (best) | s/epoch | peak RSS MiB |",
