@@ -14,7 +14,7 @@ interactions in a few megabytes and makes slicing a user's history O(1).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
@@ -57,7 +57,6 @@ class Dataset:
     items: np.ndarray  # (N,) int32 item indices, time-ordered within each user
     timestamps: np.ndarray  # (N,) int64
     stats: DatasetStats
-    _item_index: dict[str, int] = field(default_factory=dict, repr=False)
 
     @property
     def num_users(self) -> int:
@@ -109,12 +108,6 @@ class Dataset:
     def user_of(self) -> np.ndarray:
         """(N,) the user index of each interaction."""
         return np.repeat(np.arange(self.num_users), np.diff(self.offsets))
-
-    def item_index(self, item_id: str) -> int:
-        """Index of an original item id; 0 when the item is not in the catalog."""
-        if not self._item_index:
-            self._item_index.update({str(i): k for k, i in enumerate(self.item_ids) if k})
-        return self._item_index.get(str(item_id), PAD)
 
 
 def check_stage(stage: str) -> None:

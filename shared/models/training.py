@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from shared.config import ModelConfig, TrainConfig
 from shared.data.dataset import Dataset
-from shared.eval.protocols import evaluate_full, evaluate_sampled
+from shared.eval.protocols import evaluate_full, evaluate_sampled, sampled_candidates
 from shared.models.batches import Sequences, base_batch, feature_names, training_sequences
 from shared.models.recommender import FORMAT_VERSION, Recommender
 from shared.models.scoring import ModelScorer
@@ -140,13 +140,15 @@ def evaluate_model(
     full_r = evaluate_full(dataset, retrieval, stage, ks=(10, 100), users=users)
     full_r["recall@100"] = full_r.pop("hr@100")
     full_r.pop("ndcg@100")
+    cands = sampled_candidates(dataset, stage, users=users)  # the same negatives for both stages
     return {
-        "retrieval": {"full": full_r, "sampled": evaluate_sampled(dataset, retrieval, stage, users=users)},
+        "retrieval": {"full": full_r,
+                      "sampled": evaluate_sampled(dataset, retrieval, stage, candidates=cands, users=users)},
         "ranking": {
             "full": evaluate_full(dataset, two_stage, stage, users=users),
-            "sampled": evaluate_sampled(dataset, two_stage, stage, users=users),
+            "sampled": evaluate_sampled(dataset, two_stage, stage, candidates=cands, users=users),
         },
-    }
+    }  # fmt: skip
 
 
 def fit(
