@@ -29,9 +29,18 @@ from simulations.provenance import provenance
 RESULTS = Path(__file__).parent / "results"
 
 
-def tree_rss(root: psutil.Process) -> int:
+RAY_NAMES = ("ray::", "raylet", "gcs_server")
+
+
+def total_rss(root: psutil.Process) -> int:
+    """Resident memory of `root`'s process tree plus Ray's daemons (which may detach from it),
+    each process counted once."""
+    procs = {p.pid: p for p in [root, *root.children(recursive=True)]}
+    for p in psutil.process_iter(["name"]):
+        if (p.info["name"] or "").startswith(RAY_NAMES):
+            procs.setdefault(p.pid, p)
     total = 0
-    for proc in [root, *root.children(recursive=True)]:
+    for proc in procs.values():
         try:
             total += proc.memory_info().rss
         except psutil.Error:
@@ -50,11 +59,7 @@ def run(name: str, overrides: list[str], out_dir: Path) -> dict:
     def sample() -> None:
         nonlocal peak
         while not done.is_set():
-            # Ray and the SuperLink detach from our process tree; count them by name too.
-            extra = sum(p.info["memory_info"].rss for p in psutil.process_iter(["name", "memory_info"])
-                        if p.info["name"] and p.info["name"].startswith(("ray::", "raylet", "gcs_server"))
-                        and p.info["memory_info"])  # fmt: skip
-            peak = max(peak, tree_rss(watcher) + extra)
+            peak = max(peak, total_rss(watcher))
             time.sleep(0.5)
 
     thread = threading.Thread(target=sample, daemon=True)
