@@ -94,7 +94,7 @@ def markdown(report: dict) -> str:
                 f"| {recall} | {m['epochs_run']} ({m['best_epoch']}) "
                 f"| {m['seconds_per_epoch']:.0f} | {m['peak_rss_mib']:.0f} |"
             )
-    lines += ["", "Each variant's exact command is in centralized.json (`variants.*.command`)."]
+    lines += ["", "Each variant's exact command is in the JSON file beside this page (`variants.*.command`)."]
     return "\n".join(lines) + "\n"
 
 
