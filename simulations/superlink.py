@@ -70,6 +70,9 @@ def local_superlink(home: Path, startup_timeout: float = 60.0) -> Iterator[dict[
     with open(log_path, "w") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # fmt: skip
+    # SIGTERM (a timeout, a CI runner) would end Python without running `finally`, orphaning the
+    # SuperLink (it runs in its own session); turn it into SystemExit so the cleanup runs.
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         deadline = time.monotonic() + startup_timeout
         while not _listening(http_port):
@@ -85,6 +88,7 @@ def local_superlink(home: Path, startup_timeout: float = 60.0) -> Iterator[dict[
         yield env
     finally:
         _stop(proc)
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _stop(proc: subprocess.Popen) -> None:

@@ -74,3 +74,29 @@ def test_resume_continues_at_the_right_round_with_the_same_model(first_run, tiny
     for key in resumed:
         # FedAvg sums client updates in arrival order, so the last bits may differ.
         assert torch.allclose(resumed[key], uninterrupted[key], atol=1e-6), key
+
+
+def test_sigterm_still_stops_the_superlink() -> None:
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    from simulations.superlink import _listening
+
+    code = textwrap.dedent("""
+        import tempfile, time
+        from pathlib import Path
+        from simulations.superlink import local_superlink
+        with local_superlink(Path(tempfile.mkdtemp())) as env:
+            print(env["FLWR_LOCAL_SUPERLINK_HTTP_API_PORT"], flush=True)
+            time.sleep(120)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    port = int(proc.stdout.readline())
+    assert _listening(port)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 143
+    time.sleep(1)
+    assert not _listening(port)
