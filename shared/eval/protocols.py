@@ -27,14 +27,12 @@ SAMPLED_SEED = 20240607  # fixed so every model is evaluated on the same negativ
 
 
 class Scorer(Protocol):
+    """Scores users against the whole catalog. A scorer may also define
+    `score_candidates(users (B,), items (B, C), stage) -> (B, C)`; the sampled protocol then
+    re-scores just those candidates (a ranking stage does)."""
+
     def score_all(self, users: np.ndarray, stage: str) -> np.ndarray:
         """users (B,) -> (B, I+1) scores; the model may read each user's history before `stage`."""
-        ...
-
-
-class CandidateScorer(Scorer, Protocol):
-    def score_candidates(self, users: np.ndarray, items: np.ndarray, stage: str) -> np.ndarray:
-        """users (B,), items (B, C) -> (B, C) scores."""
         ...
 
 
