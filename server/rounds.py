@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
@@ -25,12 +25,23 @@ from shared.models.recommender import Recommender
 
 log = logging.getLogger("flwr.fedrec")
 SELECT = "ranking-full-ndcg@10"  # the two-stage model's validation NDCG@10
+# Every message carries its own copy of the global arrays through the SuperLink. Sending all 6,040
+# of a one-client-per-user test evaluation at once would queue ~10 GB there; batches bound that.
+MESSAGES_PER_BATCH = 256
 
 ServerEval = Callable[[Recommender, str], dict[str, float]]
 
 
 def _metrics(record: MetricRecord | None) -> dict[str, float]:
     return {k: float(v) for k, v in (record or {}).items()}  # type: ignore[arg-type]
+
+
+def send_in_batches(grid: Grid, messages: Iterable[Message], timeout: float | None) -> list[Message]:
+    """`grid.send_and_receive`, at most MESSAGES_PER_BATCH messages in flight at a time."""
+    pending, replies = list(messages), []
+    for i in range(0, len(pending), MESSAGES_PER_BATCH):
+        replies.extend(grid.send_and_receive(pending[i : i + MESSAGES_PER_BATCH], timeout=timeout))
+    return replies
 
 
 def run_rounds(
@@ -49,18 +60,17 @@ def run_rounds(
         log.info("nothing to do: the checkpoint is at round %d of %d", state.round, cfg.num_server_rounds)
     for server_round in range(start, cfg.num_server_rounds + 1):
         t0 = time.perf_counter()
-        replies = grid.send_and_receive(
-            strategy.configure_train(server_round, arrays, ConfigRecord(), grid),
-            timeout=cfg.round_timeout,
+        replies = send_in_batches(
+            grid, strategy.configure_train(server_round, arrays, ConfigRecord(), grid), cfg.round_timeout
         )
         new_arrays, train_metrics = strategy.aggregate_train(server_round, replies)
         if new_arrays is not None:
             arrays = new_arrays
             load_trainable(model, arrays.to_torch_state_dict())
         t_train = time.perf_counter() - t0
-        valid = _metrics(strategy.aggregate_evaluate(server_round, grid.send_and_receive(
-            strategy.configure_evaluate(server_round, arrays, ConfigRecord({"stage": "valid"}), grid),
-            timeout=cfg.round_timeout,
+        valid = _metrics(strategy.aggregate_evaluate(server_round, send_in_batches(
+            grid, strategy.configure_evaluate(server_round, arrays, ConfigRecord({"stage": "valid"}), grid),
+            cfg.round_timeout,
         )))  # fmt: skip
         record: dict[str, Any] = {
             "round": server_round, "train": _metrics(train_metrics), "valid": valid,
@@ -89,9 +99,9 @@ def run_rounds(
 
     # The test metrics are over every node's users, whatever per-round validation sampled.
     strategy.fraction_evaluate = 1.0  # type: ignore[attr-defined]
-    test = _metrics(strategy.aggregate_evaluate(state.round, grid.send_and_receive(
-        strategy.configure_evaluate(state.round, arrays, ConfigRecord({"stage": "test"}), grid),
-        timeout=cfg.round_timeout,
+    test = _metrics(strategy.aggregate_evaluate(state.round, send_in_batches(
+        grid, strategy.configure_evaluate(state.round, arrays, ConfigRecord({"stage": "test"}), grid),
+        cfg.round_timeout,
     )))  # fmt: skip
     summary: dict[str, Any] = {"rounds": state.round, "best_round": state.best_round,
                                "test": test, "history": state.history}  # fmt: skip
