@@ -18,6 +18,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from server.checkpoints import ServerState, save_round
+from server.privacy import ActiveGrid, PrivacyTracker
 from shared.atomic import write_json
 from shared.config import FederationConfig
 from shared.models.params import load_trainable, trainable_state
@@ -27,7 +28,7 @@ log = logging.getLogger("flwr.fedrec")
 SELECT = "ranking-full-ndcg@10"  # the two-stage model's validation NDCG@10
 # Every message carries its own copy of the global arrays through the SuperLink. Sending all 6,040
 # of a one-client-per-user test evaluation at once would queue ~10 GB there; batches bound that.
-MESSAGES_PER_BATCH = 256
+MESSAGES_PER_BATCH = 32
 
 ServerEval = Callable[[Recommender, str], dict[str, float]]
 
@@ -41,6 +42,8 @@ def send_in_batches(grid: Grid, messages: Iterable[Message], timeout: float | No
     pending, replies = list(messages), []
     for i in range(0, len(pending), MESSAGES_PER_BATCH):
         replies.extend(grid.send_and_receive(pending[i : i + MESSAGES_PER_BATCH], timeout=timeout))
+        if len(pending) > MESSAGES_PER_BATCH:
+            log.info("  %d/%d replies", len(replies), len(pending))
     return replies
 
 
@@ -55,15 +58,24 @@ def run_rounds(
 ) -> dict[str, Any]:
     """Run rounds state.round+1 .. num-server-rounds; returns the summary written to metrics.json."""
     arrays = ArrayRecord(trainable_state(model))
+    privacy = PrivacyTracker(run_dir)
+    stopped = ""
     start = state.round + 1
     if start > cfg.num_server_rounds:
         log.info("nothing to do: the checkpoint is at round %d of %d", state.round, cfg.num_server_rounds)
     for server_round in range(start, cfg.num_server_rounds + 1):
         t0 = time.perf_counter()
+        active = ActiveGrid(grid, privacy.exhausted)
+        if len(active.get_node_ids()) < cfg.min_train_nodes:
+            stopped = (f"only {len(active.get_node_ids())} clients have privacy budget left "
+                       f"(min-train-nodes is {cfg.min_train_nodes})")  # fmt: skip
+            log.warning("stopping before round %d: %s", server_round, stopped)
+            break
         replies = send_in_batches(
-            grid, strategy.configure_train(server_round, arrays, ConfigRecord(), grid), cfg.round_timeout
+            grid, strategy.configure_train(server_round, arrays, ConfigRecord(), active), cfg.round_timeout
         )
-        new_arrays, train_metrics = strategy.aggregate_train(server_round, replies)
+        trained = privacy.record(server_round, replies)
+        new_arrays, train_metrics = strategy.aggregate_train(server_round, trained)
         if new_arrays is not None:
             arrays = new_arrays
             load_trainable(model, arrays.to_torch_state_dict())
@@ -74,6 +86,7 @@ def run_rounds(
         )))  # fmt: skip
         record: dict[str, Any] = {
             "round": server_round, "train": _metrics(train_metrics), "valid": valid,
+            "clients_trained": len(trained), "clients_declined": len(replies) - len(trained),
             "seconds_train": t_train, "seconds": time.perf_counter() - t0,
             # Each sampled client downloads the global trainable arrays and uploads the same set.
             "bytes_per_client_each_way": int(sum(a.numpy().nbytes for a in arrays.values())),
@@ -105,6 +118,8 @@ def run_rounds(
     )))  # fmt: skip
     summary: dict[str, Any] = {"rounds": state.round, "best_round": state.best_round,
                                "test": test, "history": state.history}  # fmt: skip
+    if stopped:
+        summary["stopped"] = stopped
     if server_eval is not None:
         summary["test_server"] = server_eval(model, "test")
     write_json(run_dir / "metrics.json", summary)
