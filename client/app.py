@@ -1,7 +1,9 @@
-"""Flower ClientApp. Handlers stay thin: unpack the message, call a plain function, pack the reply.
+"""Flower ClientApp. Handlers stay thin: unpack the message, call plain functions, pack the reply.
 
-train:    global trainable arrays in -> local epochs on this node's users -> trainable arrays and
-          training metrics out (never the frozen text encoder, never data)
+train:    global trainable arrays in -> local epochs (DP-SGD when `dp` is on) on this node's
+          examples -> trainable arrays, training metrics and this round's privacy spend out
+          (never the frozen text encoder, never data). A client whose budget this round would
+          overrun declines: a normal reply with status `budget-exhausted` and no arrays.
 evaluate: global arrays in -> HR/NDCG/MRR of both stages on this node's held-out items out, as
           means over its users with num-examples = users, so the server's weighted average is
           exactly the global mean
@@ -15,9 +17,11 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from client.data import local_data, local_model
-from client.training import local_evaluate, local_fit
-from shared.config import TrainConfig, from_run_config
+from client.privacy import privacy_record, private_round, record_round, save_state, state_dir, state_path
+from client.training import local_evaluate, local_examples, local_fit
+from shared.config import PartitionConfig, PrivacyConfig, TrainConfig, from_run_config
 from shared.models.params import load_trainable, trainable_state
+from shared.privacy.accounting import privacy_unit
 
 app = ClientApp()
 
@@ -34,11 +38,23 @@ def train(msg: Message, context: Context) -> Message:
     model = local_model(context.run_config, local.dataset)
     load_trainable(model, msg.content["arrays"].to_torch_state_dict())
     config = msg.content["config"]
-    metrics = local_fit(
-        model, local, train_config(context.run_config), int(config.get("server-round", 0)),
-        float(config.get("proximal-mu", 0.0)),
-    )  # fmt: skip
+    server_round = int(config.get("server-round", 0))
+    dp = from_run_config(PrivacyConfig, context.run_config).dp
+    unit = privacy_unit(from_run_config(PartitionConfig, context.run_config).partitioning) if dp else "user"
+    data = local_examples(model, local, unit)
+    plan = state = None
+    if dp:
+        state, plan, eps = private_round(context, local, len(data), server_round)
+        if plan is None:  # declining is a normal answer: the server stops asking this client
+            return Message(RecordDict({"privacy": privacy_record(state, local.partition_id)}), reply_to=msg)
+    metrics = local_fit(model, local, data, train_config(context.run_config), server_round,
+                        float(config.get("proximal-mu", 0.0)), dp=plan)  # fmt: skip
     content = RecordDict({"arrays": ArrayRecord(trainable_state(model)), "metrics": MetricRecord(metrics)})
+    if state is not None and plan is not None:
+        # Recorded before the update leaves the node: a lost reply may waste budget, never hide it.
+        state = record_round(state, plan, server_round, eps)
+        save_state(state, state_path(state_dir(context), state.client_id), context)
+        content["privacy"] = privacy_record(state, local.partition_id)
     return Message(content, reply_to=msg)
 
 

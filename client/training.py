@@ -4,43 +4,77 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from opacus import GradSampleModule
+from opacus.optimizers import DPOptimizer
 
 from client.data import LocalData
+from client.privacy import RoundPlan
 from shared.config import TrainConfig
-from shared.models.batches import training_sequences
+from shared.models.batches import Sequences, interaction_examples, training_sequences
 from shared.models.recommender import Recommender
 from shared.models.training import evaluate_model, train_epoch
+from shared.privacy.accounting import RECORD
+
+
+def local_examples(model: Recommender, local: LocalData, unit: str) -> Sequences:
+    """One example per user (a silo's user-level unit) or per interaction (record level)."""
+    max_len = int(model.config["model"]["max_len"])
+    if unit == RECORD:
+        return interaction_examples(local.dataset, local.users, max_len)
+    return training_sequences(local.dataset, local.users, max_len)
 
 
 def local_fit(
-    model: Recommender, local: LocalData, cfg: TrainConfig, server_round: int,
-    proximal_mu: float = 0.0,
+    model: Recommender, local: LocalData, data: Sequences, cfg: TrainConfig, server_round: int,
+    proximal_mu: float = 0.0, dp: RoundPlan | None = None,
 ) -> dict[str, float]:  # fmt: skip
-    """`cfg.epochs` local epochs over this node's users. Seeds depend on (seed, round, node)
-    only, so a resumed run repeats exactly what an uninterrupted one would have done."""
+    """`cfg.epochs` local epochs over this node's examples `data` (see `local_examples`), with
+    `dp` as the plan's Poisson-sampled DP-SGD steps. Seeds depend on (seed, round, node) only, so a resumed run repeats
+    exactly what an uninterrupted one would have done."""
     device = cfg.resolved_device()
     model.to(device)
-    max_len = int(model.config["model"]["max_len"])
-    data = training_sequences(local.dataset, local.users, max_len)
     if len(data) == 0:
         return {"num-examples": 0, "loss": 0.0}
     torch.manual_seed(hash((cfg.seed, server_round, local.partition_id)) % 2**31)
     rng = np.random.default_rng([cfg.seed, server_round, local.partition_id])
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    penalty = None
-    if proximal_mu > 0:
-        anchor = [p.detach().clone() for p in params]
-
-        def penalty() -> torch.Tensor:
-            return proximal_mu / 2 * sum(((p - a) ** 2).sum() for p, a in zip(params, anchor))
-
+    optimizer: torch.optim.Optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    anchor = [p.detach().clone() for p in params] if proximal_mu > 0 else []
+    stepped: torch.nn.Module = model
+    if dp is not None:
+        stepped = GradSampleModule(model)
+        optimizer = DPOptimizer(optimizer, noise_multiplier=dp.noise_multiplier,
+                                max_grad_norm=dp.max_grad_norm,
+                                expected_batch_size=max(1, round(dp.sample_rate * len(data))))  # fmt: skip
     losses: dict[str, float] = {}
-    for _ in range(cfg.epochs):
-        losses = train_epoch(model, model, optimizer, data, cfg, rng, device, progress=False,
-                             penalty=penalty)  # fmt: skip
+    try:
+        for _ in range(cfg.epochs):
+            batches = None
+            if dp is not None:  # Poisson sampling: what the accountant's sample rate assumes
+                batches = [np.flatnonzero(rng.random(len(data)) < dp.sample_rate)
+                           for _ in range(dp.steps // cfg.epochs)]  # fmt: skip
+            losses = train_epoch(stepped, model, optimizer, data, cfg, rng, device, batches=batches,
+                                 progress=False, after_step=_proximal_step(params, anchor, proximal_mu, cfg.lr))
+    finally:
+        if isinstance(stepped, GradSampleModule):
+            stepped._close()  # the model instance serves the process's next client: no hooks left
     model.cpu()
     return {"num-examples": len(data), **{f"train-{k}": v for k, v in losses.items()}}
+
+
+def _proximal_step(params: list[torch.Tensor], anchor: list[torch.Tensor], mu: float, lr: float):  # type: ignore[no-untyped-def]
+    """FedProx's proximal term as a step towards the global weights after each optimizer step.
+    Added to the loss instead, its gradient would bypass (and be lost to) DP-SGD's per-example
+    clipping; as a separate step it depends only on public weights, so it costs no privacy."""
+    if not anchor:
+        return None
+
+    @torch.no_grad()
+    def step() -> None:
+        for p, a in zip(params, anchor):
+            p.sub_(lr * mu * (p - a))
+
+    return step
 
 
 def local_evaluate(model: Recommender, local: LocalData, stage: str, device: str) -> dict[str, float]:

@@ -14,11 +14,12 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from server.checkpoints import ServerState, load_round
+from server.privacy_report import write_report
 from server.rounds import run_rounds
 from server.strategy import make_strategy
 from server.summary import summary_markdown
 from shared.atomic import write_text
-from shared.config import DataConfig, FederationConfig, ModelConfig, from_run_config
+from shared.config import DataConfig, FederationConfig, ModelConfig, PrivacyConfig, from_run_config
 from shared.data.dataset import load_dataset
 from shared.data.sources import default_cache_dir
 from shared.errors import FedrecError
@@ -46,6 +47,7 @@ def main(grid: Grid, context: Context) -> None:
         fed = from_run_config(FederationConfig, context.run_config)
         data = from_run_config(DataConfig, context.run_config)
         model_cfg = from_run_config(ModelConfig, context.run_config)
+        privacy = from_run_config(PrivacyConfig, context.run_config)  # refuse bad DP settings now
         seed_everything(int(context.run_config.get("seed", 42)))
         # The catalog (item ids, texts, genres) is public; in simulation it is read from the
         # same files as the clients'. No interaction leaves the server's process.
@@ -55,12 +57,16 @@ def main(grid: Grid, context: Context) -> None:
     except FedrecError as err:
         log.error("fedrec: error: %s", err)
         raise SystemExit(2) from None
-    run_dir = (Path(fed.resume_from).parent if fed.resume_from
-               else Path(fed.output_dir) / f"run-{context.run_id}")  # fmt: skip
+    run_dir = fed.run_dir(context.run_id)
     log.info("run directory %s; starting at round %d of %d", run_dir, state.round + 1, fed.num_server_rounds)
     summary = run_rounds(
         grid, make_strategy(fed), model, fed, run_dir, state,
         server_eval=server_evaluator(dataset) if fed.server_eval else None,
     )  # fmt: skip
+    if privacy.dp:
+        report = write_report(run_dir)
+        summary["privacy"] = {k: report[k] for k in ("accountant", "unit", "delta", "status_counts",
+                                                     "epsilon_quantiles", "all_recomputations_agree")}  # fmt: skip
     write_text(run_dir / "summary.md", summary_markdown(str(context.run_id), summary))
-    log.info("results in %s (metrics.json, summary.md)", run_dir)
+    log.info("results in %s (metrics.json, summary.md%s)", run_dir,
+             ", privacy_report.json, privacy_report.html" if privacy.dp else "")  # fmt: skip

@@ -26,4 +26,14 @@ def summary_markdown(run_id: str, summary: dict[str, Any]) -> str:
     for r in summary["history"]:
         lines.append(f"| {r['round']} | {r['seconds']:.1f} | {r['train'].get('train-loss', float('nan')):.4f} "
                      f"| {r['valid'].get('ranking-full-ndcg@10', float('nan')):.4f} |")  # fmt: skip
+    if summary.get("stopped"):
+        lines += ["", f"Stopped early: {summary['stopped']}."]
+    if "privacy" in summary:
+        p = summary["privacy"]
+        q = p["epsilon_quantiles"]
+        lines += ["", "## Privacy (local DP-SGD; details in privacy_report.html)", "",
+                  f"Unit: {p['unit']}. Accountant: {p['accountant']}. delta <= {p['delta']:.2e}. "
+                  f"Final epsilon: median {q['p50']:.3f}, max {q['p100']:.3f}. "
+                  f"Budget status: {p['status_counts']}. "
+                  f"Recomputed from the ledger's histories: {'agrees' if p['all_recomputations_agree'] else 'DISAGREES'}."]  # fmt: skip
     return "\n".join(lines) + "\n"

@@ -33,8 +33,12 @@ def atomic_path(target: Path) -> Iterator[Path]:
 
 
 def write_text(target: Path, text: str) -> None:
+    """Written, flushed to disk, then renamed: after a crash the old or the new file is there."""
     with atomic_path(Path(target)) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def write_json(target: Path, obj: Any) -> None:

@@ -152,6 +152,36 @@ class TrainConfig:
         return self.device
 
 
+ACCOUNTANTS = ("prv", "rdp")
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """Local DP-SGD on every client (Opacus), and the budget each client may spend."""
+
+    dp: bool = True
+    target_epsilon: float = 8.0  # each client's budget, over all runs on the same private data
+    noise_multiplier: float = 0.0  # sigma; 0: calibrated once so the planned rounds fit the budget
+    max_grad_norm: float = 1.0  # per-example clipping norm C
+    target_delta: float = 0.0  # 0: per client, one tenth of 1 / (its number of examples)
+    accountant: str = "prv"
+
+    def __post_init__(self) -> None:
+        if float(self.target_epsilon) <= 0:
+            raise FedrecError(f"target-epsilon must be > 0, got {self.target_epsilon}")
+        if float(self.noise_multiplier) < 0:
+            raise FedrecError(f"noise-multiplier must be >= 0 (0: calibrate), got {self.noise_multiplier}")
+        if float(self.max_grad_norm) <= 0:
+            raise FedrecError(f"max-grad-norm must be > 0, got {self.max_grad_norm}")
+        if self.target_delta != 0 and not 0 < float(self.target_delta) < 1:
+            raise FedrecError(f"target-delta must be in (0, 1) (0: default), got {self.target_delta}")
+        if self.accountant not in ACCOUNTANTS:
+            raise FedrecError(f"accountant must be one of {', '.join(ACCOUNTANTS)}, got '{self.accountant}'")
+        for name in ("target_epsilon", "noise_multiplier", "max_grad_norm", "target_delta"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        object.__setattr__(self, "dp", bool(self.dp))
+
+
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi")
 
 
@@ -187,3 +217,10 @@ class FederationConfig:
             raise FedrecError(f"min-train-nodes must be >= 1, got {self.min_train_nodes}")
         if int(self.local_epochs) < 1:
             raise FedrecError(f"local-epochs must be >= 1, got {self.local_epochs}")
+
+    def run_dir(self, run_id: int) -> Path:
+        """Where this run writes: `output-dir/run-<id>/`, or the run a `resume-from` continues.
+        Both apps compute it, so a simulated client keeps its privacy state beside the run."""
+        if self.resume_from:
+            return Path(self.resume_from).parent
+        return Path(self.output_dir) / f"run-{run_id}"

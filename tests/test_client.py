@@ -8,7 +8,7 @@ import torch
 
 from client.app import train_config
 from client.data import local_data, local_model
-from client.training import local_evaluate, local_fit
+from client.training import local_evaluate, local_examples, local_fit
 from shared.errors import FedrecError
 from shared.models.params import load_trainable, trainable_state
 from shared.models.training import evaluate_model
@@ -25,7 +25,7 @@ def test_clients_return_only_trainable_parameters(csv_dir: Path, tmp_path: Path)
     local = local_data(cfg, {"partition-id": 1, "num-partitions": 3})
     model = local_model(cfg, local.dataset)
     before = trainable_state(model)
-    metrics = local_fit(model, local, train_config(cfg), server_round=1)
+    metrics = local_fit(model, local, local_examples(model, local, "user"), train_config(cfg), server_round=1)
     after = trainable_state(model)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert set(after) == trainable
@@ -43,7 +43,7 @@ def test_local_training_is_deterministic_per_round_and_node(csv_dir: Path, tmp_p
     states = []
     for _ in range(2):  # as two messages of the same round would: load the global weights, fit
         load_trainable(local_model(cfg, local.dataset), global_weights)
-        local_fit(model, local, train_config(cfg), server_round=2)
+        local_fit(model, local, local_examples(model, local, "user"), train_config(cfg), server_round=2)
         states.append(trainable_state(model))
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from shared.config import (
+    PrivacyConfig,
     DataConfig,
     FederationConfig,
     ModelConfig,
@@ -17,7 +18,7 @@ from shared.config import (
 from shared.errors import FedrecError
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = (DataConfig, PartitionConfig, FederationConfig, TrainConfig, ModelConfig)
+CONFIGS = (DataConfig, PartitionConfig, FederationConfig, TrainConfig, ModelConfig, PrivacyConfig)
 
 
 def run_config() -> dict:

@@ -51,6 +51,20 @@ def test_three_supernodes_two_rounds_write_checkpoints_and_metrics(first_run) ->
     assert 0 <= metrics["test"]["ranking-full-ndcg@10"] <= 1
 
 
+def test_dp_run_writes_ledger_node_state_and_privacy_report(first_run) -> None:
+    run_dir, _ = first_run
+    entries = [json.loads(line) for line in (run_dir / "privacy_ledger.jsonl").read_text().splitlines()]
+    assert sorted((e["client_id"], e["round"]) for e in entries) == [
+        (f"iid-{p}", r) for p in range(3) for r in (1, 2)]
+    report = json.loads((run_dir / "privacy_report.json").read_text())
+    assert report["unit"] == "user" and report["accountant"] == "prv" and report["all_recomputations_agree"]
+    assert all(0 < c["epsilon"] <= c["budget"] and len(c["history"]) == 2 for c in report["clients"])
+    assert "data:image/png;base64," in (run_dir / "privacy_report.html").read_text()
+    for p in range(3):  # each node's own accountant history, beside the run in simulation
+        state = json.loads((run_dir / "node-state" / f"privacy-iid-{p}.json").read_text())
+        assert [h["round"] for h in state["history"]] == [1, 2]
+
+
 def test_server_side_evaluation_agrees_with_federated_evaluation(first_run) -> None:
     metrics = json.loads((first_run[0] / "metrics.json").read_text())
     federated, server = metrics["test"], metrics["test_server"]
@@ -63,7 +77,13 @@ def test_resume_continues_at_the_right_round_with_the_same_model(first_run, tiny
     uninterrupted = load_file(run_dir / "round-002" / "model.safetensors")
     copy = tmp_path / "run-copy"
     shutil.copytree(run_dir, copy)
-    shutil.rmtree(copy / "round-002")  # as if the server died after round 1
+    shutil.rmtree(copy / "round-002")  # as if the server died after round 1 ...
+    for state_file in (copy / "node-state").glob("*.json"):  # ... and before the clients spent round 2
+        state = json.loads(state_file.read_text())
+        state["history"] = [h for h in state["history"] if h["round"] == 1]
+        state_file.write_text(json.dumps(state))
+    ledger = copy / "privacy_ledger.jsonl"
+    ledger.write_text("".join(ln + "\n" for ln in ledger.read_text().splitlines() if json.loads(ln)["round"] == 1))
     out = tmp_path / "out2"
     assert simulate(tiny_csv_module, out, cache, "num-server-rounds=2",
                     f"resume-from={copy / 'round-001'}") == 0  # fmt: skip

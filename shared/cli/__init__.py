@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from shared.cli import data, evaluate, recommend, simulate, train
+from shared.cli import data, evaluate, privacy, recommend, simulate, train
 from shared.errors import FedrecError
 
 EXIT_USER_ERROR = 2
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.register(commands)
     recommend.register(commands)
     simulate.register(commands)
+    privacy.register(commands)
     return parser
 
 

@@ -65,6 +65,28 @@ def training_sequences(dataset: Dataset, users: np.ndarray, max_len: int) -> Seq
     )
 
 
+def interaction_examples(dataset: Dataset, users: np.ndarray, max_len: int) -> Sequences:
+    """One example per training interaction: the items before it, left-padded, with the
+    interaction as the only target. Record-level DP protects one example, so for it to protect
+    one interaction an example must hold only one as its target."""
+    rows, histories, targets = [], [], []
+    for u in users:
+        seq = dataset.train_sequence(int(u))
+        for t in range(1, len(seq)):
+            rows.append(int(u))
+            histories.append(seq[:t])
+            targets.append(seq[t])
+    users_arr = np.asarray(rows, dtype=np.int64)
+    target_matrix = np.zeros((len(rows), max_len), dtype=np.int64)
+    target_matrix[:, -1] = targets
+    return Sequences(
+        users=users_arr,
+        history=left_pad(histories, max_len),
+        targets=target_matrix,
+        features=feature_matrix(dataset, users_arr),
+    )
+
+
 def eval_histories(dataset: Dataset, users: np.ndarray, stage: str, max_len: int) -> np.ndarray:
     return left_pad([dataset.history(int(u), stage) for u in users], max_len)
 

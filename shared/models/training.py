@@ -98,12 +98,12 @@ def train_epoch(
     device: str,
     batches: list[np.ndarray] | None = None,
     progress: bool = True,
-    penalty: Callable[[], torch.Tensor] | None = None,
+    after_step: Callable[[], None] | None = None,
 ) -> dict[str, float]:
     """One pass of the joint loss. `model` is what is stepped (the Recommender itself, or its
     Opacus wrapper); `recommender` is the plain module, used for the no-grad candidate search.
-    `batches` (row indices) default to a seeded shuffle in `batch_size` chunks. `penalty`, if
-    given, is added to each batch's loss (FedProx's proximal term)."""
+    `batches` (row indices) default to a seeded shuffle in `batch_size` chunks. `after_step`, if
+    given, runs after each optimizer step (FedProx's proximal step)."""
     if batches is None:
         order = rng.permutation(len(data))
         batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
@@ -120,8 +120,10 @@ def train_epoch(
         out = model(batch)
         optimizer.zero_grad(set_to_none=True)
         loss = out["loss"].mean()
-        (loss + penalty() if penalty else loss).backward()
+        loss.backward()
         optimizer.step()
+        if after_step:
+            after_step()
         for key in totals:
             totals[key] += float(out[key].detach().sum())
         seen += len(rows)

@@ -1,0 +1,164 @@
+"""This node's privacy budget: what it has spent, kept where the node keeps its data.
+
+The accountant history (sigma, q, steps per round) is the state. It lives in a JSON file in the
+node's state directory, so a later run on the same private data keeps spending the same budget,
+and is mirrored in Flower's per-node `context.state` for the current run. It is written before
+a trained update leaves the node: a reply lost afterwards may waste budget, never hide spending.
+An unreadable file is refused, never reset: resetting would silently grant a fresh budget.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from flwr.app import ConfigRecord, Context
+
+from client.data import LocalData
+from shared.atomic import write_json
+from shared.config import FederationConfig, PartitionConfig, PrivacyConfig, from_run_config
+from shared.errors import FedrecError
+from shared.privacy.accounting import Spend, calibrate_sigma, default_delta, epsilon, privacy_unit
+
+ACTIVE, EXHAUSTED = "active", "budget-exhausted"
+STATE_KEY = "fedrec-privacy"
+
+
+@dataclass(frozen=True)
+class PrivacyState:
+    client_id: str
+    unit: str
+    accountant: str
+    delta: float
+    budget: float
+    noise_multiplier: float  # fixed, or calibrated once at the first round and kept
+    history: tuple[Spend, ...] = field(default_factory=tuple)
+    status: str = ACTIVE
+
+    @property
+    def epsilon(self) -> float:
+        return self.history[-1].epsilon if self.history else 0.0
+
+    def steps(self) -> list[tuple[float, float, int]]:
+        return [(s.noise_multiplier, s.sample_rate, s.steps) for s in self.history]
+
+    def to_json(self) -> dict:
+        return {**{k: getattr(self, k) for k in ("client_id", "unit", "accountant", "delta", "budget",
+                                                  "noise_multiplier", "status")},
+                "history": [s.to_json() for s in self.history]}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, raw: dict) -> PrivacyState:
+        return cls(**{**raw, "history": tuple(Spend(**s) for s in raw["history"])})
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    noise_multiplier: float
+    sample_rate: float
+    steps: int  # per round: local epochs x steps per epoch
+    max_grad_norm: float
+
+
+def state_path(state_dir: Path, client_id: str) -> Path:
+    return state_dir / f"privacy-{client_id}.json"
+
+
+def load_state(path: Path, context: Context | None = None) -> PrivacyState | None:
+    """The saved state, from disk (authoritative) or else this run's context; None if new."""
+    if path.exists():
+        try:
+            state = PrivacyState.from_json(json.loads(path.read_text()))
+            if any(not math.isfinite(s.epsilon) or s.epsilon < 0 for s in state.history):
+                raise ValueError("an epsilon is not a finite non-negative number")
+            return state
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise FedrecError(f"privacy state {path} is unreadable ({err}); refusing to train "
+                              "rather than resetting the budget") from None  # fmt: skip
+    if context is not None and STATE_KEY in context.state:
+        return PrivacyState.from_json(json.loads(str(context.state[STATE_KEY]["json"])))
+    return None
+
+
+def save_state(state: PrivacyState, path: Path, context: Context | None = None) -> None:
+    write_json(path, state.to_json())  # atomic, fsynced: it must survive a crash of the node
+    if context is not None:
+        context.state[STATE_KEY] = ConfigRecord({"json": json.dumps(state.to_json())})
+
+
+def new_state(client_id: str, unit: str, num_examples: int, cfg: PrivacyConfig) -> PrivacyState:
+    return PrivacyState(
+        client_id=client_id, unit=unit, accountant=cfg.accountant,
+        delta=cfg.target_delta or default_delta(num_examples), budget=cfg.target_epsilon,
+        noise_multiplier=cfg.noise_multiplier,
+    )  # fmt: skip
+
+
+def plan_round(
+    state: PrivacyState, cfg: PrivacyConfig, num_examples: int, batch_size: int,
+    local_epochs: int, planned_rounds: int,
+) -> tuple[PrivacyState, RoundPlan]:  # fmt: skip
+    """This round's (sigma, q, steps). sigma is calibrated on the first round only, so that
+    `planned_rounds` such rounds end within the budget, and then kept."""
+    q = min(1.0, batch_size / max(num_examples, 1))
+    steps = local_epochs * max(1, round(1 / q))
+    if state.noise_multiplier == 0:
+        remaining = max(planned_rounds - len(state.history), 1)
+        sigma = calibrate_sigma(state.budget, state.delta, q, remaining * steps, state.accountant)
+        state = replace(state, noise_multiplier=sigma)
+    return state, RoundPlan(state.noise_multiplier, q, steps, cfg.max_grad_norm)
+
+
+def epsilon_after(state: PrivacyState, plan: RoundPlan) -> float:
+    return epsilon([*state.steps(), (plan.noise_multiplier, plan.sample_rate, plan.steps)],
+                   state.delta, state.accountant)  # fmt: skip
+
+
+def record_round(state: PrivacyState, plan: RoundPlan, server_round: int, eps: float) -> PrivacyState:
+    spend = Spend(server_round, plan.noise_multiplier, plan.sample_rate, plan.steps, plan.max_grad_norm, eps)
+    return replace(state, history=(*state.history, spend))
+
+
+def state_dir(context: Context) -> Path:
+    """The node's own `state-dir` when deployed; in simulation, beside the run's outputs."""
+    if context.node_config.get("state-dir"):
+        return Path(str(context.node_config["state-dir"])).expanduser()
+    return from_run_config(FederationConfig, context.run_config).run_dir(context.run_id) / "node-state"
+
+
+def privacy_record(state: PrivacyState, partition_id: int) -> ConfigRecord:
+    last = state.history[-1] if state.history else None
+    return ConfigRecord({
+        "client-id": state.client_id, "partition-id": partition_id, "unit": state.unit,
+        "status": state.status, "epsilon": state.epsilon, "delta": state.delta,
+        "budget": state.budget, "accountant": state.accountant,
+        "noise-multiplier": last.noise_multiplier if last else state.noise_multiplier,
+        "sample-rate": last.sample_rate if last else 0.0, "steps": last.steps if last else 0,
+        "max-grad-norm": last.max_grad_norm if last else 0.0,
+        # The whole history, earlier runs included, so the ledger alone can recompute epsilon.
+        "history": json.dumps([s.to_json() for s in state.history]),
+    })  # fmt: skip
+
+
+def private_round(
+    context: Context, local: LocalData, num_examples: int, server_round: int
+) -> tuple[PrivacyState, RoundPlan | None, float]:
+    """This round's state and plan, or no plan when the round would overrun the """
+    cfg = from_run_config(PrivacyConfig, context.run_config)
+    part = from_run_config(PartitionConfig, context.run_config)
+    client_id = f"{part.partitioning}-{local.partition_id}"
+    path = state_path(state_dir(context), client_id)
+    state = load_state(path, context) or new_state(
+        client_id, privacy_unit(part.partitioning), num_examples, cfg)
+    state = replace(state, budget=min(state.budget, cfg.target_epsilon))
+    fed = from_run_config(FederationConfig, context.run_config)
+    state, plan = plan_round(state, cfg, num_examples, int(context.run_config.get("batch-size", 32)),
+                                    fed.local_epochs, fed.num_server_rounds)  # fmt: skip
+    eps = epsilon_after(state, plan)
+    if eps > state.budget:
+        state = replace(state, status=EXHAUSTED)
+        save_state(state, path, context)
+        return state, None, eps
+    return state, plan, eps

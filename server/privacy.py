@@ -1,0 +1,74 @@
+"""The server's view of the clients' privacy: what each reply spent, who has no budget left.
+
+Clients account for themselves (they alone know their data's size); the server records what
+they report in the ledger and stops sampling a client once it declines with `budget-exhausted`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from flwr.app import Message
+from flwr.serverapp import Grid
+
+from server import ledger
+
+log = logging.getLogger("flwr.fedrec")
+EXHAUSTED = "budget-exhausted"
+
+
+def ledger_entry(msg: Message, server_round: int) -> dict | None:
+    if msg.has_error() or "privacy" not in msg.content:
+        return None
+    p = msg.content["privacy"]
+    return {
+        "round": server_round, "client_id": str(p["client-id"]), "node_id": int(msg.metadata.src_node_id),
+        "partition_id": int(p["partition-id"]), "unit": str(p["unit"]), "status": str(p["status"]),
+        "noise_multiplier": float(p["noise-multiplier"]), "sample_rate": float(p["sample-rate"]),
+        "steps": int(p["steps"]) if p["status"] != EXHAUSTED else 0,
+        "max_grad_norm": float(p["max-grad-norm"]), "epsilon": float(p["epsilon"]),
+        "delta": float(p["delta"]), "budget": float(p["budget"]), "accountant": str(p["accountant"]),
+        "history": json.loads(str(p["history"])),
+        "time": time.time(),
+    }  # fmt: skip
+
+
+class PrivacyTracker:
+    """Writes each round's ledger entries and remembers the nodes that declined."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.exhausted: set[int] = {e["node_id"] for e in ledger.read_ledger(run_dir) if e["status"] == EXHAUSTED}
+
+    def record(self, server_round: int, replies: Iterable[Message]) -> list[Message]:
+        """Ledger the round; return the replies that carry a trained update."""
+        trained, entries = [], []
+        for msg in replies:
+            entry = ledger_entry(msg, server_round)
+            if entry is not None:
+                entries.append(entry)
+                if entry["status"] == EXHAUSTED:
+                    self.exhausted.add(entry["node_id"])
+                    log.info("client %s (node %d) declined round %d: budget exhausted at epsilon %.3f",
+                             entry["client_id"], entry["node_id"], server_round, entry["epsilon"])  # fmt: skip
+                    continue
+            trained.append(msg)
+        ledger.append(self.run_dir, entries)
+        return trained
+
+
+class ActiveGrid:
+    """The grid as a strategy sees it when sampling for training: without exhausted nodes."""
+
+    def __init__(self, grid: Grid, exhausted: set[int]) -> None:
+        self._grid, self._exhausted = grid, exhausted
+
+    def get_node_ids(self) -> list[int]:
+        return [n for n in self._grid.get_node_ids() if n not in self._exhausted]
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self._grid, name)

@@ -1,0 +1,1 @@
+"""Differential-privacy accounting shared by clients (budget checks) and the server (reports)."""

@@ -1,0 +1,223 @@
+"""Local DP-SGD, its accounting across rounds and restarts, the ledger and the privacy report."""
+
+import html.parser
+import base64
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, Metadata, RecordDict
+from opacus.accountants import create_accountant
+
+from client import privacy as budget
+from client.app import train
+from client.data import local_data, local_model
+from client.training import local_examples
+from server import ledger
+from server.privacy import PrivacyTracker
+from server.privacy_report import write_report
+from shared.config import PrivacyConfig
+from shared.errors import FedrecError
+from shared.models.params import trainable_state
+from shared.privacy.accounting import calibrate_sigma, epsilon
+
+ROUNDS = 3
+
+
+def run_config(d: Path, cache: Path, out: Path, **extra) -> dict:
+    return {"dataset": "csv", "data-path": str(d), "cache-dir": str(cache), "partitioning": "iid",
+            "num-partitions": 2, "dim": 16, "num-layers": 1, "max-len": 12, "batch-size": 4,
+            "num-negatives": 8, "retrieve-top-n": 10, "output-dir": str(out), "dp": True,
+            "target-epsilon": 3.0, "num-server-rounds": ROUNDS, **extra}  # fmt: skip
+
+
+def train_message(model, server_round: int) -> Message:
+    content = RecordDict({"arrays": ArrayRecord(trainable_state(model)),
+                          "config": ConfigRecord({"server-round": server_round})})  # fmt: skip
+    # As the SuperLink delivers it: with full metadata (a bare Message needs a running task).
+    meta = Metadata(run_id=7, message_id="m", src_node_id=0, dst_node_id=1, reply_to_message_id="",
+                    group_id="", created_at=time.time(), ttl=3600.0, message_type="train")  # fmt: skip
+    return Message(content, metadata=meta)
+
+
+def node(cfg: dict, state_dir: Path, pid: int = 0) -> Context:
+    """A fresh node process: its Context starts empty; only the state directory persists."""
+    return Context(run_id=7, node_id=pid + 1, node_config={"partition-id": pid, "num-partitions": 2,
+                   "state-dir": str(state_dir)}, state=RecordDict(), run_config=cfg)  # fmt: skip
+
+
+def test_epsilon_equals_opacus_accountant_stepped_through_the_same_history() -> None:
+    history = [(1.1, 0.05, 20), (1.1, 0.05, 20), (0.9, 0.1, 10)]
+    for name in ("prv", "rdp"):
+        acc = create_accountant(name)
+        for sigma, q, steps in history:  # Opacus's own path: one accountant step per DP-SGD step
+            for _ in range(steps):
+                acc.step(noise_multiplier=sigma, sample_rate=q)
+        assert epsilon(history, 1e-5, name) == pytest.approx(acc.get_epsilon(delta=1e-5), rel=1e-6)
+
+
+def test_calibrated_noise_fits_the_planned_rounds_and_no_more() -> None:
+    q, steps = 0.05, 20
+    sigma = calibrate_sigma(4.0, 1e-5, q, ROUNDS * steps)
+    assert epsilon([(sigma, q, steps)] * ROUNDS, 1e-5) <= 4.0
+    assert epsilon([(sigma, q, steps)] * (ROUNDS + 1), 1e-5) > 4.0
+    assert epsilon([(sigma * 0.9, q, steps)] * ROUNDS, 1e-5) > 4.0  # close to the smallest sigma
+
+
+def test_dp_training_spends_then_declines_across_restarts(csv_dir: Path, tmp_path: Path) -> None:
+    cfg = run_config(csv_dir, tmp_path / "cache", tmp_path / "out")
+    state_dir = tmp_path / "node-0"
+    local = local_data(cfg, {"partition-id": 0, "num-partitions": 2})
+    model = local_model(cfg, local.dataset)
+    seen = []
+    for r in range(1, ROUNDS + 2):
+        # A restart of the node before every round: only its state directory survives.
+        reply = train(train_message(model, r), node(cfg, state_dir))
+        p = reply.content["privacy"]
+        seen.append((str(p["status"]), float(p["epsilon"]), "arrays" in reply.content))
+    statuses, eps, has_arrays = zip(*seen)
+    assert statuses == ("active",) * ROUNDS + ("budget-exhausted",)
+    assert has_arrays == (True,) * ROUNDS + (False,)
+    assert list(eps) == sorted(eps) and 0 < eps[0] and eps[-1] <= 3.0  # never decreases, never over
+    saved = json.loads(budget.state_path(state_dir, "iid-0").read_text())
+    assert [h["round"] for h in saved["history"]] == list(range(1, ROUNDS + 1))
+    # A later run on the same data with the same state directory: still exhausted, nothing spent.
+    again = train(train_message(model, 1), node({**cfg, "output-dir": str(tmp_path / "o2")}, state_dir))
+    assert again.content["privacy"]["status"] == "budget-exhausted"
+    assert len(json.loads(budget.state_path(state_dir, "iid-0").read_text())["history"]) == ROUNDS
+
+
+def test_dp_step_leaves_no_opacus_hooks_on_the_shared_model(csv_dir: Path, tmp_path: Path) -> None:
+    cfg = run_config(csv_dir, tmp_path / "cache", tmp_path / "out")
+    local = local_data(cfg, {"partition-id": 1, "num-partitions": 2})
+    model = local_model(cfg, local.dataset)
+    before = trainable_state(model)
+    reply = train(train_message(model, 1), node(cfg, tmp_path / "s", pid=1))
+    after = reply.content["arrays"].to_torch_state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    hooked = [m for m in model.modules() if m._forward_hooks or m._backward_hooks]
+    assert not hooked and not any(hasattr(p, "grad_sample") and p.grad_sample is not None
+                                  for p in model.parameters())  # fmt: skip
+
+
+def test_record_unit_has_one_example_per_training_interaction(csv_dir: Path, tmp_path: Path) -> None:
+    cfg = {**run_config(csv_dir, tmp_path / "cache", tmp_path / "out"), "partitioning": "user", "num-partitions": 0}
+    local = local_data(cfg, {"partition-id": 3})
+    model = local_model(cfg, local.dataset)
+    examples = local_examples(model, local, "record")
+    (user,) = local.users
+    assert len(examples) == len(local.dataset.train_sequence(int(user))) - 1
+    assert ((examples.targets > 0).sum(axis=1) == 1).all()  # each example protects one target
+
+
+def test_an_unreadable_state_file_is_refused_not_reset(csv_dir: Path, tmp_path: Path) -> None:
+    cfg = run_config(csv_dir, tmp_path / "cache", tmp_path / "out")
+    state_dir = tmp_path / "node"
+    state_dir.mkdir()
+    path = budget.state_path(state_dir, "iid-0")
+    path.write_text('{"client_id": "iid-0", "history": [')
+    model = local_model(cfg, local_data(cfg, {"partition-id": 0, "num-partitions": 2}).dataset)
+    with pytest.raises(FedrecError, match="unreadable.*refusing"):
+        train(train_message(model, 1), node(cfg, state_dir))
+    assert path.read_text() == '{"client_id": "iid-0", "history": ['
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("target-epsilon", 0, "target-epsilon must be > 0"),
+    ("target-delta", 1.5, "target-delta must be in"),
+    ("noise-multiplier", -1, "noise-multiplier must be >= 0"),
+    ("max-grad-norm", 0, "max-grad-norm must be > 0"),
+    ("accountant", "gdp2", "accountant must be one of"),
+])  # fmt: skip
+def test_bad_privacy_settings_are_refused(key, value, match) -> None:
+    from shared.config import from_run_config
+
+    with pytest.raises(FedrecError, match=match):
+        from_run_config(PrivacyConfig, {key: value})
+
+
+def spend(client: str, r: int, eps: float, history: list, status: str = "active") -> dict:
+    return {"round": r, "client_id": client, "node_id": hash(client) % 1000, "partition_id": 0,
+            "unit": "user", "status": status, "noise_multiplier": 1.0, "sample_rate": 0.1,
+            "steps": 10, "max_grad_norm": 1.0, "epsilon": eps, "delta": 1e-4, "budget": 5.0,
+            "accountant": "prv", "history": history, "time": 0.0}  # fmt: skip
+
+
+def history_for(rounds: int) -> list[dict]:
+    out = []
+    for r in range(1, rounds + 1):
+        out.append({"round": r, "noise_multiplier": 1.0, "sample_rate": 0.1, "steps": 10,
+                    "max_grad_norm": 1.0, "epsilon": epsilon([(1.0, 0.1, 10)] * r, 1e-4)})  # fmt: skip
+    return out
+
+
+def test_ledger_survives_a_torn_append_and_the_report_recomputes_it(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    for r in (1, 2):
+        ledger.append(run, [spend(c, r, history_for(r)[-1]["epsilon"], history_for(r)) for c in ("a", "b")])
+    ledger.append(run, [spend("c", 1, 9.0, [], status="budget-exhausted")])
+    with open(run / ledger.LEDGER, "a") as f:
+        f.write('{"round": 3, "client_id": "a", "epsi')  # a crash mid-append
+    assert len(ledger.read_ledger(run)) == 5
+    report = write_report(run)
+    assert report["accountant"] == "prv" and report["unit"] == "user" and report["central"] is None
+    assert report["status_counts"] == {"active": 2, "budget-exhausted": 1}
+    a = next(c for c in report["clients"] if c["client_id"] == "a")
+    assert [h["round"] for h in a["history"]] == [1, 2] and a["recomputation_agrees"]
+    assert set(a) >= {"client_id", "unit", "delta", "epsilon", "budget", "status", "history"}
+    # A client that lied about its epsilon is caught by the recomputation.
+    ledger.append(run, [spend("a", 3, 0.01, history_for(3))])
+    assert not write_report(run)["all_recomputations_agree"]
+
+
+class _Images(html.parser.HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[str] = []
+        self.open: list[str] = []
+
+    def handle_starttag(self, tag, attrs):  # type: ignore[no-untyped-def]
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+        elif tag not in ("meta", "br"):
+            self.open.append(tag)
+
+    def handle_endtag(self, tag):  # type: ignore[no-untyped-def]
+        assert self.open and self.open.pop() == tag, f"unbalanced </{tag}>"
+
+
+def test_html_report_is_well_formed_and_self_contained(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    ledger.append(run, [spend("a", 1, history_for(1)[-1]["epsilon"], history_for(1))])
+    (run / "metrics.json").write_text(json.dumps({"history": [{"round": 1, "valid": {"ranking-full-ndcg@10": 0.1}}]}))
+    write_report(run)
+    parser = _Images()
+    parser.feed((run / "privacy_report.html").read_text())
+    assert not parser.open and len(parser.images) == 4
+    for src in parser.images:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_server_stops_sampling_exhausted_clients(tmp_path: Path) -> None:
+    class Reply:
+        def __init__(self, node: int, status: str) -> None:
+            self.content = RecordDict({"privacy": ConfigRecord({
+                "client-id": f"iid-{node}", "partition-id": node, "unit": "user", "status": status,
+                "epsilon": 1.0, "delta": 1e-4, "budget": 1.0, "accountant": "prv",
+                "noise-multiplier": 1.0, "sample-rate": 0.1, "steps": 10, "max-grad-norm": 1.0,
+                "history": "[]"})})  # fmt: skip
+            self.metadata = type("M", (), {"src_node_id": node})()
+
+        def has_error(self) -> bool:
+            return False
+
+    tracker = PrivacyTracker(tmp_path)
+    trained = tracker.record(1, [Reply(1, "active"), Reply(2, "budget-exhausted")])
+    assert [m.metadata.src_node_id for m in trained] == [1] and tracker.exhausted == {2}
+    assert PrivacyTracker(tmp_path).exhausted == {2}  # a restarted server remembers
+    assert [e["status"] for e in ledger.read_ledger(tmp_path)] == ["active", "budget-exhausted"]
