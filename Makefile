@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.fedrec-installed
 DATASET ?= movielens-1m
 OUT    ?= outputs
-ROUNDS ?= 8
+ROUNDS ?= 5
 
 .PHONY: main test env clean
 

@@ -22,6 +22,7 @@ from client.training import local_evaluate, local_examples, local_fit
 from shared.config import PartitionConfig, PrivacyConfig, TrainConfig, from_run_config
 from shared.models.params import load_trainable, trainable_state
 from shared.privacy.accounting import privacy_unit
+from shared.privacy.central import CLIPPING_NORM_KEY, UNIFORM_WEIGHT, clip_update
 
 app = ClientApp()
 
@@ -36,7 +37,8 @@ def train_config(run_config: dict) -> TrainConfig:
 def train(msg: Message, context: Context) -> Message:
     local = local_data(context.run_config, context.node_config)
     model = local_model(context.run_config, local.dataset)
-    load_trainable(model, msg.content["arrays"].to_torch_state_dict())
+    global_weights = msg.content["arrays"].to_torch_state_dict()
+    load_trainable(model, global_weights)  # copies: global_weights stays the round's start
     config = msg.content["config"]
     server_round = int(config.get("server-round", 0))
     dp = from_run_config(PrivacyConfig, context.run_config).dp
@@ -49,7 +51,10 @@ def train(msg: Message, context: Context) -> Message:
             return Message(RecordDict({"privacy": privacy_record(state, local.partition_id)}), reply_to=msg)
     metrics = local_fit(model, local, data, train_config(context.run_config), server_round,
                         float(config.get("proximal-mu", 0.0)), dp=plan)  # fmt: skip
-    content = RecordDict({"arrays": ArrayRecord(trainable_state(model)), "metrics": MetricRecord(metrics)})
+    arrays = trainable_state(model)
+    if CLIPPING_NORM_KEY in config:  # central DP: the server noises the average of clipped updates
+        arrays = clip_update(arrays, global_weights, float(config[CLIPPING_NORM_KEY]))
+    content = RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord({**metrics, UNIFORM_WEIGHT: 1})})
     if state is not None and plan is not None:
         # Recorded before the update leaves the node: a lost reply may waste budget, never hide it.
         state = record_round(state, plan, server_round, eps)

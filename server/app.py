@@ -16,7 +16,7 @@ from flwr.serverapp import Grid, ServerApp
 from server.checkpoints import ServerState, load_round
 from server.privacy_report import write_report
 from server.rounds import run_rounds
-from server.strategy import make_strategy
+from server.strategy import check_central_dp, make_strategy
 from server.summary import summary_markdown
 from shared.atomic import write_text
 from shared.config import DataConfig, FederationConfig, ModelConfig, PrivacyConfig, from_run_config
@@ -48,6 +48,7 @@ def main(grid: Grid, context: Context) -> None:
         data = from_run_config(DataConfig, context.run_config)
         model_cfg = from_run_config(ModelConfig, context.run_config)
         privacy = from_run_config(PrivacyConfig, context.run_config)  # refuse bad DP settings now
+        check_central_dp(fed, privacy)
         seed_everything(int(context.run_config.get("seed", 42)))
         # The catalog (item ids, texts, genres) is public; in simulation it is read from the
         # same files as the clients'. No interaction leaves the server's process.
@@ -60,13 +61,13 @@ def main(grid: Grid, context: Context) -> None:
     run_dir = fed.run_dir(context.run_id)
     log.info("run directory %s; starting at round %d of %d", run_dir, state.round + 1, fed.num_server_rounds)
     summary = run_rounds(
-        grid, make_strategy(fed), model, fed, run_dir, state,
+        grid, make_strategy(fed, privacy, len(list(grid.get_node_ids()))), model, fed, run_dir, state,
         server_eval=server_evaluator(dataset) if fed.server_eval else None,
     )  # fmt: skip
-    if privacy.dp:
+    if privacy.dp or privacy.central_dp:
         report = write_report(run_dir)
-        summary["privacy"] = {k: report[k] for k in ("accountant", "unit", "delta", "status_counts",
-                                                     "epsilon_quantiles", "all_recomputations_agree")}  # fmt: skip
+        summary["privacy"] = {k: report[k] for k in ("accountant", "unit", "delta", "status_counts", "num_clients",
+                                                     "epsilon_quantiles", "all_recomputations_agree", "central")}  # fmt: skip
     write_text(run_dir / "summary.md", summary_markdown(str(context.run_id), summary))
     log.info("results in %s (metrics.json, summary.md%s)", run_dir,
-             ", privacy_report.json, privacy_report.html" if privacy.dp else "")  # fmt: skip
+             ", privacy_report.json, privacy_report.html" if privacy.dp or privacy.central_dp else "")  # fmt: skip

@@ -47,6 +47,16 @@ def send_in_batches(grid: Grid, messages: Iterable[Message], timeout: float | No
     return replies
 
 
+def central_spent(strategy: Strategy) -> dict[str, Any] | None:
+    """Flower's running account of DP-FedAvg, when the strategy is its DP wrapper."""
+    spent = strategy.privacy_spent() if hasattr(strategy, "privacy_spent") else None
+    if spent is None:
+        return None
+    return {"epsilon": spent.epsilon, "delta": spent.delta, "releases": spent.num_releases,
+            "accountant": spent.accounting_method, "noise_multiplier": strategy.noise_multiplier,  # type: ignore[attr-defined]
+            "clipping_norm": strategy.clipping_norm, "clients_per_round": strategy.num_sampled_clients}  # type: ignore[attr-defined]  # fmt: skip
+
+
 def run_rounds(
     grid: Grid,
     strategy: Strategy,
@@ -75,6 +85,10 @@ def run_rounds(
             grid, strategy.configure_train(server_round, arrays, ConfigRecord(), active), cfg.round_timeout
         )
         trained = privacy.record(server_round, replies)
+        if replies and not trained:
+            stopped = f"every client sampled for round {server_round} declined: its privacy budget is spent"
+            log.warning("stopping at round %d: %s", server_round, stopped)
+            break
         new_arrays, train_metrics = strategy.aggregate_train(server_round, trained)
         if new_arrays is not None:
             arrays = new_arrays
@@ -93,6 +107,9 @@ def run_rounds(
         }  # fmt: skip
         if server_eval is not None:
             record["valid_server"] = server_eval(model, "valid")
+        central = central_spent(strategy)
+        if central:
+            record["central_dp"] = central
         state.round = server_round
         state.history.append(record)
         score = valid.get(SELECT, -1.0)

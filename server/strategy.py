@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
-from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, FedYogi, Strategy
+from collections.abc import Iterable
 
-from shared.config import FederationConfig
+from flwr.app import Message, MetricRecord
+from flwr.serverapp import NeighboringRelation, SamplingMethod
+from flwr.serverapp import PrivacyConfig as FlowerPrivacyConfig
+from flwr.serverapp.strategy import (
+    DifferentialPrivacyClientSideFixedClipping,
+    FedAdam,
+    FedAvg,
+    FedProx,
+    FedYogi,
+    Strategy,
+)
+
+from shared.config import FederationConfig, PrivacyConfig
+from shared.errors import FedrecError
+from shared.privacy.central import UNIFORM_WEIGHT
 
 
-def make_strategy(cfg: FederationConfig) -> Strategy:
+def make_strategy(cfg: FederationConfig, privacy: PrivacyConfig | None = None, num_nodes: int = 0) -> Strategy:
     """Training samples `fraction-train` of the nodes (at least `min-train-nodes`), validation
     `fraction-evaluate` of them (with one client per user, asking all 6,040 every round is the
     slow part); the final test evaluation asks every node (see server.rounds)."""
@@ -24,4 +38,40 @@ def make_strategy(cfg: FederationConfig) -> Strategy:
         return FedAdam(**common, eta=cfg.server_lr)
     if cfg.strategy == "fedyogi":
         return FedYogi(**common, eta=cfg.server_lr)
+    if privacy is not None and privacy.central_dp:
+        return central_dp(UniformTrainFedAvg(**common, weighted_by_key=UNIFORM_WEIGHT), cfg, privacy, num_nodes)
     return FedAvg(**common)
+
+
+class UniformTrainFedAvg(FedAvg):
+    """FedAvg weighing every client's update equally, as central DP's accounting requires, while
+    evaluation stays weighted by users, so its metrics remain exact global means. Training's
+    aggregation is FedAvg's own: Flower's DP wrapper accepts only that."""
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        uniform, self.weighted_by_key = self.weighted_by_key, "num-examples"
+        try:
+            return super().aggregate_evaluate(server_round, replies)
+        finally:
+            self.weighted_by_key = uniform
+
+
+def central_dp(strategy: FedAvg, cfg: FederationConfig, privacy: PrivacyConfig, num_nodes: int) -> Strategy:
+    """DP-FedAvg with client-side fixed clipping and Flower's RDP accountant. Flower accounts it
+    without sampling amplification (a conservative bound for sampled rounds)."""
+    from flwr.serverapp import RdpAccountant
+
+    sampled = max(int(num_nodes * cfg.fraction_train), cfg.min_train_nodes)
+    accountant = RdpAccountant(FlowerPrivacyConfig(
+        target_delta=privacy.target_delta or 0.1 / max(num_nodes, 1), population_size=max(num_nodes, 1),
+        neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
+        sampling_method=SamplingMethod.NO_AMPLIFICATION,
+    ))  # fmt: skip
+    return DifferentialPrivacyClientSideFixedClipping(
+        strategy, privacy.central_noise_multiplier, privacy.central_clipping_norm, sampled, accountant=accountant
+    )
+
+
+def check_central_dp(cfg: FederationConfig, privacy: PrivacyConfig) -> None:
+    if privacy.central_dp and cfg.strategy != "fedavg":
+        raise FedrecError(f"central-dp needs strategy=fedavg (Flower accounts only FedAvg), got '{cfg.strategy}'")

@@ -29,11 +29,20 @@ def summary_markdown(run_id: str, summary: dict[str, Any]) -> str:
     if summary.get("stopped"):
         lines += ["", f"Stopped early: {summary['stopped']}."]
     if "privacy" in summary:
-        p = summary["privacy"]
-        q = p["epsilon_quantiles"]
-        lines += ["", "## Privacy (local DP-SGD; details in privacy_report.html)", "",
-                  f"Unit: {p['unit']}. Accountant: {p['accountant']}. delta <= {p['delta']:.2e}. "
-                  f"Final epsilon: median {q['p50']:.3f}, max {q['p100']:.3f}. "
-                  f"Budget status: {p['status_counts']}. "
-                  f"Recomputed from the ledger's histories: {'agrees' if p['all_recomputations_agree'] else 'DISAGREES'}."]  # fmt: skip
+        lines += ["", "## Privacy (details in privacy_report.html)", ""] + privacy_lines(summary["privacy"])
     return "\n".join(lines) + "\n"
+
+
+def privacy_lines(p: dict[str, Any]) -> list[str]:
+    lines = []
+    if p["num_clients"]:
+        q = p["epsilon_quantiles"]
+        lines.append(f"Local DP-SGD. Unit: {p['unit']}. Accountant: {p['accountant']}. delta <= {p['delta']:.2e}. "
+                     f"Final epsilon: median {q['p50']:.3f}, max {q['p100']:.3f}. Budget status: {p['status_counts']}. "
+                     f"Recomputed from the ledger's histories: "
+                     f"{'agrees' if p['all_recomputations_agree'] else 'DISAGREES'}.")  # fmt: skip
+    if p["central"]:
+        c = p["central"]
+        lines.append(f"Central DP (DP-FedAvg): client-level epsilon {c['epsilon']:.3f} at delta {c['delta']:.2e} "
+                     f"({c['accountant']}).")  # fmt: skip
+    return lines

@@ -165,8 +165,17 @@ class PrivacyConfig:
     max_grad_norm: float = 1.0  # per-example clipping norm C
     target_delta: float = 0.0  # 0: per client, one tenth of 1 / (its number of examples)
     accountant: str = "prv"
+    # DP-FedAvg across the federation (Flower's client-side fixed-clipping wrapper): each
+    # client's whole update is clipped, the server adds noise to their average.
+    central_dp: bool = False
+    central_noise_multiplier: float = 1.0
+    central_clipping_norm: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.central_dp and float(self.central_noise_multiplier) <= 0:
+            raise FedrecError(f"central-noise-multiplier must be > 0, got {self.central_noise_multiplier}")
+        if float(self.central_clipping_norm) <= 0:
+            raise FedrecError(f"central-clipping-norm must be > 0, got {self.central_clipping_norm}")
         if float(self.target_epsilon) <= 0:
             raise FedrecError(f"target-epsilon must be > 0, got {self.target_epsilon}")
         if float(self.noise_multiplier) < 0:
@@ -177,9 +186,11 @@ class PrivacyConfig:
             raise FedrecError(f"target-delta must be in (0, 1) (0: default), got {self.target_delta}")
         if self.accountant not in ACCOUNTANTS:
             raise FedrecError(f"accountant must be one of {', '.join(ACCOUNTANTS)}, got '{self.accountant}'")
-        for name in ("target_epsilon", "noise_multiplier", "max_grad_norm", "target_delta"):
+        for name in ("target_epsilon", "noise_multiplier", "max_grad_norm", "target_delta",
+                     "central_noise_multiplier", "central_clipping_norm"):  # fmt: skip
             object.__setattr__(self, name, float(getattr(self, name)))
         object.__setattr__(self, "dp", bool(self.dp))
+        object.__setattr__(self, "central_dp", bool(self.central_dp))
 
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi")

@@ -80,7 +80,7 @@ def run(name: str, overrides: list[str], out_dir: Path) -> dict:
         "seconds_per_round_median": statistics.median(r["seconds"] for r in rounds),
         "seconds_per_round": [r["seconds"] for r in rounds],
         "bytes_per_client_each_way": rounds[-1]["bytes_per_client_each_way"],
-        "peak_rss_mib": round(peak / 2**20), "test": metrics["test"],
+        "peak_rss_mib": round(peak / 2**20), "test": metrics["test"], "run_dir": str(run_dir),
     }  # fmt: skip
 
 

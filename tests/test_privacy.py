@@ -132,6 +132,7 @@ def test_an_unreadable_state_file_is_refused_not_reset(csv_dir: Path, tmp_path: 
     ("noise-multiplier", -1, "noise-multiplier must be >= 0"),
     ("max-grad-norm", 0, "max-grad-norm must be > 0"),
     ("accountant", "gdp2", "accountant must be one of"),
+    ("central-clipping-norm", 0, "central-clipping-norm must be > 0"),
 ])  # fmt: skip
 def test_bad_privacy_settings_are_refused(key, value, match) -> None:
     from shared.config import from_run_config
@@ -221,3 +222,15 @@ def test_server_stops_sampling_exhausted_clients(tmp_path: Path) -> None:
     assert [m.metadata.src_node_id for m in trained] == [1] and tracker.exhausted == {2}
     assert PrivacyTracker(tmp_path).exhausted == {2}  # a restarted server remembers
     assert [e["status"] for e in ledger.read_ledger(tmp_path)] == ["active", "budget-exhausted"]
+
+
+def test_central_dp_clips_the_whole_update_to_the_norm() -> None:
+    from shared.privacy.central import clip_update
+
+    start = {"a": torch.zeros(3), "b": torch.ones(2)}
+    trained = {"a": torch.tensor([3.0, 0.0, 0.0]), "b": torch.tensor([1.0, 5.0])}  # update norm 5
+    clipped = clip_update(trained, start, 1.0)
+    norm = torch.sqrt(sum(((clipped[k] - start[k]) ** 2).sum() for k in start))
+    assert float(norm) == pytest.approx(1.0)
+    assert torch.allclose(clipped["a"], torch.tensor([0.6, 0.0, 0.0]))
+    assert clip_update(trained, start, 10.0)["b"].tolist() == [1.0, 5.0]  # within the norm: unchanged

@@ -96,6 +96,38 @@ def test_resume_continues_at_the_right_round_with_the_same_model(first_run, tiny
         assert torch.allclose(resumed[key], uninterrupted[key], atol=1e-6), key
 
 
+def test_spent_budgets_stop_a_restarted_run_before_any_training(first_run, tiny_csv_module, tmp_path) -> None:
+    # Restart server and clients on the same run and node state, asking for a third round: the
+    # budget was calibrated for two, so every client declines and the run says why.
+    run_dir, cache = first_run
+    copy = tmp_path / "run-copy"
+    shutil.copytree(run_dir, copy)
+    before = (copy / "round-002" / "model.safetensors").read_bytes()
+    code = simulate(tiny_csv_module, tmp_path / "o", cache, "num-server-rounds=3",
+                    f"resume-from={copy / 'round-002'}")  # fmt: skip
+    assert code == 2
+    entries = [json.loads(ln) for ln in (copy / "privacy_ledger.jsonl").read_text().splitlines()]
+    assert sorted(e["status"] for e in entries if e["round"] == 3) == ["budget-exhausted"] * 3
+    for state in (copy / "node-state").glob("*.json"):
+        history = json.loads(state.read_text())["history"]
+        assert [h["round"] for h in history] == [1, 2] and history[-1]["epsilon"] <= 8.0
+    assert not (copy / "round-003").exists()
+    assert (copy / "round-002" / "model.safetensors").read_bytes() == before
+    assert "privacy budget is spent" in json.loads((copy / "metrics.json").read_text())["stopped"]
+
+
+def test_central_dp_reports_a_growing_client_level_epsilon(tiny_csv_module, tmp_path) -> None:
+    out = tmp_path / "out"
+    assert simulate(tiny_csv_module, out, tmp_path / "cache", "num-server-rounds=2", "dp=false",
+                    "central-dp=true", "central-noise-multiplier=0.8", "central-clipping-norm=0.5") == 0
+    (run_dir,) = out.glob("run-*")
+    central = json.loads((run_dir / "privacy_report.json").read_text())["central"]
+    assert central["noise_multiplier"] == 0.8 and central["clipping_norm"] == 0.5
+    eps = [h["epsilon"] for h in central["history"]]
+    assert len(eps) == 2 and 0 < eps[0] < eps[1] == central["epsilon"]
+    assert "Central DP across the federation" in (run_dir / "privacy_report.html").read_text()
+
+
 def test_sigterm_still_stops_the_superlink() -> None:
     import signal
     import subprocess

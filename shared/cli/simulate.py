@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -78,4 +79,7 @@ def run(args: argparse.Namespace) -> int:
         raise FedrecError(f"the federated run failed (flwr run exited {code}); see the log above")
     print((runs[-1] / "summary.md").read_text())
     print(f"results: {runs[-1]}")
+    stopped = json.loads((runs[-1] / "metrics.json").read_text()).get("stopped")
+    if stopped:  # e.g. every client's privacy budget was already spent
+        raise FedrecError(f"the run stopped before its last round: {stopped}")
     return 0
