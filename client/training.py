@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from opacus import GradSampleModule
@@ -48,13 +50,17 @@ def local_fit(
                                 expected_batch_size=max(1, round(dp.sample_rate * len(data))))  # fmt: skip
     losses: dict[str, float] = {}
     try:
-        for _ in range(cfg.epochs):
-            batches = None
-            if dp is not None:  # Poisson sampling: what the accountant's sample rate assumes
-                batches = [np.flatnonzero(rng.random(len(data)) < dp.sample_rate)
-                           for _ in range(dp.steps // cfg.epochs)]  # fmt: skip
-            losses = train_epoch(stepped, model, optimizer, data, cfg, rng, device, batches=batches,
-                                 progress=False, after_step=_proximal_step(params, anchor, proximal_mu, cfg.lr))
+        with warnings.catch_warnings():
+            # Opacus's hooks on layers whose inputs need no gradient (the embeddings) make PyTorch
+            # warn on every step; the per-sample gradients are right (tests/test_opacus.py).
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            for _ in range(cfg.epochs):
+                batches = None
+                if dp is not None:  # Poisson sampling: what the accountant's sample rate assumes
+                    batches = [np.flatnonzero(rng.random(len(data)) < dp.sample_rate)
+                               for _ in range(dp.steps // cfg.epochs)]  # fmt: skip
+                losses = train_epoch(stepped, model, optimizer, data, cfg, rng, device, batches=batches,
+                                     progress=False, after_step=_proximal_step(params, anchor, proximal_mu, cfg.lr))
     finally:
         if isinstance(stepped, GradSampleModule):
             stepped._close()  # the model instance serves the process's next client: no hooks left

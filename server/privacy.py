@@ -1,4 +1,4 @@
-"""The server's view of the clients' privacy: what each reply spent, who has no budget left.
+"""The server's view of privacy: what each reply spent, who has no budget left, central DP's account.
 
 Clients account for themselves (they alone know their data's size); the server records what
 they report in the ledger and stops sampling a client once it declines with `budget-exhausted`.
@@ -11,9 +11,11 @@ import logging
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from flwr.app import Message
 from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
 
 from server import ledger
 
@@ -72,3 +74,13 @@ class ActiveGrid:
 
     def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
         return getattr(self._grid, name)
+
+
+def central_spent(strategy: Strategy) -> dict[str, Any] | None:
+    """Flower's running account of DP-FedAvg, when the strategy is its DP wrapper."""
+    spent = strategy.privacy_spent() if hasattr(strategy, "privacy_spent") else None
+    if spent is None:
+        return None
+    return {"epsilon": spent.epsilon, "delta": spent.delta, "releases": spent.num_releases,
+            "accountant": spent.accounting_method, "noise_multiplier": strategy.noise_multiplier,  # type: ignore[attr-defined]
+            "clipping_norm": strategy.clipping_norm, "clients_per_round": strategy.num_sampled_clients}  # type: ignore[attr-defined]  # fmt: skip

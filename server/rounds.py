@@ -18,7 +18,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from server.checkpoints import ServerState, save_round
-from server.privacy import ActiveGrid, PrivacyTracker
+from server.privacy import ActiveGrid, PrivacyTracker, central_spent
 from shared.atomic import write_json
 from shared.config import FederationConfig
 from shared.models.params import load_trainable, trainable_state
@@ -45,16 +45,6 @@ def send_in_batches(grid: Grid, messages: Iterable[Message], timeout: float | No
         if len(pending) > MESSAGES_PER_BATCH:
             log.info("  %d/%d replies", len(replies), len(pending))
     return replies
-
-
-def central_spent(strategy: Strategy) -> dict[str, Any] | None:
-    """Flower's running account of DP-FedAvg, when the strategy is its DP wrapper."""
-    spent = strategy.privacy_spent() if hasattr(strategy, "privacy_spent") else None
-    if spent is None:
-        return None
-    return {"epsilon": spent.epsilon, "delta": spent.delta, "releases": spent.num_releases,
-            "accountant": spent.accounting_method, "noise_multiplier": strategy.noise_multiplier,  # type: ignore[attr-defined]
-            "clipping_norm": strategy.clipping_norm, "clients_per_round": strategy.num_sampled_clients}  # type: ignore[attr-defined]  # fmt: skip
 
 
 def run_rounds(
