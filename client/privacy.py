@@ -145,7 +145,7 @@ def privacy_record(state: PrivacyState, partition_id: int) -> ConfigRecord:
 def private_round(
     context: Context, local: LocalData, num_examples: int, server_round: int
 ) -> tuple[PrivacyState, RoundPlan | None, float]:
-    """This round's state and plan, or no plan when the round would overrun the """
+    """This round's state and plan, or no plan when the round would overrun the budget."""
     cfg = from_run_config(PrivacyConfig, context.run_config)
     part = from_run_config(PartitionConfig, context.run_config)
     client_id = f"{part.partitioning}-{local.partition_id}"
@@ -154,8 +154,8 @@ def private_round(
         client_id, privacy_unit(part.partitioning), num_examples, cfg)
     state = replace(state, budget=min(state.budget, cfg.target_epsilon))
     fed = from_run_config(FederationConfig, context.run_config)
-    state, plan = plan_round(state, cfg, num_examples, int(context.run_config.get("batch-size", 32)),
-                                    fed.local_epochs, fed.num_server_rounds)  # fmt: skip
+    batch_size = int(context.run_config.get("batch-size", 32))
+    state, plan = plan_round(state, cfg, num_examples, batch_size, fed.local_epochs, fed.num_server_rounds)
     eps = epsilon_after(state, plan)
     if eps > state.budget:
         state = replace(state, status=EXHAUSTED)

@@ -1,0 +1,116 @@
+"""simulations/results/BENCHMARKS.md, assembled from the runners' JSON files, never typed in.
+
+    python -m simulations.page
+
+Every number comes from a results file beside the page, which records the command, the commit
+and the machine that produced it; the page names the runner to regenerate each table. Only the
+literature anchors are written here, each with its paper.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from shared.atomic import write_text
+
+RESULTS = Path(__file__).parent / "results"
+ANCHORS = [
+    ("ItemPop", "sampled-100 HR@10 0.454", "He et al., Neural Collaborative Filtering, WWW 2017"),
+    ("NCF", "sampled-100 HR@10 about 0.70", "He et al., WWW 2017"),
+    ("SASRec", "sampled-100 HR@10 0.8245, NDCG@10 0.5905", "Kang & McAuley, Self-Attentive Sequential Recommendation, ICDM 2018"),
+    ("SASRec (cross-entropy loss)", "full-ranking HR@10 0.2853", "value as cited in issue 3; its paper is not checked here"),
+    ("FedMF", "sampled-100 HR@10 0.65", "Chai et al., Secure Federated Matrix Factorization, IEEE Intelligent Systems 2020"),
+    ("FedNCF", "sampled-100 HR@10 0.61", "Perifanis & Efraimidis, Federated Neural Collaborative Filtering, Knowledge-Based Systems 2022"),
+    ("PFedRec", "sampled-100 HR@10 0.73", "Zhang et al., Dual Personalization on Federated Recommendation, IJCAI 2023"),
+]  # fmt: skip
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _row(label: str, full: dict, sampled: dict, source: str) -> str:
+    return (f"| {label} | {full['hr@10']:.4f} | {full['ndcg@10']:.4f} | {sampled['hr@10']:.4f} "
+            f"| {sampled['ndcg@10']:.4f} | {source} |")  # fmt: skip
+
+
+def _flat(test: dict, stage: str = "ranking") -> tuple[dict, dict]:
+    return ({m: test[f"{stage}-full-{m}"] for m in ("hr@10", "ndcg@10")},
+            {m: test[f"{stage}-sampled-{m}"] for m in ("hr@10", "ndcg@10")})  # fmt: skip
+
+
+def utility() -> list[str]:
+    lines = ["## Utility on ML-1M (test item, leave-one-out)", "",
+             "Full: the held-out item against the whole catalog minus seen items. Sampled: against 100 "
+             "unseen items (the NCF/SASRec protocol). Two-stage model (retrieval + ranking) unless noted.", "",
+             "| model | full HR@10 | full NDCG@10 | sampled HR@10 | sampled NDCG@10 | results file |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    if (b := _load("baselines")) and "movielens-1m" in b["results"]:
+        p = b["results"]["movielens-1m"]["popularity"]
+        lines.append(_row("popularity", p["full"], p["sampled"], "baselines.json"))
+    for name, label in (("centralized", "centralized, text + ID items, 25 epochs (CPU)"),
+                        ("centralized-h200", "centralized, text + ID items, 50 epochs (H200)")):  # fmt: skip
+        if (c := _load(name)) and "full" in c["variants"]:
+            t = c["variants"]["full"]["test"]["ranking"]
+            lines.append(_row(label, t["full"], t["sampled"], f"{name}.json"))
+    pu = _load("privacy_utility")
+    for point in sorted(pu["points"] if pu else [], key=lambda r: (r["setting"], -float(r["epsilon"]))):
+        eps = float(point["epsilon"])
+        privacy = "no DP" if math.isinf(eps) else f"DP epsilon {eps:g}"
+        label = f"federated, {point['setting']}, {point['rounds']} rounds, {privacy}"
+        lines.append(_row(label, *_flat(point["test"]), "privacy_utility.json"))
+    lines += ["", "Regenerate: `python -m simulations.baselines`, `python -m simulations.centralized`, "
+              "`python -m simulations.privacy_utility --setting regional|per-user ...` (commands in each file).",
+              "", "Anchors (published, not measured here):", ""]  # fmt: skip
+    lines += [f"- {name}: {value} ({paper})" for name, value, paper in ANCHORS]
+    return lines
+
+
+def cost() -> list[str]:
+    lines = ["## Cost", ""]
+    if fed := _load("federated"):
+        lines += ["| federated run | s/round (median) | peak RSS MiB | MiB per client each way |", "|---|---|---|---|"]
+        for r in fed["runs"]:
+            lines.append(f"| `{r['command']}` | {r['seconds_per_round_median']:.1f} | {r['peak_rss_mib']} "
+                         f"| {r['bytes_per_client_each_way'] / 2**20:.2f} |")  # fmt: skip
+        lines += ["", "Regenerate: `python -m simulations.federated --name NAME --run-config ...`.", ""]
+    if pu := _load("privacy_utility"):
+        lines += ["| privacy-utility run | s/round (median) | peak RSS MiB |", "|---|---|---|"]
+        for r in pu["points"]:
+            lines.append(f"| {r['setting']}, epsilon {r['epsilon']} | {r['seconds_per_round_median']:.1f} | {r['peak_rss_mib']} |")
+        lines.append("")
+    for device in ("cpu", "cuda"):
+        if d := _load(f"dp_step-{device}"):
+            s = d["steps"]
+            lines.append(f"- DP step / plain step on {device} ({d['provenance']['machine']['cpu']}): "
+                         f"{s['dp-hooks']['ratio_to_plain']:.2f} (Opacus hooks), "
+                         f"{s['dp-functorch']['ratio_to_plain']:.2f} (functorch); plain step "
+                         f"{s['plain']['median_ms']:.1f} ms. `python -m simulations.dp_step --device {device}`")  # fmt: skip
+    if o := _load("overhead"):
+        lines.append(f"- Client updates per second, fedrec / trivial Flower app, same run: {o['ratio']:.2f} "
+                     f"({o['fedrec']['updates_per_second_median']:.1f} vs {o['trivial']['updates_per_second_median']:.1f}). "
+                     "`python -m simulations.overhead`")  # fmt: skip
+    return lines
+
+
+def main() -> int:
+    lines = ["# fedrec benchmarks", "",
+             "Generated by `python -m simulations.page` from the JSON files in this folder; each holds the "
+             "command, commit and machine of its numbers. Not yet measured: scale at 100 / 1,000 / 6,040 "
+             "clients, serving latency and the 1M-item catalog (issue 7).", ""]  # fmt: skip
+    lines += utility() + [""] + cost() + [""]
+    if (RESULTS / "privacy_utility.png").exists():
+        lines += ["## Privacy-utility", "", "![privacy-utility curve](privacy_utility.png)", "",
+                  "Table: privacy_utility.md. Per-client epsilon distributions: each run's privacy_report.html."]  # fmt: skip
+    write_text(RESULTS / "BENCHMARKS.md", "\n".join(lines) + "\n")
+    print(f"wrote {RESULTS / 'BENCHMARKS.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
