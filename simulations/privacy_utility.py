@@ -62,15 +62,19 @@ def plot(report: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, metric in zip(axes, ("ranking-full-ndcg@10", "ranking-sampled-hr@10")):
-        for setting in SETTINGS:
+        for color, setting in zip(("C0", "C1"), SETTINGS):
             pts = sorted((r for r in report["points"] if r["setting"] == setting), key=lambda r: r["epsilon"])
             finite = [r for r in pts if math.isfinite(r["epsilon"])]
             if finite:
-                ax.plot([r["epsilon"] for r in finite], [r["test"][metric] for r in finite], marker="o", label=setting)
+                ax.plot([r["epsilon"] for r in finite], [r["test"][metric] for r in finite], marker="o",
+                        c=color, label=setting)  # fmt: skip
             for r in pts:
                 if not math.isfinite(r["epsilon"]):
-                    ax.axhline(r["test"][metric], ls="--", lw=1, label=f"{setting}, no DP")
+                    ax.axhline(r["test"][metric], ls="--", lw=1, c=color, label=f"{setting}, no DP")
+        eps = sorted({r["epsilon"] for r in report["points"] if math.isfinite(r["epsilon"])})
         ax.set(xscale="log", xlabel="epsilon (per client)", ylabel=metric, title=metric)
+        ax.set_xticks(eps, [f"{e:g}" for e in eps])
+        ax.minorticks_off()
         ax.legend(fontsize=7)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
@@ -85,11 +89,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--work", type=Path, default=Path("outputs/benchmarks"))
     parser.add_argument("--force", action="store_true", help="rerun points already recorded")
+    parser.add_argument("--replot", action="store_true", help="only redraw the page and plot from the JSON")
     args = parser.parse_args(argv)
     path = args.out / "privacy_utility.json"
     report = json.loads(path.read_text()) if path.exists() else {"points": []}
     for r in report["points"]:  # JSON has no infinity: "inf" on disk, a float in memory
         r["epsilon"] = float(r["epsilon"])
+    if args.replot:
+        if not report["points"]:
+            raise SystemExit(f"privacy_utility: error: {path} has no points to plot")
+        write_text(args.out / "privacy_utility.md", markdown(report))
+        plot(report, args.out / "privacy_utility.png")
+        return 0
     for i, eps in enumerate(args.epsilons, 1):
         overrides = point_overrides(args.setting, eps, args.run_config)
         command = "fedrec simulate --run-config " + " ".join(overrides)
