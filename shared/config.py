@@ -163,7 +163,7 @@ class PrivacyConfig:
     target_epsilon: float = 8.0  # each client's budget, over all runs on the same private data
     noise_multiplier: float = 0.0  # sigma; 0: calibrated once so the planned rounds fit the budget
     max_grad_norm: float = 1.0  # per-example clipping norm C
-    target_delta: float = 0.0  # 0: per client, one tenth of 1 / (its number of examples)
+    target_delta: float = 0.0  # 0: per client, about a tenth of 1 / (its number of examples)
     accountant: str = "prv"
     # DP-FedAvg across the federation (Flower's client-side fixed-clipping wrapper): each
     # client's whole update is clipped, the server adds noise to their average.

@@ -234,3 +234,10 @@ def test_central_dp_clips_the_whole_update_to_the_norm() -> None:
     assert float(norm) == pytest.approx(1.0)
     assert torch.allclose(clipped["a"], torch.tensor([0.6, 0.0, 0.0]))
     assert clip_update(trained, start, 10.0)["b"].tolist() == [1.0, 5.0]  # within the norm: unchanged
+
+
+@pytest.mark.parametrize("n", [1, 7, 165, 170, 600, 6040])
+def test_default_delta_stays_below_a_tenth_of_one_over_n(n) -> None:
+    from shared.privacy.accounting import default_delta
+
+    assert 0.1 / n / 1.13 < default_delta(n) <= 0.1 / n  # rounded down, by at most one grid step

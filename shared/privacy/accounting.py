@@ -41,8 +41,9 @@ class Spend:
 
 
 def default_delta(num_examples: int) -> float:
-    """Below 1 / n, as DP needs: a mechanism with delta >= 1/n may publish one example whole."""
-    return 0.1 / max(num_examples, 1)
+    """At most 0.1 / n, well below the 1 / n at which a mechanism may publish one example whole.
+    Rounded down to the calibration grid, so clients of similar size share a calibration."""
+    return 10 ** (math.floor(math.log10(0.1 / max(num_examples, 1)) * GRID_PER_DECADE + 1e-9) / GRID_PER_DECADE)
 
 
 def _compressed(steps: Iterable[tuple[float, float, int]]) -> list[tuple[float, float, int]]:
