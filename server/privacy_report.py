@@ -37,9 +37,13 @@ def central_block(metrics: dict) -> dict[str, Any] | None:
             "clients_per_round": last["clients_per_round"], "history": rounds}  # fmt: skip
 
 
-def build_report(run_dir: Path) -> dict[str, Any]:
-    metrics_path = run_dir / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+def read_metrics(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def build_report(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    """The report's JSON from the run's ledger and its metrics.json (for central DP)."""
     central = central_block(metrics)
     entries = read_ledger(run_dir)
     if not entries and central is None:
@@ -102,9 +106,8 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> dict[str, Any]:
     run_dir, out_dir = Path(run_dir), Path(out_dir or run_dir)
     if not run_dir.is_dir():
         raise FedrecError(f"{run_dir}: no such run directory")
-    report = build_report(run_dir)
-    metrics_path = run_dir / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    metrics = read_metrics(run_dir)
+    report = build_report(run_dir, metrics)
     write_json(out_dir / "privacy_report.json", report)
     write_text(out_dir / "privacy_report.html", render_html(report, figures(report, metrics)))
     return report
