@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+import torch
+from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from client.data import local_data, local_model
@@ -23,8 +24,10 @@ from shared.config import PartitionConfig, PrivacyConfig, TrainConfig, from_run_
 from shared.models.params import load_trainable, trainable_state
 from shared.privacy.accounting import privacy_unit
 from shared.privacy.central import CLIPPING_NORM_KEY, UNIFORM_WEIGHT, clip_update
+from shared.wire import from_record, to_record
 
 app = ClientApp()
+MANY_NODES = 64
 
 
 def train_config(run_config: dict) -> TrainConfig:
@@ -33,11 +36,22 @@ def train_config(run_config: dict) -> TrainConfig:
                    epochs=int(run_config.get("local-epochs", 1)))  # fmt: skip
 
 
+def set_threads(cfg: TrainConfig, node_config: dict) -> None:
+    """torch threads for this message. In a simulation of many one-user clients, a client's few
+    small batches gain little from a second thread, while Flower's dispatch loop (its cost grows
+    with the number of SuperNodes) keeps a core busy: two threads then fight it and a client
+    update takes 3x as long (measured: simulations/results/overhead.md)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    elif int(node_config.get("num-partitions", 0)) > MANY_NODES:
+        torch.set_num_threads(1)
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     local = local_data(context.run_config, context.node_config)
     model = local_model(context.run_config, local.dataset)
-    global_weights = msg.content["arrays"].to_torch_state_dict()
+    global_weights = from_record(model, msg.content["arrays"])
     load_trainable(model, global_weights)  # copies: global_weights stays the round's start
     config = msg.content["config"]
     server_round = int(config.get("server-round", 0))
@@ -49,12 +63,14 @@ def train(msg: Message, context: Context) -> Message:
         state, plan, eps = private_round(context, local, len(data), server_round)
         if plan is None:  # declining is a normal answer: the server stops asking this client
             return Message(RecordDict({"privacy": privacy_record(state, local.partition_id)}), reply_to=msg)
-    metrics = local_fit(model, local, data, train_config(context.run_config), server_round,
+    cfg = train_config(context.run_config)
+    set_threads(cfg, context.node_config)
+    metrics = local_fit(model, local, data, cfg, server_round,
                         float(config.get("proximal-mu", 0.0)), dp=plan)  # fmt: skip
     arrays = trainable_state(model)
     if CLIPPING_NORM_KEY in config:  # central DP: the server noises the average of clipped updates
         arrays = clip_update(arrays, global_weights, float(config[CLIPPING_NORM_KEY]))
-    content = RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord({**metrics, UNIFORM_WEIGHT: 1})})
+    content = RecordDict({"arrays": to_record(arrays), "metrics": MetricRecord({**metrics, UNIFORM_WEIGHT: 1})})
     if state is not None and plan is not None:
         # Recorded before the update leaves the node: a lost reply may waste budget, never hide it.
         state = record_round(state, plan, server_round, eps)
@@ -67,8 +83,10 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate(msg: Message, context: Context) -> Message:
     local = local_data(context.run_config, context.node_config)
     model = local_model(context.run_config, local.dataset)
-    load_trainable(model, msg.content["arrays"].to_torch_state_dict())
+    load_trainable(model, from_record(model, msg.content["arrays"]))
     stage = str(msg.content["config"].get("stage", "valid"))
-    device = train_config(context.run_config).resolved_device()
+    cfg = train_config(context.run_config)
+    set_threads(cfg, context.node_config)
+    device = cfg.resolved_device()
     metrics = local_evaluate(model, local, stage, device)
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 
 import numpy as np
@@ -33,10 +34,11 @@ def local_fit(
     """`cfg.epochs` local epochs over this node's examples `data` (see `local_examples`), with
     `dp` as the plan's Poisson-sampled DP-SGD steps. Seeds depend on (seed, round, node) only, so a resumed run repeats
     exactly what an uninterrupted one would have done."""
+    started = time.perf_counter()
     device = cfg.resolved_device()
     model.to(device)
     if len(data) == 0:
-        return {"num-examples": 0, "loss": 0.0}
+        return {"num-examples": 0, "train-loss": 0.0, "train-seconds": 0.0}
     torch.manual_seed(hash((cfg.seed, server_round, local.partition_id)) % 2**31)
     rng = np.random.default_rng([cfg.seed, server_round, local.partition_id])
     params = [p for p in model.parameters() if p.requires_grad]
@@ -65,7 +67,9 @@ def local_fit(
         if isinstance(stepped, GradSampleModule):
             stepped._close()  # the model instance serves the process's next client: no hooks left
     model.cpu()
-    return {"num-examples": len(data), **{f"train-{k}": v for k, v in losses.items()}}
+    # The seconds of local work let a round's time be split into training and federation overhead.
+    return {"num-examples": len(data), "train-seconds": time.perf_counter() - started,
+            **{f"train-{k}": v for k, v in losses.items()}}  # fmt: skip
 
 
 def _proximal_step(params: list[torch.Tensor], anchor: list[torch.Tensor], mu: float, lr: float):  # type: ignore[no-untyped-def]

@@ -9,42 +9,30 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ConfigRecord, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from server.checkpoints import ServerState, save_round
+from server.messaging import send_and_receive
 from server.privacy import ActiveGrid, PrivacyTracker, central_spent
 from shared.atomic import write_json
 from shared.config import FederationConfig
 from shared.models.params import load_trainable, trainable_state
 from shared.models.recommender import Recommender
+from shared.wire import from_record, to_record
 
 log = logging.getLogger("flwr.fedrec")
 SELECT = "ranking-full-ndcg@10"  # the two-stage model's validation NDCG@10
-# Every message carries its own copy of the global arrays through the SuperLink. Sending all 6,040
-# of a one-client-per-user test evaluation at once would queue ~10 GB there; batches bound that.
-MESSAGES_PER_BATCH = 32
-
 ServerEval = Callable[[Recommender, str], dict[str, float]]
 
 
 def _metrics(record: MetricRecord | None) -> dict[str, float]:
     return {k: float(v) for k, v in (record or {}).items()}  # type: ignore[arg-type]
-
-
-def send_in_batches(grid: Grid, messages: Iterable[Message], timeout: float | None) -> list[Message]:
-    """`grid.send_and_receive`, at most MESSAGES_PER_BATCH messages in flight at a time."""
-    pending, replies = list(messages), []
-    for i in range(0, len(pending), MESSAGES_PER_BATCH):
-        replies.extend(grid.send_and_receive(pending[i : i + MESSAGES_PER_BATCH], timeout=timeout))
-        if len(pending) > MESSAGES_PER_BATCH:
-            log.info("  %d/%d replies", len(replies), len(pending))
-    return replies
 
 
 def run_rounds(
@@ -57,7 +45,7 @@ def run_rounds(
     server_eval: ServerEval | None = None,
 ) -> dict[str, Any]:
     """Run rounds state.round+1 .. num-server-rounds; returns the summary written to metrics.json."""
-    arrays = ArrayRecord(trainable_state(model))
+    arrays = to_record(trainable_state(model))
     privacy = PrivacyTracker(run_dir)
     stopped = ""
     start = state.round + 1
@@ -71,7 +59,7 @@ def run_rounds(
                        f"(min-train-nodes is {cfg.min_train_nodes})")  # fmt: skip
             log.warning("stopping before round %d: %s", server_round, stopped)
             break
-        replies = send_in_batches(
+        replies = send_and_receive(
             grid, strategy.configure_train(server_round, arrays, ConfigRecord(), active), cfg.round_timeout
         )
         trained = privacy.record(server_round, replies)
@@ -82,9 +70,9 @@ def run_rounds(
         new_arrays, train_metrics = strategy.aggregate_train(server_round, trained)
         if new_arrays is not None:
             arrays = new_arrays
-            load_trainable(model, arrays.to_torch_state_dict())
+            load_trainable(model, from_record(model, arrays))
         t_train = time.perf_counter() - t0
-        valid = _metrics(strategy.aggregate_evaluate(server_round, send_in_batches(
+        valid = _metrics(strategy.aggregate_evaluate(server_round, send_and_receive(
             grid, strategy.configure_evaluate(server_round, arrays, ConfigRecord({"stage": "valid"}), grid),
             cfg.round_timeout,
         )))  # fmt: skip
@@ -119,7 +107,7 @@ def run_rounds(
 
     # The test metrics are over every node's users, whatever per-round validation sampled.
     strategy.fraction_evaluate = 1.0  # type: ignore[attr-defined]
-    test = _metrics(strategy.aggregate_evaluate(state.round, send_in_batches(
+    test = _metrics(strategy.aggregate_evaluate(state.round, send_and_receive(
         grid, strategy.configure_evaluate(state.round, arrays, ConfigRecord({"stage": "test"}), grid),
         cfg.round_timeout,
     )))  # fmt: skip

@@ -134,8 +134,11 @@ class TrainConfig:
     patience: int = 3  # epochs without validation NDCG@10 gain before stopping
     seed: int = 42
     device: str = "auto"
+    threads: int = 0  # torch threads; 0: torch's default, or 1 for a client of a large simulation
 
     def __post_init__(self) -> None:
+        if int(self.threads) < 0:
+            raise FedrecError(f"threads must be >= 0, got {self.threads}")
         for name in ("epochs", "batch_size", "num_negatives", "rank_positions"):
             if int(getattr(self, name)) < 1:
                 raise FedrecError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")

@@ -158,3 +158,18 @@ def test_text_finetuned_model_saves_and_loads(dataset, cache, tmp_path: Path) ->
     a = ModelScorer(model, dataset).retrieval.score_all(users, "test")
     b = ModelScorer(loaded, dataset).retrieval.score_all(users, "test")
     assert np.allclose(a, b, atol=1e-5)
+
+
+def test_left_padding_does_not_change_the_user_states(trained) -> None:
+    """The encoder skips the all-padding columns: a row's states must not depend on how long
+    the other rows of its batch are (the column trim) or on the padding itself."""
+    model, _ = trained
+    model.eval()
+    long = torch.tensor([[0, 0, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]])
+    short = torch.tensor([[0] * 9 + [13, 14, 15]])
+    features = torch.zeros((1, len(model.user_features)), dtype=torch.long)
+    with torch.no_grad():
+        alone, _ = model.encode_history(short, features)
+        together, _ = model.encode_history(torch.cat([long, short]), features.repeat(2, 1))
+    assert torch.allclose(alone[0, -3:], together[1, -3:], atol=1e-5)
+    assert not alone[0, :-3].any()  # padding positions carry no state

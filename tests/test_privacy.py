@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, Metadata, RecordDict
+from flwr.app import ConfigRecord, Context, Message, Metadata, RecordDict
 from opacus.accountants import create_accountant
 
 from client import privacy as budget
@@ -24,6 +24,7 @@ from shared.config import PrivacyConfig
 from shared.errors import FedrecError
 from shared.models.params import trainable_state
 from shared.privacy.accounting import calibrate_sigma, epsilon
+from shared.wire import from_record, to_record
 
 ROUNDS = 3
 
@@ -36,7 +37,7 @@ def run_config(d: Path, cache: Path, out: Path, **extra) -> dict:
 
 
 def train_message(model, server_round: int) -> Message:
-    content = RecordDict({"arrays": ArrayRecord(trainable_state(model)),
+    content = RecordDict({"arrays": to_record(trainable_state(model)),
                           "config": ConfigRecord({"server-round": server_round})})  # fmt: skip
     # As the SuperLink delivers it: with full metadata (a bare Message needs a running task).
     meta = Metadata(run_id=7, message_id="m", src_node_id=0, dst_node_id=1, reply_to_message_id="",
@@ -97,7 +98,7 @@ def test_dp_step_leaves_no_opacus_hooks_on_the_shared_model(csv_dir: Path, tmp_p
     model = local_model(cfg, local.dataset)
     before = trainable_state(model)
     reply = train(train_message(model, 1), node(cfg, tmp_path / "s", pid=1))
-    after = reply.content["arrays"].to_torch_state_dict()
+    after = from_record(model, reply.content["arrays"])
     assert any(not torch.equal(before[k], after[k]) for k in before)
     hooked = [m for m in model.modules() if m._forward_hooks or m._backward_hooks]
     assert not hooked and not any(hasattr(p, "grad_sample") and p.grad_sample is not None

@@ -31,3 +31,21 @@ def load_trainable(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> No
             if value.shape != p.shape:
                 raise FedrecError(f"parameter {name}: shape {tuple(value.shape)}, expected {tuple(p.shape)}")
             p.copy_(value)
+
+
+def flatten(state: dict[str, torch.Tensor]) -> torch.Tensor:
+    """One float32 vector, the parameters in `state`'s order (the model's own order)."""
+    return torch.cat([v.detach().reshape(-1).float().cpu() for v in state.values()])
+
+
+def unflatten(model: torch.nn.Module, flat: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+    """The inverse of `flatten(trainable_state(model))`: the vector cut back into named tensors."""
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    expected = sum(p.numel() for _, p in params)
+    if flat.dim() != 1 or flat.numel() != expected:
+        raise FedrecError(f"weights vector of shape {tuple(flat.shape)}, expected ({expected},)")
+    out, offset = OrderedDict(), 0
+    for name, p in params:
+        out[name] = flat[offset : offset + p.numel()].reshape(p.shape).clone()
+        offset += p.numel()
+    return out

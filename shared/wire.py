@@ -1,0 +1,37 @@
+"""What travels between server and clients: the trainable weights as one flat float32 vector.
+
+Flower stores and sends every Array of a message as its own object, one gRPC call each way per
+array (and per chunk). A per-layer ArrayRecord of fedrec's ~55 tensors made the SuperLink traffic,
+not the training, the cost of a one-user client's update; one vector makes it one object.
+Elementwise strategies (FedAvg, FedProx, FedAdam, FedYogi, FedMedian, FedTrimmedAvg) and
+whole-update ones (Krum, update-norm clipping) compute exactly the same on the flat vector.
+Both sides cut it back into named tensors with the model they already have.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord
+
+from shared.errors import FedrecError
+from shared.models.params import flatten, unflatten
+
+WEIGHTS = "weights"
+
+
+def to_record(state: dict[str, torch.Tensor]) -> ArrayRecord:
+    return ArrayRecord({WEIGHTS: Array(flatten(state).numpy())})
+
+
+def from_record(model: torch.nn.Module, record: ArrayRecord) -> OrderedDict[str, torch.Tensor]:
+    """The named trainable tensors of `model` from a record `to_record` wrote; anything else
+    (extra or missing keys, another dtype or length) is refused with the reason."""
+    if set(record.keys()) != {WEIGHTS}:
+        raise FedrecError(f"arrays {sorted(record.keys())[:3]}: expected exactly '{WEIGHTS}'")
+    array = record[WEIGHTS].numpy()
+    if array.dtype != np.float32:
+        raise FedrecError(f"weights of dtype {array.dtype}, expected float32")
+    return unflatten(model, torch.from_numpy(np.ascontiguousarray(array)))
