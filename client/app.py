@@ -20,7 +20,8 @@ from flwr.clientapp import ClientApp
 from client.data import local_data, local_model
 from client.privacy import privacy_record, private_round, record_round, save_state, state_dir, state_path
 from client.training import local_evaluate, local_examples, local_fit
-from shared.config import PartitionConfig, PrivacyConfig, TrainConfig, from_run_config
+from shared.config import PrivacyConfig, TrainConfig, from_run_config
+from shared.data.dataset import CATALOG_KEY, check_catalog
 from shared.models.params import load_trainable, trainable_state
 from shared.privacy.accounting import privacy_unit
 from shared.privacy.central import CLIPPING_NORM_KEY, UNIFORM_WEIGHT, clip_update
@@ -50,13 +51,14 @@ def set_threads(cfg: TrainConfig, node_config: dict) -> None:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     local = local_data(context.run_config, context.node_config)
+    config = msg.content["config"]
+    check_catalog(local.dataset, str(config.get(CATALOG_KEY, "")))
     model = local_model(context.run_config, local.dataset)
     global_weights = from_record(model, msg.content["arrays"])
     load_trainable(model, global_weights)  # copies: global_weights stays the round's start
-    config = msg.content["config"]
     server_round = int(config.get("server-round", 0))
     dp = from_run_config(PrivacyConfig, context.run_config).dp
-    unit = privacy_unit(from_run_config(PartitionConfig, context.run_config).partitioning) if dp else "user"
+    unit = privacy_unit(local.scheme) if dp else "user"
     data = local_examples(model, local, unit)
     plan = state = None
     if dp:
@@ -82,6 +84,7 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     local = local_data(context.run_config, context.node_config)
+    check_catalog(local.dataset, str(msg.content["config"].get(CATALOG_KEY, "")))
     model = local_model(context.run_config, local.dataset)
     load_trainable(model, from_record(model, msg.content["arrays"]))
     stage = str(msg.content["config"].get("stage", "valid"))

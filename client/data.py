@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from shared.config import DataConfig, ModelConfig, PartitionConfig, from_run_config
-from shared.data.dataset import Dataset, load_dataset
+from shared.data.dataset import Dataset, load_dataset, load_node_dataset
 from shared.data.partition import Partition, partition_users
 from shared.data.sources import default_cache_dir
 from shared.errors import FedrecError
@@ -24,6 +24,15 @@ class LocalData:
     dataset: Dataset
     users: np.ndarray  # indices of this node's users in `dataset`
     partition_id: int
+    scheme: str  # the run's partitioning, or "node" for an edge node's own data-path
+
+    @property
+    def client_id(self) -> str:
+        """Names the node's privacy state: 'region-3', 'user-17', 'node-0'."""
+        return f"{self.scheme}-{self.partition_id}"
+
+
+NODE = "node"  # an edge node's own data: one silo of users, user-level privacy
 
 
 @lru_cache(maxsize=2)
@@ -34,11 +43,25 @@ def _load(data: DataConfig, part: PartitionConfig) -> tuple[Dataset, Partition]:
     return dataset, partition_users(dataset, part)
 
 
+@lru_cache(maxsize=2)
+def _load_node(data: DataConfig, directory: str) -> Dataset:
+    return load_node_dataset(Path(directory), data, load_dataset(data))
+
+
 def local_data(run_config: Mapping[str, Any], node_config: Mapping[str, Any]) -> LocalData:
-    """The users this node holds, from `partition-id` / `num-partitions` in its node config."""
+    """The users this node holds: every user in its node config's `data-path` (an edge node's own
+    data, on the federation's catalog), or, in simulation, partition `partition-id` of the
+    run's dataset."""
     if "partition-id" not in node_config:
         raise FedrecError("node config has no 'partition-id' (pass --node-config partition-id=N)")
+    pid = int(node_config["partition-id"])
     data = from_run_config(DataConfig, run_config)
+    if node_config.get("data-path"):
+        directory = Path(str(node_config["data-path"])).expanduser()
+        if not directory.is_dir():
+            raise FedrecError(f"node config data-path '{directory}': no such directory")
+        dataset = _load_node(data, str(directory.resolve()))
+        return LocalData(dataset=dataset, users=np.arange(dataset.num_users), partition_id=pid, scheme=NODE)
     part = from_run_config(PartitionConfig, run_config)
     dataset, partition = _load(data, part)
     expected = int(node_config.get("num-partitions", partition.num_partitions))
@@ -48,8 +71,7 @@ def local_data(run_config: Mapping[str, Any], node_config: Mapping[str, Any]) ->
             f"gives {partition.num_partitions} partitions; set num-supernodes to "
             f"{partition.num_partitions}"
         )
-    pid = int(node_config["partition-id"])
-    return LocalData(dataset=dataset, users=partition.users(pid), partition_id=pid)
+    return LocalData(dataset=dataset, users=partition.users(pid), partition_id=pid, scheme=part.partitioning)
 
 
 def local_model(run_config: Mapping[str, Any], dataset: Dataset) -> Recommender:

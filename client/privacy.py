@@ -18,7 +18,7 @@ from flwr.app import ConfigRecord, Context
 
 from client.data import LocalData
 from shared.atomic import write_json
-from shared.config import FederationConfig, PartitionConfig, PrivacyConfig, from_run_config
+from shared.config import FederationConfig, PrivacyConfig, from_run_config
 from shared.errors import FedrecError
 from shared.privacy.accounting import Spend, calibrate_sigma, default_delta, epsilon, privacy_unit
 
@@ -147,11 +147,8 @@ def private_round(
 ) -> tuple[PrivacyState, RoundPlan | None, float]:
     """This round's state and plan, or no plan when the round would overrun the budget."""
     cfg = from_run_config(PrivacyConfig, context.run_config)
-    part = from_run_config(PartitionConfig, context.run_config)
-    client_id = f"{part.partitioning}-{local.partition_id}"
-    path = state_path(state_dir(context), client_id)
-    state = load_state(path, context) or new_state(
-        client_id, privacy_unit(part.partitioning), num_examples, cfg)
+    path = state_path(state_dir(context), local.client_id)
+    state = load_state(path, context) or new_state(local.client_id, privacy_unit(local.scheme), num_examples, cfg)
     state = replace(state, budget=min(state.budget, cfg.target_epsilon))
     fed = from_run_config(FederationConfig, context.run_config)
     batch_size = int(context.run_config.get("batch-size", 32))

@@ -20,7 +20,7 @@ from server.strategy import check_central_dp, make_strategy
 from server.summary import summary_markdown
 from shared.atomic import write_text
 from shared.config import DataConfig, FederationConfig, ModelConfig, PrivacyConfig, from_run_config
-from shared.data.dataset import load_dataset
+from shared.data.dataset import catalog_fingerprint, load_dataset
 from shared.data.sources import default_cache_dir
 from shared.errors import FedrecError
 from shared.models.recommender import Recommender
@@ -62,7 +62,7 @@ def main(grid: Grid, context: Context) -> None:
     log.info("run directory %s; starting at round %d of %d", run_dir, state.round + 1, fed.num_server_rounds)
     summary = run_rounds(
         grid, make_strategy(fed, privacy, len(list(grid.get_node_ids()))), model, fed, run_dir, state,
-        server_eval=server_evaluator(dataset) if fed.server_eval else None,
+        server_eval=server_evaluator(dataset) if fed.server_eval else None, catalog=catalog_fingerprint(dataset),
     )  # fmt: skip
     if privacy.dp or privacy.central_dp:
         report = write_report(run_dir)

@@ -22,6 +22,7 @@ from server.messaging import send_and_receive
 from server.privacy import ActiveGrid, PrivacyTracker, central_spent
 from shared.atomic import write_json
 from shared.config import FederationConfig
+from shared.data.dataset import CATALOG_KEY
 from shared.models.params import load_trainable, trainable_state
 from shared.models.recommender import Recommender
 from shared.wire import from_record, to_record
@@ -43,8 +44,12 @@ def run_rounds(
     run_dir: Path,
     state: ServerState,
     server_eval: ServerEval | None = None,
+    catalog: str = "",
 ) -> dict[str, Any]:
-    """Run rounds state.round+1 .. num-server-rounds; returns the summary written to metrics.json."""
+    """Run rounds state.round+1 .. num-server-rounds; returns the summary written to metrics.json.
+    `catalog` (the item catalog's fingerprint) goes out with every message, so a node whose
+    catalog differs refuses to train instead of updating the wrong items' weights."""
+    sent = {CATALOG_KEY: catalog} if catalog else {}
     arrays = to_record(trainable_state(model))
     privacy = PrivacyTracker(run_dir)
     stopped = ""
@@ -60,7 +65,7 @@ def run_rounds(
             log.warning("stopping before round %d: %s", server_round, stopped)
             break
         replies = send_and_receive(
-            grid, strategy.configure_train(server_round, arrays, ConfigRecord(), active), cfg.round_timeout
+            grid, strategy.configure_train(server_round, arrays, ConfigRecord(sent), active), cfg.round_timeout
         )
         trained = privacy.record(server_round, replies)
         if replies and not trained:
@@ -73,7 +78,7 @@ def run_rounds(
             load_trainable(model, from_record(model, arrays))
         t_train = time.perf_counter() - t0
         valid = _metrics(strategy.aggregate_evaluate(server_round, send_and_receive(
-            grid, strategy.configure_evaluate(server_round, arrays, ConfigRecord({"stage": "valid"}), grid),
+            grid, strategy.configure_evaluate(server_round, arrays, ConfigRecord({**sent, "stage": "valid"}), grid),
             cfg.round_timeout,
         )))  # fmt: skip
         record: dict[str, Any] = {
@@ -108,7 +113,7 @@ def run_rounds(
     # The test metrics are over every node's users, whatever per-round validation sampled.
     strategy.fraction_evaluate = 1.0  # type: ignore[attr-defined]
     test = _metrics(strategy.aggregate_evaluate(state.round, send_and_receive(
-        grid, strategy.configure_evaluate(state.round, arrays, ConfigRecord({"stage": "test"}), grid),
+        grid, strategy.configure_evaluate(state.round, arrays, ConfigRecord({**sent, "stage": "test"}), grid),
         cfg.round_timeout,
     )))  # fmt: skip
     summary: dict[str, Any] = {"rounds": state.round, "best_round": state.best_round,

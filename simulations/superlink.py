@@ -37,7 +37,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _listening(port: int) -> bool:
+def listening(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
         return s.connect_ex(("127.0.0.1", port)) == 0
@@ -75,7 +75,7 @@ def local_superlink(home: Path, startup_timeout: float = 60.0) -> Iterator[dict[
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         deadline = time.monotonic() + startup_timeout
-        while not _listening(http_port):
+        while not listening(http_port):
             if proc.poll() is not None or time.monotonic() > deadline:
                 text = log_path.read_text()
                 kept = Path(tempfile.gettempdir()) / f"fedrec-superlink-{http_port}.log"

@@ -135,7 +135,7 @@ def test_sigterm_still_stops_the_superlink() -> None:
     import textwrap
     import time
 
-    from simulations.superlink import _listening
+    from simulations.superlink import listening
 
     code = textwrap.dedent("""
         import tempfile, time
@@ -147,8 +147,8 @@ def test_sigterm_still_stops_the_superlink() -> None:
     """)
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     port = int(proc.stdout.readline())
-    assert _listening(port)
+    assert listening(port)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 143
     time.sleep(1)
-    assert not _listening(port)
+    assert not listening(port)

@@ -1,8 +1,10 @@
-"""`fedrec data info`: what a dataset holds after preprocessing, and how it partitions."""
+"""`fedrec data info`: what a dataset holds after preprocessing, and how it partitions;
+`fedrec data export-partition`: one node's share of it, as the directory an edge node reads."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +18,7 @@ from shared.cli.options import (
     table,
 )
 from shared.data.dataset import Dataset, load_dataset
+from shared.errors import FedrecError
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -26,6 +29,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_partition_options(info)
     info.add_argument("--json", default="", help="also write the numbers as JSON (- for stdout)")
     info.set_defaults(run=run_info)
+    export = sub.add_parser("export-partition", help="write one node's private data as a csv directory")
+    add_data_options(export)
+    add_partition_options(export)
+    export.add_argument("--partition-id", type=int, required=True)
+    export.add_argument("--out", type=Path, required=True, help="the node's data directory (must not exist)")
+    export.set_defaults(run=run_export)
 
 
 def describe(dataset: Dataset) -> dict[str, Any]:
@@ -90,4 +99,18 @@ def run_info(args: argparse.Namespace) -> int:
                     for p in stats["partitions"]]  # fmt: skip
             print(table(rows, ["id", "label", "users", "interactions"]))
     emit_json(info, args.json)
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    if not args.partitioning:
+        raise FedrecError("export-partition needs --partitioning (and --num-partitions where it applies)")
+    from shared.data.export import export_users
+    from shared.data.partition import partition_users
+
+    dataset = load_dataset(data_config(args))
+    users = partition_users(dataset, partition_config(args)).users(args.partition_id)
+    counts = export_users(dataset, users, args.out)
+    print(f"partition {args.partition_id} of {args.partitioning}: {counts['users']:,} users, "
+          f"{counts['interactions']:,} interactions, {counts['items']:,} items -> {args.out}")  # fmt: skip
     return 0

@@ -13,9 +13,12 @@ interactions in a few megabytes and makes slicing a user's history O(1).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -29,6 +32,7 @@ log = logging.getLogger(__name__)
 
 PAD = 0
 STAGES = ("valid", "test")
+CATALOG_KEY = "catalog"  # the catalog fingerprint in a message's config
 
 
 @dataclass(frozen=True)
@@ -160,27 +164,81 @@ def _region(zip_code: str) -> str:
 
 
 def _user_features(
-    users: pd.DataFrame | None, user_ids: np.ndarray
+    users: pd.DataFrame | None, user_ids: np.ndarray, vocab_of: dict[str, list[str]] | None = None
 ) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
+    """Integer codes per user feature. With `vocab_of` (a federation's shared vocabularies) the
+    codes are that vocabulary's, every one of its features is present, and values it does not
+    know are coded unknown (0), so every node's model has the same embedding tables."""
     features: dict[str, np.ndarray] = {}
     vocab: dict[str, list[str]] = {}
-    if users is None:
-        return features, vocab
-    table = users.set_index("user_id").reindex(pd.Index(user_ids))
+    table = users.set_index("user_id").reindex(pd.Index(user_ids)) if users is not None else pd.DataFrame(index=user_ids)
     if "zip" in table.columns:
         table["region"] = table["zip"].map(lambda z: _region(z) if isinstance(z, str) else None)
     for name in ("age", "gender", "occupation", "region"):
-        if name not in table.columns:
+        if vocab_of is not None:
+            if name not in vocab_of:
+                continue
+            values = vocab_of[name][1:]
+        elif name not in table.columns:
             continue
-        column = table[name].where(table[name].notna() & (table[name] != ""), None)
-        values = sorted(set(column.dropna()), key=lambda v: (len(v), v))
+        column = (table[name].where(table[name].notna() & (table[name] != ""), None)
+                  if name in table.columns else pd.Series([None] * len(table)))  # fmt: skip
+        if vocab_of is None:
+            values = sorted(set(column.dropna()), key=lambda v: (len(v), v))
         index = {v: k + 1 for k, v in enumerate(values)}
         features[name] = np.array([index.get(v, 0) for v in column], dtype=np.int64)
         vocab[name] = ["<unknown>", *values]
     return features, vocab
 
 
-def build_dataset(raw: RawData, config: DataConfig) -> Dataset:
+def _catalog_codes(inter: pd.DataFrame, catalog: Dataset, directory: object) -> np.ndarray:
+    """Each interaction's item index in the federation's catalog; an unknown item is an error
+    (a node's update for an item the catalog lacks would land on another item's weights)."""
+    codes = pd.Index(catalog.item_ids[1:]).get_indexer(inter["item_id"]) + 1
+    unknown = inter["item_id"][codes == 0].unique()
+    if len(unknown):
+        raise FedrecError(
+            f"{directory}: {len(unknown)} item(s) are not in the catalog of '{catalog.name}' "
+            f"(e.g. '{unknown[0]}'): a node's data must use the federation's item ids"
+        )
+    return codes
+
+
+ITEM_FIELDS = ("item_ids", "item_text", "item_titles", "item_year", "genre_names", "item_genres")
+
+
+def _own_catalog(raw: RawData, inter: pd.DataFrame, config: DataConfig) -> tuple[np.ndarray, dict]:
+    """Items with at least one kept interaction, in the item file's order: each interaction's
+    item index, and the catalog's fields (ITEM_FIELDS)."""
+    items = raw.items[raw.items["item_id"].isin(set(inter["item_id"])).to_numpy()]
+    items = items.reset_index(drop=True)
+    item_code = pd.Index(items["item_id"]).get_indexer(inter["item_id"]) + 1
+    text_cols = _text_columns(items, config.text_column_list, f"{raw.directory.name} items")
+    texts = item_texts(items.astype(str), text_cols)
+    genre_lists = (
+        items["genres"].str.split("|") if "genres" in items.columns
+        else pd.Series([[]] * len(items))
+    )  # fmt: skip
+    genre_names = sorted({g for gs in genre_lists for g in gs if g})
+    genre_index = {g: k for k, g in enumerate(genre_names)}
+    multi_hot = np.zeros((len(items) + 1, len(genre_names)), dtype=np.uint8)
+    for row, gs in enumerate(genre_lists, start=1):
+        multi_hot[row, [genre_index[g] for g in gs if g]] = 1
+    year = pd.to_numeric(items["year"], errors="coerce") if "year" in items.columns else None
+    years = np.zeros(len(items) + 1, dtype=np.int64)
+    if year is not None:
+        years[1:] = year.fillna(0).to_numpy(np.int64)
+    titles = items["title"] if "title" in items.columns else items["item_id"]
+    return item_code, {
+        "item_ids": np.array(["<pad>", *items["item_id"]], dtype=object), "item_text": ["", *texts],
+        "item_titles": ["", *titles.astype(str)], "item_year": years, "genre_names": genre_names,
+        "item_genres": multi_hot,
+    }  # fmt: skip
+
+
+def build_dataset(raw: RawData, config: DataConfig, catalog: Dataset | None = None) -> Dataset:
+    """`raw` preprocessed; with `catalog` (an edge node's private data) the items, their texts
+    and the user-feature vocabularies are the catalog's, so the node's model is the federation's."""
     inter = raw.interactions
     stats_raw = (inter["user_id"].nunique(), inter["item_id"].nunique(), len(inter))
     keep = inter["rating"].isna() | (inter["rating"] >= config.rating_threshold)
@@ -205,43 +263,22 @@ def build_dataset(raw: RawData, config: DataConfig) -> Dataset:
     user_ids = users_sorted.to_numpy()[_natural_order(users_sorted)].astype(str)
     user_code = pd.Index(user_ids).get_indexer(inter["user_id"])
 
-    # Catalog: items with at least one kept interaction, in the item file's order.
-    items = raw.items[raw.items["item_id"].isin(set(inter["item_id"])).to_numpy()]
-    items = items.reset_index(drop=True)
-    item_code = pd.Index(items["item_id"]).get_indexer(inter["item_id"]) + 1
+    if catalog is None:
+        item_code, items_part = _own_catalog(raw, inter, config)
+        features, vocab = _user_features(raw.users, user_ids)
+    else:
+        item_code = _catalog_codes(inter, catalog, raw.directory)
+        items_part = {k: getattr(catalog, k) for k in ITEM_FIELDS}
+        features, vocab = _user_features(raw.users, user_ids, catalog.user_feature_vocab)
 
     timestamps = inter["timestamp"].to_numpy(np.int64)
     order = np.lexsort((np.arange(len(inter)), timestamps, user_code))
     offsets = np.zeros(len(user_ids) + 1, dtype=np.int64)
     np.cumsum(np.bincount(user_code, minlength=len(user_ids)), out=offsets[1:])
-
-    text_cols = _text_columns(items, config.text_column_list, f"{raw.directory.name} items")
-    texts = item_texts(items.astype(str), text_cols)
-    genre_lists = (
-        items["genres"].str.split("|") if "genres" in items.columns
-        else pd.Series([[]] * len(items))
-    )  # fmt: skip
-    genre_names = sorted({g for gs in genre_lists for g in gs if g})
-    genre_index = {g: k for k, g in enumerate(genre_names)}
-    multi_hot = np.zeros((len(items) + 1, len(genre_names)), dtype=np.uint8)
-    for row, gs in enumerate(genre_lists, start=1):
-        multi_hot[row, [genre_index[g] for g in gs if g]] = 1
-    year = pd.to_numeric(items["year"], errors="coerce") if "year" in items.columns else None
-    years = np.zeros(len(items) + 1, dtype=np.int64)
-    if year is not None:
-        years[1:] = year.fillna(0).to_numpy(np.int64)
-    titles = items["title"] if "title" in items.columns else items["item_id"]
-
-    features, vocab = _user_features(raw.users, user_ids)
     return Dataset(
         name=config.dataset,
         user_ids=user_ids,
-        item_ids=np.array(["<pad>", *items["item_id"]], dtype=object),
-        item_text=["", *texts],
-        item_titles=["", *titles.astype(str)],
-        item_year=years,
-        genre_names=genre_names,
-        item_genres=multi_hot,
+        **items_part,
         user_features=features,
         user_feature_vocab=vocab,
         offsets=offsets,
@@ -262,3 +299,29 @@ def load_dataset(config: DataConfig) -> Dataset:
     """Resolve, read and preprocess `config.dataset` in one call."""
     directory = resolve(config.dataset, config.data_path or None, config.cache_path)
     return build_dataset(read_directory(directory), config)
+
+
+def load_node_dataset(directory: Path, config: DataConfig, catalog: Dataset) -> Dataset:
+    """An edge node's private data (any supported format, usually `fedrec data export-partition`'s
+    csv) indexed against the federation's catalog."""
+    return build_dataset(read_directory(directory), config, catalog)
+
+
+@lru_cache(maxsize=4)  # per dataset object: every message of a simulation checks it
+def catalog_fingerprint(dataset: Dataset) -> str:
+    """Identifies the item catalog (ids, order, texts) and user-feature vocabularies: two parties
+    whose fingerprints match index items and features alike."""
+    digest = hashlib.sha256()
+    for part in (list(dataset.item_ids[1:]), dataset.item_text, dataset.user_feature_vocab):
+        digest.update(json.dumps(part, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+def check_catalog(dataset: Dataset, expected: str) -> None:
+    """Refuse to train or evaluate on another catalog than the server's."""
+    mine = catalog_fingerprint(dataset)
+    if expected and mine != expected:
+        raise FedrecError(
+            f"this node's item catalog ({mine}) differs from the server's ({expected}): both must "
+            "use the same dataset version and preprocessing settings"
+        )

@@ -1,0 +1,94 @@
+"""An edge node's SuperNode: the command that starts it, after checking what it will need.
+
+Checked before anything starts, each as one line: the node's data directory (readable, and on
+the federation's catalog), its state directory (writable), its key and the CA certificate
+(present, unexpired), and the SuperLink (reachable: retried with exponential backoff, then
+reported). Flower's own reconnection (`--max-wait-time`) covers a SuperLink lost later.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.config import DataConfig
+from shared.data.dataset import load_dataset, load_node_dataset
+from shared.deploy.credentials import check_certificate, check_private_key
+from shared.deploy.process import BIN
+from shared.errors import FedrecError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SuperNodeConfig:
+    superlink: str  # the SuperLink's Fleet API, host:port
+    data_path: Path  # this node's private data (`fedrec data export-partition`)
+    state_dir: Path  # this node's privacy accountant history; never leaves the node
+    partition_id: int
+    ca: Path | None  # the CA certificate that signed the SuperLink's; None: insecure
+    key: Path | None  # this node's registered private key; None: insecure
+    catalog: DataConfig  # the federation's dataset, whose item catalog the node's data must use
+    clientappio_port: int = 9094
+    wait_seconds: float = 60.0  # how long to keep trying an unreachable SuperLink
+
+
+def check_node_data(cfg: SuperNodeConfig) -> int:
+    """Users in the node's data, after checking it reads and matches the catalog."""
+    if not cfg.data_path.is_dir():
+        raise FedrecError(f"data-path {cfg.data_path}: no such directory")
+    return load_node_dataset(cfg.data_path, cfg.catalog, load_dataset(cfg.catalog)).num_users
+
+
+def check_state_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".fedrec-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise FedrecError(f"state-dir {path}: not writable ({err.strerror})") from None
+
+
+def wait_for_superlink(address: str, seconds: float, first_delay: float = 1.0) -> int:
+    """Attempts until `address` accepts a TCP connection, doubling the delay (capped at 16 s)."""
+    host, _, port = address.rpartition(":")
+    deadline, delay, attempts = time.monotonic() + seconds, first_delay, 0
+    while True:
+        attempts += 1
+        try:
+            with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=5):
+                return attempts
+        except (OSError, ValueError):
+            if time.monotonic() + delay > deadline:
+                raise FedrecError(
+                    f"SuperLink {address} unreachable after {attempts} attempts over {seconds:.0f} s"
+                ) from None
+            log.warning("SuperLink %s unreachable (attempt %d); retrying in %.0f s", address, attempts, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 16.0)
+
+
+def supernode_command(cfg: SuperNodeConfig) -> list[str]:
+    """`flower-supernode ...` for `cfg`, everything it depends on checked first."""
+    cmd = [str(BIN / "flower-supernode")]
+    if cfg.ca is None or cfg.key is None:
+        cmd.append("--insecure")
+    else:
+        check_certificate(cfg.ca, "CA certificate")
+        check_private_key(cfg.key, "node key")
+        cmd += ["--root-certificates", str(cfg.ca), "--auth-supernode-private-key", str(cfg.key)]
+    users = check_node_data(cfg)
+    check_state_dir(cfg.state_dir)
+    log.info("node data %s: %d users on the catalog of %s", cfg.data_path, users, cfg.catalog.dataset)
+    wait_for_superlink(cfg.superlink, cfg.wait_seconds)
+    node_config = (f"partition-id={cfg.partition_id} data-path='{cfg.data_path.resolve()}' "
+                   f"state-dir='{cfg.state_dir.resolve()}'")  # fmt: skip
+    return cmd + [
+        "--superlink", cfg.superlink, "--node-config", node_config,
+        "--isolation", "subprocess", "--port", str(cfg.clientappio_port),
+        "--max-wait-time", str(int(cfg.wait_seconds)),
+    ]  # fmt: skip

@@ -1,0 +1,110 @@
+"""`fedrec deploy ...`: credentials, a SuperLink, a SuperNode and the `flwr` connection for a
+real deployment (README, "Edge deployment"). Each checks its inputs, then hands over to Flower."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from shared.cli.options import add_data_options, data_config
+from shared.errors import FedrecError
+
+INSECURE_WARNING = ("fedrec: warning: --insecure: no TLS and no node authentication; anyone who can "
+                    "reach these ports can read model updates and join the federation")  # fmt: skip
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    deploy = commands.add_parser("deploy", help="run a real SuperLink and SuperNodes (TLS, node auth)")
+    sub = deploy.add_subparsers(dest="deploy_command", required=True, metavar="ACTION")
+
+    creds = sub.add_parser("credentials", help="a development CA, the SuperLink's certificate, node keys")
+    creds.add_argument("--out", type=Path, required=True, help="directory to create")
+    creds.add_argument("--nodes", type=int, required=True, help="node key pairs to create")
+    creds.add_argument("--host", action="append", default=[], help="a SuperLink host name or IP (repeatable)")
+    creds.add_argument("--days", type=int, default=365)
+    creds.set_defaults(run=run_credentials)
+
+    conn = sub.add_parser("connection", help="write a SuperLink connection into the Flower configuration")
+    conn.add_argument("--name", required=True, help="the name `flwr run . NAME` will use")
+    conn.add_argument("--address", required=True, help="the SuperLink, host:port")
+    conn.add_argument("--ca", type=Path, help="the CA certificate that signed the SuperLink's")
+    conn.add_argument("--insecure", action="store_true")
+    conn.set_defaults(run=run_connection)
+
+    link = sub.add_parser("superlink", help="start a SuperLink (TLS + node authentication)")
+    link.add_argument("--credentials", type=Path, help="directory with ca.crt, superlink.crt, superlink.key")
+    link.add_argument("--state-dir", type=Path, required=True)
+    link.add_argument("--host", default="0.0.0.0", help="address to listen on (all of Flower's APIs)")
+    link.add_argument("--port", type=int, default=9093)
+    link.add_argument("--insecure", action="store_true")
+    link.set_defaults(run=run_superlink)
+
+    node = sub.add_parser("supernode", help="start an edge node's SuperNode on its own data")
+    node.add_argument("--superlink", required=True, help="the SuperLink, host:port")
+    node.add_argument("--data-path", type=Path, required=True, help="this node's data directory")
+    node.add_argument("--state-dir", type=Path, required=True, help="this node's privacy state")
+    node.add_argument("--partition-id", type=int, required=True, help="this node's number (seeds, state file)")
+    node.add_argument("--ca", type=Path, help="the CA certificate that signed the SuperLink's")
+    node.add_argument("--key", type=Path, help="this node's registered private key")
+    node.add_argument("--clientappio-port", type=int, default=9094)
+    node.add_argument("--wait", type=float, default=60.0, help="seconds to keep retrying the SuperLink")
+    node.add_argument("--insecure", action="store_true")
+    add_data_options(node)  # the federation's dataset: the catalog the node's data must use
+    node.set_defaults(run=run_supernode)
+
+
+def _insecure(args: argparse.Namespace, given: bool) -> bool:
+    if args.insecure:
+        print(INSECURE_WARNING, file=sys.stderr)
+        return True
+    if not given:
+        raise FedrecError("TLS credentials are required (or pass --insecure, for a trusted test network only)")
+    return False
+
+
+def run_credentials(args: argparse.Namespace) -> int:
+    from shared.deploy.credentials import make_credentials
+
+    paths = make_credentials(args.out, args.nodes, args.host or ["127.0.0.1", "localhost"], args.days)
+    print(f"wrote {len(paths)} files to {args.out} (development CA: bring your own PKI in production)")
+    return 0
+
+
+def run_connection(args: argparse.Namespace) -> int:
+    from flwr.cli.flower_config import write_superlink_connection
+    from flwr.cli.typing import SuperLinkConnection
+
+    from shared.deploy.credentials import check_certificate
+
+    insecure = _insecure(args, args.ca is not None)
+    if not insecure:
+        check_certificate(args.ca, "CA certificate")
+    write_superlink_connection(SuperLinkConnection(
+        name=args.name, address=args.address, insecure=insecure,
+        root_certificates=None if insecure else str(args.ca.resolve()),
+    ))  # fmt: skip
+    print(f"connection '{args.name}' -> {args.address}: use `flwr run . {args.name}`")
+    return 0
+
+
+def run_superlink(args: argparse.Namespace) -> int:
+    from server.superlink import SuperLinkConfig, superlink_command
+    from shared.deploy.process import exec_command
+
+    insecure = _insecure(args, args.credentials is not None)
+    cfg = SuperLinkConfig(None if insecure else args.credentials, args.state_dir, args.host, args.port)
+    exec_command(superlink_command(cfg))
+    return 0  # not reached
+
+
+def run_supernode(args: argparse.Namespace) -> int:
+    from client.supernode import SuperNodeConfig, supernode_command
+    from shared.deploy.process import exec_command
+
+    insecure = _insecure(args, args.ca is not None and args.key is not None)
+    cfg = SuperNodeConfig(args.superlink, args.data_path, args.state_dir, args.partition_id,
+                          None if insecure else args.ca, None if insecure else args.key,
+                          data_config(args), args.clientappio_port, args.wait)  # fmt: skip
+    exec_command(supernode_command(cfg))
+    return 0  # not reached

@@ -1,0 +1,1 @@
+"""Running fedrec as a real deployment: credentials, and checks made before a process starts."""

@@ -1,0 +1,81 @@
+"""`fedrec deploy` refuses bad input before any process starts: one line, exit status 2."""
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from conftest import make_tiny, write_csv
+
+from shared.cli import main
+from shared.deploy.credentials import make_credentials
+from simulations.superlink import free_port
+
+
+@pytest.fixture
+def setup(tmp_path: Path):
+    source = write_csv(make_tiny(num_users=12, num_items=30), tmp_path / "global")
+    assert main(["data", "export-partition", "--dataset", "csv", "--path", str(source), "--partitioning", "iid",
+                 "--num-partitions", "2", "--partition-id", "0", "--out", str(tmp_path / "node")]) == 0  # fmt: skip
+    make_credentials(tmp_path / "creds", 1, ["127.0.0.1"])
+    return source, tmp_path
+
+
+def node(source: Path, tmp: Path, **over: str) -> list[str]:
+    args = {"--superlink": f"127.0.0.1:{free_port()}", "--data-path": str(tmp / "node"),
+            "--state-dir": str(tmp / "state"), "--partition-id": "0", "--ca": str(tmp / "creds" / "ca.crt"),
+            "--key": str(tmp / "creds" / "node-0.key"), "--wait": "2", "--dataset": "csv", "--path": str(source),
+            **over}  # fmt: skip
+    return ["deploy", "supernode", *(x for kv in args.items() for x in kv)]
+
+
+def one_line_error(capsys, expected: str) -> None:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) >= 1 and err[-1].startswith("fedrec: error:") and expected in err[-1], err
+    assert "Traceback" not in "\n".join(err)
+
+
+@pytest.mark.parametrize("over,expected", [
+    ({"--data-path": "/nonexistent/node"}, "no such directory"),
+    ({"--ca": "/nonexistent/ca.crt"}, "no such file"),
+    ({"--key": "/nonexistent/node.key"}, "no such file"),
+])  # fmt: skip
+def test_missing_inputs(setup, capsys, over: dict, expected: str) -> None:
+    source, tmp = setup
+    assert main(node(source, tmp, **over)) == 2
+    one_line_error(capsys, expected)
+
+
+def test_malformed_data_path(setup, capsys) -> None:
+    source, tmp = setup
+    (tmp / "node" / "interactions.csv").write_text("who,what\n1,2\n")
+    assert main(node(source, tmp)) == 2
+    one_line_error(capsys, "interactions.csv")
+
+
+def test_expired_certificate(setup, capsys) -> None:
+    source, tmp = setup
+    old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=400)
+    make_credentials(tmp / "old", 1, ["127.0.0.1"], days=30, not_before=old)
+    assert main(node(source, tmp, **{"--ca": str(tmp / "old" / "ca.crt")})) == 2
+    one_line_error(capsys, "expired")
+    assert main(["deploy", "superlink", "--credentials", str(tmp / "old"), "--state-dir", str(tmp / "l")]) == 2
+    one_line_error(capsys, "expired")
+
+
+def test_unreachable_superlink_is_retried_then_reported(setup, capsys) -> None:
+    source, tmp = setup
+    assert main(node(source, tmp)) == 2
+    err = capsys.readouterr().err
+    assert "retrying in" in err and "unreachable after 2 attempts" in err.strip().splitlines()[-1]
+
+
+def test_no_credentials_needs_an_explicit_insecure_flag(setup, capsys) -> None:
+    source, tmp = setup
+    assert main(["deploy", "superlink", "--state-dir", str(tmp / "l")]) == 2
+    one_line_error(capsys, "--insecure")
+
+
+def test_credentials_are_never_overwritten(setup, capsys) -> None:
+    _, tmp = setup
+    assert main(["deploy", "credentials", "--out", str(tmp / "creds"), "--nodes", "1"]) == 2
+    one_line_error(capsys, "already exists")
