@@ -17,57 +17,24 @@ import json
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-import psutil
-
 from shared.atomic import write_json, write_text
+from simulations.memory import PeakRSS
 from simulations.provenance import provenance
 
 RESULTS = Path(__file__).parent / "results"
 
 
-RAY_NAMES = ("ray::", "raylet", "gcs_server")
-
-
-def total_rss(root: psutil.Process) -> int:
-    """Resident memory of `root`'s process tree plus Ray's daemons (which may detach from it),
-    each process counted once."""
-    procs = {p.pid: p for p in [root, *root.children(recursive=True)]}
-    for p in psutil.process_iter(["name"]):
-        if (p.info["name"] or "").startswith(RAY_NAMES):
-            procs.setdefault(p.pid, p)
-    total = 0
-    for proc in procs.values():
-        try:
-            total += proc.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
-
-
 def run(name: str, overrides: list[str], out_dir: Path) -> dict:
     cmd = [sys.executable, "-m", "shared.cli", "simulate", "--run-config",
            f"output-dir={out_dir}", *overrides]  # fmt: skip
-    peak = 0
     proc = subprocess.Popen(cmd)
-    watcher = psutil.Process(proc.pid)
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, total_rss(watcher))
-            time.sleep(0.5)
-
-    thread = threading.Thread(target=sample, daemon=True)
     start = time.perf_counter()
-    thread.start()
-    code = proc.wait()
-    done.set()
-    thread.join()
+    with PeakRSS(proc.pid, with_ray=True) as sampler:
+        code = proc.wait()
+    peak = sampler.bytes
     wall = time.perf_counter() - start
     if code != 0:
         raise SystemExit(f"federated: error: the run exited {code}")
