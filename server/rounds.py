@@ -59,7 +59,9 @@ def run_rounds(
     for server_round in range(start, cfg.num_server_rounds + 1):
         t0 = time.perf_counter()
         active = ActiveGrid(grid, privacy.exhausted)
-        if len(active.get_node_ids()) < cfg.min_train_nodes:
+        # Too few nodes because budgets are spent ends the run; too few because nodes have not
+        # connected yet (a deployment's nodes start when they start) is the strategy's to wait out.
+        if privacy.exhausted and len(active.get_node_ids()) < cfg.min_train_nodes:
             stopped = (f"only {len(active.get_node_ids())} clients have privacy budget left "
                        f"(min-train-nodes is {cfg.min_train_nodes})")  # fmt: skip
             log.warning("stopping before round %d: %s", server_round, stopped)

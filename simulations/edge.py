@@ -34,7 +34,8 @@ class LocalDeployment:
         self.creds = work / "credentials"
         self.env = {**flower_env(), **(env or {}), "FLWR_HOME": str(work / "flwr-home")}
         self.extra_keys = extra_keys  # key pairs made but never registered (to test refusal)
-        self.procs: list[subprocess.Popen] = []
+        self.procs: list[subprocess.Popen] = []  # everything started, stopped by close()
+        self.nodes: dict[int, subprocess.Popen] = {}
 
     def _fedrec(self, *args: str, log: str) -> subprocess.Popen:
         with open(self.work / log, "w") as out:
@@ -65,6 +66,8 @@ class LocalDeployment:
             for k in range(len(self.node_data)):
                 self._check(str(BIN / "flwr"), "supernode", "register", str(self.creds / f"node-{k}.pub"), CONNECTION)
                 self.start_node(k)
+            for k in range(len(self.node_data)):
+                self.wait_connected(k)
         except BaseException:
             self.close()
             raise
@@ -72,12 +75,22 @@ class LocalDeployment:
 
     def start_node(self, k: int, data: Path | None = None) -> subprocess.Popen:
         """SuperNode `k` with key node-k (registered for k < len(node_data)) on `data`."""
-        return self._fedrec(
+        self.nodes[k] = self._fedrec(
             "deploy", "supernode", "--superlink", f"127.0.0.1:{self.port}",
             "--data-path", str(data or self.node_data[k]), "--state-dir", str(self.state_dir(k)),
             "--partition-id", str(k), "--ca", str(self.creds / "ca.crt"), "--key", str(self.creds / f"node-{k}.key"),
             "--clientappio-port", str(free_port()), "--wait", "30", *self.catalog, log=f"node-{k}.log",
         )  # fmt: skip
+        return self.nodes[k]
+
+    def wait_connected(self, k: int, timeout: float = 300) -> None:
+        """Until node `k` has activated with the SuperLink (it first checks its data, which for
+        ML-1M takes a while), so a run's first round finds every node."""
+        log, deadline = self.work / f"node-{k}.log", time.monotonic() + timeout
+        while "SuperNode ID:" not in log.read_text(errors="replace"):
+            if time.monotonic() > deadline or self.nodes[k].poll() is not None:
+                raise FedrecError(f"SuperNode {k} did not connect (log: {log})")
+            time.sleep(0.5)
 
     def state_dir(self, k: int) -> Path:
         return self.work / f"node-{k}-state"

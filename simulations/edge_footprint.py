@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("edge_footprint: error: the export failed")
         users = sum(1 for _ in open(data / "users.csv")) - 1
         with LocalDeployment(work, [data], ["--dataset", args.dataset]) as dep:
-            node = dep.procs[-1]
+            node = dep.nodes[0]
             print(f"edge_footprint: one SuperNode, {users} users, {args.rounds} rounds", flush=True)
             with PeakRSS(node.pid) as peak:
                 rc = dep.flwr_run({"dataset": args.dataset, "num-server-rounds": args.rounds, "min-train-nodes": 1,
