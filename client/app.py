@@ -17,17 +17,19 @@ import torch
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from client.audit import message_audit_mod
 from client.data import local_data, local_model
+from client.faults import before_training, corrupt, fault_for
 from client.privacy import privacy_record, private_round, record_round, save_state, state_dir, state_path
 from client.training import local_evaluate, local_examples, local_fit
-from shared.config import PrivacyConfig, TrainConfig, from_run_config
+from shared.config import FaultConfig, PrivacyConfig, TrainConfig, from_run_config
 from shared.data.dataset import CATALOG_KEY, check_catalog
 from shared.models.params import load_trainable, trainable_state
 from shared.privacy.accounting import privacy_unit
 from shared.privacy.central import CLIPPING_NORM_KEY, UNIFORM_WEIGHT, clip_update
 from shared.wire import from_record, to_record
 
-app = ClientApp()
+app = ClientApp(mods=[message_audit_mod(state_dir)])
 MANY_NODES = 64
 
 
@@ -57,6 +59,9 @@ def train(msg: Message, context: Context) -> Message:
     global_weights = from_record(model, msg.content["arrays"])
     load_trainable(model, global_weights)  # copies: global_weights stays the round's start
     server_round = int(config.get("server-round", 0))
+    fault = fault_for(from_run_config(FaultConfig, context.run_config), int(context.run_config.get("seed", 42)),
+                      server_round, local.partition_id)  # fmt: skip
+    before_training(fault, 2 * float(context.run_config.get("round-timeout", 3600.0)))
     dp = from_run_config(PrivacyConfig, context.run_config).dp
     unit = privacy_unit(local.scheme) if dp else "user"
     data = local_examples(model, local, unit)
@@ -70,6 +75,7 @@ def train(msg: Message, context: Context) -> Message:
     metrics = local_fit(model, local, data, cfg, server_round,
                         float(config.get("proximal-mu", 0.0)), dp=plan)  # fmt: skip
     arrays = trainable_state(model)
+    arrays = corrupt(fault, arrays, global_weights)
     if CLIPPING_NORM_KEY in config:  # central DP: the server noises the average of clipped updates
         arrays = clip_update(arrays, global_weights, float(config[CLIPPING_NORM_KEY]))
     content = RecordDict({"arrays": to_record(arrays), "metrics": MetricRecord({**metrics, UNIFORM_WEIGHT: 1})})

@@ -39,6 +39,12 @@ def ledger_entry(msg: Message, server_round: int) -> dict | None:
     }  # fmt: skip
 
 
+def declined(msg: Message) -> bool:
+    """A normal reply that carries no update because the client's budget is spent."""
+    return (not msg.has_error() and "privacy" in msg.content and "arrays" not in msg.content
+            and str(msg.content["privacy"]["status"]) == EXHAUSTED)  # fmt: skip
+
+
 class PrivacyTracker:
     """Writes each round's ledger entries and remembers the nodes that declined."""
 
@@ -46,12 +52,15 @@ class PrivacyTracker:
         self.run_dir = run_dir
         self.exhausted: set[int] = {e["node_id"] for e in ledger.read_ledger(run_dir) if e["status"] == EXHAUSTED}
 
-    def record(self, server_round: int, replies: Iterable[Message]) -> list[Message]:
-        """Ledger the round; return the replies that carry a trained update."""
+    def record(self, server_round: int, replies: Iterable[Message], rejected: dict[int, str] | None = None) -> list[Message]:
+        """Ledger the round, with the reason where the server refused a client's update (its
+        spending stands: the client trained); return the replies that carry a trained update."""
         trained, entries = [], []
         for msg in replies:
             entry = ledger_entry(msg, server_round)
             if entry is not None:
+                if rejected and entry["node_id"] in rejected:
+                    entry["update_rejected"] = rejected[entry["node_id"]]
                 entries.append(entry)
                 if entry["status"] == EXHAUSTED:
                     self.exhausted.add(entry["node_id"])

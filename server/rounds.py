@@ -13,17 +13,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ConfigRecord, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from server.checkpoints import ServerState, save_round
 from server.messaging import send_and_receive
-from server.privacy import ActiveGrid, PrivacyTracker, central_spent
+from server.privacy import ActiveGrid, PrivacyTracker, central_spent, declined
+from server.validation import Rejection, validate_updates
 from shared.atomic import write_json
 from shared.config import FederationConfig
 from shared.data.dataset import CATALOG_KEY
-from shared.models.params import load_trainable, trainable_state
+from shared.models.params import flatten, load_trainable, trainable_state
 from shared.models.recommender import Recommender
 from shared.wire import from_record, to_record
 
@@ -34,6 +35,35 @@ ServerEval = Callable[[Recommender, str], dict[str, float]]
 
 def _metrics(record: MetricRecord | None) -> dict[str, float]:
     return {k: float(v) for k, v in (record or {}).items()}  # type: ignore[arg-type]
+
+
+def _train_round(
+    grid: Grid, strategy: Strategy, model: Recommender, arrays: ArrayRecord, cfg: FederationConfig,
+    privacy: PrivacyTracker, server_round: int, sent: dict[str, str],
+) -> tuple[list[Message], list[Rejection], int, str]:  # fmt: skip
+    """One round's training: the valid updates, the refused ones, the number of clients that
+    declined, and why the run must stop ('' to go on). A round whose valid updates fall short of
+    min-train-nodes (crashed, hung, refused clients) is re-sampled up to round-retries times."""
+    global_flat = flatten(from_record(model, arrays))
+    refused: list[Rejection] = []
+    for attempt in range(cfg.round_retries + 1):
+        active = ActiveGrid(grid, privacy.exhausted)
+        replies = send_and_receive(grid, strategy.configure_train(server_round, arrays, ConfigRecord(sent), active),
+                                   cfg.round_timeout)  # fmt: skip
+        candidates = [m for m in replies if not declined(m)]
+        kept, rejections = validate_updates(candidates, model, global_flat, cfg.max_update_norm_ratio)
+        privacy.record(server_round, replies, {r.node_id: r.reason for r in rejections})
+        for r in rejections:
+            log.warning("round %d: update of node %d refused: %s", server_round, r.node_id, r.reason)
+        refused += rejections
+        if replies and not candidates:
+            return [], refused, len(replies), f"every client sampled for round {server_round} declined: its privacy budget is spent"
+        if len(kept) >= cfg.min_train_nodes:
+            return kept, refused, len(replies) - len(candidates), ""
+        log.warning("round %d: %d valid updates (min-train-nodes %d)%s", server_round, len(kept),
+                    cfg.min_train_nodes, "; sampling again" if attempt < cfg.round_retries else "")  # fmt: skip
+    return [], refused, 0, (f"round {server_round}: fewer than min-train-nodes ({cfg.min_train_nodes}) valid updates "
+                            f"in {cfg.round_retries + 1} attempts")  # fmt: skip
 
 
 def run_rounds(
@@ -66,12 +96,9 @@ def run_rounds(
                        f"(min-train-nodes is {cfg.min_train_nodes})")  # fmt: skip
             log.warning("stopping before round %d: %s", server_round, stopped)
             break
-        replies = send_and_receive(
-            grid, strategy.configure_train(server_round, arrays, ConfigRecord(sent), active), cfg.round_timeout
-        )
-        trained = privacy.record(server_round, replies)
-        if replies and not trained:
-            stopped = f"every client sampled for round {server_round} declined: its privacy budget is spent"
+        trained, rejections, declines, stopped = _train_round(grid, strategy, model, arrays, cfg, privacy,
+                                                              server_round, sent)  # fmt: skip
+        if stopped:
             log.warning("stopping at round %d: %s", server_round, stopped)
             break
         new_arrays, train_metrics = strategy.aggregate_train(server_round, trained)
@@ -85,7 +112,8 @@ def run_rounds(
         )))  # fmt: skip
         record: dict[str, Any] = {
             "round": server_round, "train": _metrics(train_metrics), "valid": valid,
-            "clients_trained": len(trained), "clients_declined": len(replies) - len(trained),
+            "clients_trained": len(trained), "clients_declined": declines,
+            "rejected": [{"node_id": r.node_id, "reason": r.reason} for r in rejections],
             "seconds_train": t_train, "seconds": time.perf_counter() - t0,
             # Each sampled client downloads the global trainable arrays and uploads the same set.
             "bytes_per_client_each_way": int(sum(a.numpy().nbytes for a in arrays.values())),

@@ -1,4 +1,5 @@
-"""The aggregation strategy chosen by run config: FedAvg, FedProx, FedAdam or FedYogi."""
+"""The aggregation strategy chosen by run config: FedAvg, FedProx, FedAdam, FedYogi, or a robust
+one (FedMedian, FedTrimmedAvg, Krum) against updates that validation cannot tell are bad."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ from flwr.serverapp.strategy import (
     DifferentialPrivacyClientSideFixedClipping,
     FedAdam,
     FedAvg,
+    FedMedian,
     FedProx,
+    FedTrimmedAvg,
     FedYogi,
+    Krum,
     Strategy,
 )
 
@@ -38,6 +42,12 @@ def make_strategy(cfg: FederationConfig, privacy: PrivacyConfig | None = None, n
         return FedAdam(**common, eta=cfg.server_lr)
     if cfg.strategy == "fedyogi":
         return FedYogi(**common, eta=cfg.server_lr)
+    if cfg.strategy == "fedmedian":
+        return FedMedian(**common)
+    if cfg.strategy == "fedtrimmedavg":
+        return FedTrimmedAvg(**common, beta=0.2)
+    if cfg.strategy == "krum":
+        return Krum(**common, num_malicious_nodes=1)
     if privacy is not None and privacy.central_dp:
         return central_dp(UniformTrainFedAvg(**common, weighted_by_key=UNIFORM_WEIGHT), cfg, privacy, num_nodes)
     return FedAvg(**common)

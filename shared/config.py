@@ -39,6 +39,7 @@ class DataConfig:
     min_interactions: int = 5
     rating_threshold: float = 0.0
     text_columns: str = ""  # comma-separated; empty means title, year, genres where present
+    max_users: int = 0  # keep only the first N users (scale experiments); 0: all
 
     def __post_init__(self) -> None:
         check_dataset_name(self.dataset)
@@ -48,6 +49,9 @@ class DataConfig:
                 f"and a test item), got {self.min_interactions}"
             )
         object.__setattr__(self, "min_interactions", int(self.min_interactions))
+        if int(self.max_users) < 0:
+            raise FedrecError(f"max-users must be >= 0, got {self.max_users}")
+        object.__setattr__(self, "max_users", int(self.max_users))
         object.__setattr__(self, "rating_threshold", float(self.rating_threshold))
 
     @property
@@ -173,6 +177,7 @@ class PrivacyConfig:
     central_dp: bool = False
     central_noise_multiplier: float = 1.0
     central_clipping_norm: float = 1.0
+    audit_messages: bool = False  # each node logs the shape of every reply it sends (client/audit.py)
 
     def __post_init__(self) -> None:
         if self.central_dp and float(self.central_noise_multiplier) <= 0:
@@ -196,7 +201,7 @@ class PrivacyConfig:
         object.__setattr__(self, "central_dp", bool(self.central_dp))
 
 
-STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi")
+STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedmedian", "fedtrimmedavg", "krum")
 
 
 @dataclass(frozen=True)
@@ -215,6 +220,8 @@ class FederationConfig:
     server_eval: bool = False  # simulation only: also evaluate on the server's copy of the data
     resume_from: str = ""  # a round checkpoint directory of an earlier run
     round_timeout: float = 3600.0
+    max_update_norm_ratio: float = 10.0  # refuse updates this far beyond the round's median norm; 0: off
+    round_retries: int = 1  # re-sample a round whose valid updates fall short of min-train-nodes
     output_dir: str = "outputs"
 
     def __post_init__(self) -> None:
@@ -229,6 +236,8 @@ class FederationConfig:
                 raise FedrecError(f"{name.replace('_', '-')} must be in (0, 1], got {getattr(self, name)}")
         if int(self.min_train_nodes) < 1:
             raise FedrecError(f"min-train-nodes must be >= 1, got {self.min_train_nodes}")
+        if float(self.max_update_norm_ratio) < 0 or int(self.round_retries) < 0:
+            raise FedrecError("max-update-norm-ratio and round-retries must be >= 0")
         if int(self.local_epochs) < 1:
             raise FedrecError(f"local-epochs must be >= 1, got {self.local_epochs}")
 
@@ -238,3 +247,38 @@ class FederationConfig:
         if self.resume_from:
             return Path(self.resume_from).parent
         return Path(self.output_dir) / f"run-{run_id}"
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    """Injected client faults, to rehearse failure handling (client/faults.py); disjoint shares
+    of each round's clients."""
+
+    fault_crash_fraction: float = 0.0
+    fault_hang_fraction: float = 0.0
+    fault_nan_fraction: float = 0.0
+    fault_scale_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        shares = [float(getattr(self, f.name)) for f in fields(self)]
+        for f, share in zip(fields(self), shares):
+            if not 0 <= share <= 1:
+                raise FedrecError(f"{f.name.replace('_', '-')} must be in [0, 1], got {share}")
+        if sum(shares) > 1:
+            raise FedrecError(f"the fault-*-fraction keys add up to {sum(shares):g}; at most 1")
+
+    @property
+    def crash_fraction(self) -> float:
+        return float(self.fault_crash_fraction)
+
+    @property
+    def hang_fraction(self) -> float:
+        return float(self.fault_hang_fraction)
+
+    @property
+    def nan_fraction(self) -> float:
+        return float(self.fault_nan_fraction)
+
+    @property
+    def scale_fraction(self) -> float:
+        return float(self.fault_scale_fraction)

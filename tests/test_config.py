@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from shared.config import (
+    FaultConfig,
     PrivacyConfig,
     DataConfig,
     FederationConfig,
@@ -18,7 +19,7 @@ from shared.config import (
 from shared.errors import FedrecError
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = (DataConfig, PartitionConfig, FederationConfig, TrainConfig, ModelConfig, PrivacyConfig)
+CONFIGS = (DataConfig, PartitionConfig, FederationConfig, TrainConfig, ModelConfig, PrivacyConfig, FaultConfig)
 
 
 def run_config() -> dict:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import make_tiny, write_csv
 
+from client.audit import violations
 from shared.cli import main
 from simulations.edge import LocalDeployment
 
@@ -31,7 +32,7 @@ def deployment(tmp_path_factory):
             "dataset": "csv", "data-path": str(source), "cache-dir": str(work / "cache"),
             "num-server-rounds": ROUNDS, "min-train-nodes": 3, "dim": 16, "num-layers": 1, "max-len": 12,
             "batch-size": 4, "num-negatives": 8, "retrieve-top-n": 10, "target-epsilon": 3.0,
-            "output-dir": str(work / "out"),
+            "output-dir": str(work / "out"), "audit-messages": True,
         })  # fmt: skip
         yield dep, rc, work
 
@@ -52,6 +53,17 @@ def test_three_tls_nodes_train_two_dp_rounds_on_their_own_data(deployment) -> No
     # The SuperLink really ran with TLS: its log says so, and no API ran insecure.
     log = (work / "superlink.log").read_text()
     assert "https://" in log and "--insecure" not in log
+
+
+def test_what_leaves_each_node_is_only_weights_metrics_and_privacy(deployment) -> None:
+    dep, rc, _ = deployment
+    assert rc == 0
+    for k in range(3):
+        lines = [json.loads(line) for f in dep.state_dir(k).glob("messages-*.jsonl") for line in f.read_text().splitlines()]
+        assert {line["message_type"] for line in lines} == {"train", "evaluate"}
+        num_weights = next(line for line in lines if "arrays" in line["records"])["records"]["arrays"]["arrays"]["weights"][1][0]
+        assert [v for line in lines for v in violations(line, num_weights)] == []
+        assert all("privacy" in line["records"] for line in lines if line["message_type"] == "train")
 
 
 def test_a_node_with_an_unregistered_key_is_refused(deployment) -> None:

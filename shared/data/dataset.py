@@ -261,6 +261,9 @@ def build_dataset(raw: RawData, config: DataConfig, catalog: Dataset | None = No
 
     users_sorted = inter["user_id"].drop_duplicates()
     user_ids = users_sorted.to_numpy()[_natural_order(users_sorted)].astype(str)
+    if config.max_users and config.max_users < len(user_ids):
+        user_ids = user_ids[: config.max_users]
+        inter = inter[inter["user_id"].isin(set(user_ids)).to_numpy()]
     user_code = pd.Index(user_ids).get_indexer(inter["user_id"])
 
     if catalog is None:

@@ -1,0 +1,78 @@
+"""What leaves a node, written down on the node (`audit-messages=true`).
+
+A Flower mod sees every reply the ClientApp sends and appends its shape, never its values, to
+`messages-<node>.jsonl` in the node's state directory: record names and types, array keys with
+dtypes and shapes, metric and config keys with value types. `violations` checks such a line
+against what fedrec is meant to send: the weights vector, whitelisted scalar metrics and the
+privacy accountant's record. A privacy officer can audit a node from that file alone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
+
+from shared.wire import WEIGHTS
+
+ALLOWED_RECORDS = {"arrays": "ArrayRecord", "metrics": "MetricRecord", "privacy": "ConfigRecord"}
+TRAIN_METRICS = {"num-examples", "train-seconds", "train-loss", "train-retrieval", "train-ranking", "client-weight"}
+EVAL_METRIC_PARTS = ({"retrieval", "ranking"}, {"full", "sampled"}, {"hr@10", "ndcg@10", "mrr", "hr@100", "recall@100", "ndcg@100"})
+PRIVACY_KEYS = {"client-id", "partition-id", "unit", "status", "noise-multiplier", "sample-rate", "steps",
+                "max-grad-norm", "epsilon", "delta", "budget", "accountant", "history"}  # fmt: skip
+
+
+def describe(msg: Message) -> dict:
+    """A reply's structure: no values, only names, types, dtypes and shapes."""
+    records = {}
+    for name, record in msg.content.items():
+        if isinstance(record, ArrayRecord):
+            records[name] = {"type": "ArrayRecord", "arrays": {k: [str(a.dtype), list(a.shape)] for k, a in record.items()}}
+        elif isinstance(record, (MetricRecord, ConfigRecord)):
+            records[name] = {"type": type(record).__name__, "keys": {k: type(v).__name__ for k, v in record.items()}}
+        else:
+            records[name] = {"type": type(record).__name__}
+    return {"message_type": msg.metadata.message_type, "records": records}
+
+
+def _metric_allowed(key: str) -> bool:
+    if key in TRAIN_METRICS:
+        return True
+    parts = key.split("-", 2)
+    return len(parts) == 3 and all(p in allowed for p, allowed in zip(parts, EVAL_METRIC_PARTS))
+
+
+def violations(line: dict, num_weights: int) -> list[str]:
+    """What in a described reply is not on fedrec's list of things a node may send."""
+    found = []
+    for name, rec in line["records"].items():
+        if ALLOWED_RECORDS.get(name) != rec["type"]:
+            found.append(f"record '{name}' ({rec['type']})")
+        elif name == "arrays" and rec["arrays"] != {WEIGHTS: ["float32", [num_weights]]}:
+            found.append(f"arrays {rec['arrays']}")
+        elif name == "metrics":
+            found += [f"metric '{k}'" for k, t in rec["keys"].items() if not _metric_allowed(k) or t not in ("int", "float")]
+        elif name == "privacy":
+            found += [f"privacy key '{k}'" for k in rec["keys"] if k not in PRIVACY_KEYS]
+    return found
+
+
+def audit_path(state_dir: Path, node_id: int) -> Path:
+    return state_dir / f"messages-{node_id}.jsonl"
+
+
+def message_audit_mod(state_dir_of: Callable[[Context], Path]):  # type: ignore[no-untyped-def]
+    """A ClientApp mod appending every reply's description when the run asks for it."""
+
+    def mod(msg: Message, context: Context, call_next):  # type: ignore[no-untyped-def]
+        reply = call_next(msg, context)
+        if bool(context.run_config.get("audit-messages", False)) and not reply.has_error():
+            directory = state_dir_of(context)
+            directory.mkdir(parents=True, exist_ok=True)
+            with open(audit_path(directory, context.node_id), "a", encoding="utf-8") as f:
+                f.write(json.dumps(describe(reply)) + "\n")
+        return reply
+
+    return mod

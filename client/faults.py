@@ -1,0 +1,52 @@
+"""Injected client faults, for rehearsing a federation's failure handling (`fault-*` run config).
+
+Which clients fail is drawn from (seed, round, partition), so a rehearsal repeats exactly:
+- crash: the ClientApp raises before training (the server gets an error reply);
+- hang:  the client sleeps past the round timeout before training (the server stops waiting);
+- nan:   the update is sent with NaN weights;
+- scale: the update (trained minus global weights) is sent multiplied by SCALE.
+The four fractions are disjoint shares of the clients of a round.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from shared.config import FaultConfig
+
+SCALE = 1000.0
+CRASH, HANG, NAN, SCALED = "crash", "hang", "nan", "scale"
+
+
+class InjectedCrash(RuntimeError):
+    """A crash the run config asked for."""
+
+
+def fault_for(cfg: FaultConfig, seed: int, server_round: int, partition_id: int) -> str:
+    """This client's fault in this round, or ''."""
+    u = float(np.random.default_rng([seed, server_round, partition_id, 0xFA]).random())
+    edge = 0.0
+    for kind, share in ((CRASH, cfg.crash_fraction), (HANG, cfg.hang_fraction), (NAN, cfg.nan_fraction),
+                        (SCALED, cfg.scale_fraction)):  # fmt: skip
+        edge += share
+        if u < edge:
+            return kind
+    return ""
+
+
+def before_training(kind: str, hang_seconds: float) -> None:
+    if kind == CRASH:
+        raise InjectedCrash("injected crash (fault-crash-fraction)")
+    if kind == HANG:
+        time.sleep(hang_seconds)
+
+
+def corrupt(kind: str, trained: dict[str, torch.Tensor], global_weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if kind == NAN:
+        return {k: torch.full_like(v, float("nan")) for k, v in trained.items()}
+    if kind == SCALED:
+        return {k: global_weights[k] + SCALE * (v - global_weights[k]) for k, v in trained.items()}
+    return trained

@@ -1,0 +1,70 @@
+"""Faults rehearsed in simulation: crashing and NaN/scaled-update clients never reach the global model,
+and nothing but the weights, whitelisted metrics and the privacy record leaves a node."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from client.audit import violations
+from client.faults import CRASH, NAN, SCALED, fault_for
+from shared.cli import main
+from shared.config import FaultConfig, from_run_config
+from shared.errors import FedrecError
+
+NODES, ROUNDS, SEED = 10, 2, 42
+FAULTS = {"fault-crash-fraction": 0.3, "fault-nan-fraction": 0.1, "fault-scale-fraction": 0.1}
+
+
+def test_faults_are_disjoint_shares_drawn_per_round_and_node() -> None:
+    cfg = from_run_config(FaultConfig, FAULTS)
+    draws = [fault_for(cfg, 0, r, p) for r in range(50) for p in range(40)]
+    assert draws == [fault_for(cfg, 0, r, p) for r in range(50) for p in range(40)]  # repeatable
+    share = {k: draws.count(k) / len(draws) for k in (CRASH, NAN, SCALED)}
+    assert abs(share[CRASH] - 0.3) < 0.03 and abs(share[NAN] - 0.1) < 0.02 and abs(share[SCALED] - 0.1) < 0.02
+    with pytest.raises(FedrecError, match="add up to"):
+        from_run_config(FaultConfig, {"fault-crash-fraction": 0.8, "fault-nan-fraction": 0.3})
+
+
+@pytest.fixture(scope="module")
+def faulty_run(tmp_path_factory):
+    from conftest import make_tiny, write_csv
+
+    data = write_csv(make_tiny(num_users=40, num_items=40, seed=2), tmp_path_factory.mktemp("d") / "csv")
+    out = tmp_path_factory.mktemp("out")
+    rc = main(["simulate", "--num-supernodes", str(NODES), "--run-config", "dataset=csv", f"data-path={data}",
+               f"cache-dir={tmp_path_factory.mktemp('cache')}", "partitioning=iid", f"num-partitions={NODES}",
+               "min-train-nodes=2", "dim=16", "num-layers=1", "max-len=12", "batch-size=8", "num-negatives=8",
+               "retrieve-top-n=10", f"output-dir={out}", f"num-server-rounds={ROUNDS}", "dp=false",
+               "audit-messages=true", f"seed={SEED}", *(f"{k}={v}" for k, v in FAULTS.items())])  # fmt: skip
+    (run_dir,) = out.glob("run-*")
+    return rc, run_dir
+
+
+def test_crashes_and_bad_updates_are_survived_and_refused(faulty_run) -> None:
+    rc, run_dir = faulty_run
+    assert rc == 0
+    weights = load_file(run_dir / f"round-00{ROUNDS}" / "model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    cfg = from_run_config(FaultConfig, FAULTS)
+    history = json.loads((run_dir / "metrics.json").read_text())["history"]
+    for r in history:
+        expected = {p: fault_for(cfg, SEED, r["round"], p) for p in range(NODES)}
+        reasons = [x["reason"] for x in r["rejected"]]
+        assert sum("client error" in x for x in reasons) == sum(v == CRASH for v in expected.values())
+        assert sum("non-finite" in x for x in reasons) == sum(v == NAN for v in expected.values())
+        assert sum("median" in x for x in reasons) == sum(v == SCALED for v in expected.values())
+        assert r["clients_trained"] == sum(v == "" for v in expected.values())
+
+
+def test_nothing_but_weights_metrics_and_privacy_leaves_a_node(faulty_run) -> None:
+    _, run_dir = faulty_run
+    model_weights = load_file(run_dir / "round-001" / "model.safetensors")
+    lines = [json.loads(line) for f in (run_dir / "node-state").glob("messages-*.jsonl") for line in f.read_text().splitlines()]
+    assert {line["message_type"] for line in lines} == {"train", "evaluate"}
+    train = next(line for line in lines if "arrays" in line["records"])
+    num_weights = train["records"]["arrays"]["arrays"]["weights"][1][0]
+    assert 0 < num_weights < sum(w.numel() for w in model_weights.values())  # trainable only, not the frozen text
+    assert [v for line in lines for v in violations(line, num_weights)] == []
