@@ -3,12 +3,19 @@
 JSON lines, because an append is then a single write that either lands whole or leaves a torn
 last line, which `read_ledger` skips: a crash can cost the entry being written, never the ones
 before it. Nothing is ever rewritten or deleted.
+
+A server killed mid-round may have ledgered some of that round's replies; resuming from the last
+checkpoint runs the round again. So a resumed run first appends a marker, and `read_ledger`
+drops the entries the marker supersedes (rounds after the checkpoint, written before it): each
+client and round is then counted once. Nothing is lost either: every spend a client made is in
+its own accountant history, which each entry carries whole (the superseded attempt included).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -26,14 +33,24 @@ def append(run_dir: Path, entries: Iterable[dict]) -> None:
         os.fsync(f.fileno())
 
 
+def mark_resume(run_dir: Path, from_round: int) -> None:
+    """Record that the run continues after checkpoint `from_round`."""
+    append(run_dir, [{"event": "resume", "round": from_round, "time": time.time()}])
+
+
 def read_ledger(run_dir: Path) -> list[dict]:
+    """Every client's entry per round, superseded attempts of resumed rounds left out."""
     path = run_dir / LEDGER
     if not path.exists():
         return []
-    entries = []
+    entries: list[dict] = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            entries.append(json.loads(line))
+            entry = json.loads(line)
         except json.JSONDecodeError:
             continue  # the torn last line of a crash mid-append
+        if entry.get("event") == "resume":
+            entries = [e for e in entries if e["round"] <= entry["round"]]
+        else:
+            entries.append(entry)
     return entries

@@ -17,6 +17,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from server import ledger
 from server.checkpoints import ServerState, save_round
 from server.messaging import send_and_receive
 from server.privacy import ActiveGrid, PrivacyTracker, central_spent, declined
@@ -81,6 +82,8 @@ def run_rounds(
     catalog differs refuses to train instead of updating the wrong items' weights."""
     sent = {CATALOG_KEY: catalog} if catalog else {}
     arrays = to_record(trainable_state(model))
+    if state.round > 0:  # a resumed run: whatever was ledgered after the checkpoint is redone
+        ledger.mark_resume(run_dir, state.round)
     privacy = PrivacyTracker(run_dir)
     stopped = ""
     start = state.round + 1

@@ -242,3 +242,11 @@ def test_default_delta_stays_below_a_tenth_of_one_over_n(n) -> None:
     from shared.privacy.accounting import default_delta
 
     assert 0.1 / n / 1.13 < default_delta(n) <= 0.1 / n  # rounded down, by at most one grid step
+
+
+def test_a_resume_marker_supersedes_the_entries_of_redone_rounds(tmp_path: Path) -> None:
+    ledger.append(tmp_path, [spend("a", 1, 1.0, []), spend("a", 2, 2.0, []), spend("b", 2, 2.0, [])])
+    ledger.mark_resume(tmp_path, 1)  # the server died in round 2 and resumed from round 1's checkpoint
+    ledger.append(tmp_path, [spend("a", 2, 2.5, []), spend("b", 2, 2.5, [])])
+    entries = ledger.read_ledger(tmp_path)
+    assert sorted((e["client_id"], e["round"], e["epsilon"]) for e in entries) == [("a", 1, 1.0), ("a", 2, 2.5), ("b", 2, 2.5)]
