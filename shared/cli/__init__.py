@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from shared.cli import data, deploy, evaluate, privacy, recommend, simulate, train
+from shared.cli import audit, data, deploy, evaluate, privacy, recommend, simulate, train
 from shared.errors import FedrecError
 
 EXIT_USER_ERROR = 2
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.register(commands)
     privacy.register(commands)
     deploy.register(commands)
+    audit.register(commands)
     return parser
 
 
