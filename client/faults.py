@@ -29,9 +29,9 @@ def fault_for(cfg: FaultConfig, seed: int, server_round: int, partition_id: int)
     """This client's fault in this round, or ''."""
     u = float(np.random.default_rng([seed, server_round, partition_id, 0xFA]).random())
     edge = 0.0
-    for kind, share in ((CRASH, cfg.crash_fraction), (HANG, cfg.hang_fraction), (NAN, cfg.nan_fraction),
-                        (SCALED, cfg.scale_fraction)):  # fmt: skip
-        edge += share
+    for kind, share in ((CRASH, cfg.fault_crash_fraction), (HANG, cfg.fault_hang_fraction),
+                        (NAN, cfg.fault_nan_fraction), (SCALED, cfg.fault_scale_fraction)):  # fmt: skip
+        edge += float(share)
         if u < edge:
             return kind
     return ""

@@ -266,19 +266,3 @@ class FaultConfig:
                 raise FedrecError(f"{f.name.replace('_', '-')} must be in [0, 1], got {share}")
         if sum(shares) > 1:
             raise FedrecError(f"the fault-*-fraction keys add up to {sum(shares):g}; at most 1")
-
-    @property
-    def crash_fraction(self) -> float:
-        return float(self.fault_crash_fraction)
-
-    @property
-    def hang_fraction(self) -> float:
-        return float(self.fault_hang_fraction)
-
-    @property
-    def nan_fraction(self) -> float:
-        return float(self.fault_nan_fraction)
-
-    @property
-    def scale_fraction(self) -> float:
-        return float(self.fault_scale_fraction)

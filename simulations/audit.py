@@ -14,12 +14,11 @@ import json
 import sys
 from pathlib import Path
 
-from shared.atomic import write_json, write_text
 from shared.config import DataConfig
 from shared.data.dataset import load_dataset
 from shared.models.checkpoint import check_catalog, load_checkpoint
 from shared.privacy.audit import membership_audit
-from simulations.provenance import provenance
+from simulations.provenance import provenance, provenance_lines, write_results
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -54,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     p = report["provenance"]
     md = "\n".join([
         f"# Membership-inference audit on {args.dataset}", "",
-        f"Command: `{p['command']}`  ", f"Commit: `{p['commit']}`  ", f"Machine: {p['machine']}  ", "",
+        *provenance_lines(p), "",
         "Score-threshold attack per interaction: each user's last training interaction (member) against "
         "their test interaction (non-member), scored by the retrieval logit given the items before it. "
         "AUC 0.5: the score says nothing about membership. 95% interval: bootstrap over users. "
@@ -63,9 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         *[f"| {r['name']} | {_eps(r['epsilon'])} | {r['auc']:.3f} | {r['ci_low']:.3f}-{r['ci_high']:.3f} "
           f"| {r['users']:,} |" for r in rows],
     ]) + "\n"  # fmt: skip
-    write_json(args.out / "audit.json", report)
-    write_text(args.out / "audit.md", md)
-    print(md)
+    write_results(args.out, "audit", report, md)
     return 0
 
 

@@ -19,11 +19,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from shared.atomic import write_json, write_text
 from shared.cli import main as fedrec
 from simulations.edge import LocalDeployment
 from simulations.memory import PeakRSS
-from simulations.provenance import provenance
+from simulations.provenance import provenance, provenance_lines, write_results
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -61,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     p = report["provenance"]
     md = "\n".join([
         "# Edge footprint: one SuperNode on an ML-1M regional partition", "",
-        f"Command: `{p['command']}`  ", f"Commit: `{p['commit']}`  ", f"Machine: {p['machine']}  ", "",
+        *provenance_lines(p), "",
         f"A SuperLink and one SuperNode on loopback (TLS, node authentication), region partition "
         f"{args.partition_id} ({users} users), DP-SGD at the app's defaults, {len(history)} rounds.", "",
         "| measure | value |", "|---|---|",
@@ -71,9 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         "Flower starts a fresh ClientApp process for every message, so each train and evaluate "
         "pays the start-up (Python, torch, the catalog, the model) on top of the work.",
     ]) + "\n"  # fmt: skip
-    write_json(args.out / "edge_footprint.json", report)
-    write_text(args.out / "edge_footprint.md", md)
-    print(md)
+    write_results(args.out, "edge_footprint", report, md)
     return 0
 
 

@@ -21,8 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from shared.atomic import write_json, write_text
-from simulations.provenance import provenance
+from simulations.provenance import provenance, provenance_lines, write_results
 
 RESULTS = Path(__file__).parent / "results"
 KEYS = [("full", "hr@10"), ("full", "ndcg@10"), ("sampled", "hr@10"), ("sampled", "ndcg@10")]
@@ -77,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [f"| {k} | {central['test'][k]:.4f} | {fed['test'][k]:.4f} | {ratio[k]:.2f} |" for k in central["test"]]
     md = "\n".join([
         f"# Federated vs centralized, same model, same run: {args.dataset}, {args.partitioning}", "",
-        f"Command: `{p['command']}`  ", f"Commit: `{p['commit']}`  ", f"Machine: {p['machine']}  ", "",
+        *provenance_lines(p), "",
         f"Centralized: `{central['command']}` ({central['epochs']} epochs, best validation epoch kept).  ",
         f"Federated: `{fed['command']}` ({fed['rounds']} rounds, last round's model).", "",
         "Test item, two-stage model:", "", "| metric | centralized | federated | federated / centralized |",
@@ -85,10 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Goal (issue 4): NDCG@10 ratio >= 0.95 for 10 regional nodes, >= 0.90 one client per user. "
         f"Measured full-catalog NDCG@10 ratio: **{ratio['full-ndcg@10']:.2f}**.",
     ]) + "\n"  # fmt: skip
-    name = f"fed_vs_central-{args.partitioning}"
-    write_json(args.out / f"{name}.json", report)
-    write_text(args.out / f"{name}.md", md)
-    print(md)
+    write_results(args.out, f"fed_vs_central-{args.partitioning}", report, md)
     return 0
 
 

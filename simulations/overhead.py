@@ -22,11 +22,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from shared.atomic import write_json, write_text
 from shared.cli.simulate import APP_DIR
 from shared.config import DataConfig
 from shared.data.dataset import load_dataset
-from simulations.provenance import provenance
+from simulations.provenance import provenance, provenance_lines, write_results
 from simulations.superlink import flwr_run, local_superlink
 
 RESULTS = Path(__file__).parent / "results"
@@ -96,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     p = report["provenance"]
     md = "\n".join([
         "# Client updates per second: fedrec vs a trivial Flower app (same SuperLink, same run)", "",
-        f"Command: `{p['command']}`  ", f"Commit: `{p['commit']}`  ", f"Machine: {p['machine']}  ", "",
+        *provenance_lines(p), "",
         f"{nodes} SuperNodes (one per {args.dataset} user), {args.fraction:g} of them per round, "
         f"{args.rounds} rounds (the first left out), {floats * 4 / 2**20:.2f} MiB per update each way; "
         f"medians of {args.repeats} runs of each app, alternating.", "",
@@ -107,9 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Ratio fedrec / trivial: **{report['ratio']:.2f}** (goal: at least 0.5); "
         f"without the local work: **{report['ratio_without_local_work']:.2f}**.",
     ]) + "\n"  # fmt: skip
-    write_json(args.out / "overhead.json", report)
-    write_text(args.out / "overhead.md", md)
-    print(md)
+    write_results(args.out, "overhead", report, md)
     return 0
 
 

@@ -57,3 +57,17 @@ def provenance() -> dict[str, Any]:
         "machine": machine(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def provenance_lines(p: dict[str, Any]) -> list[str]:
+    """The Markdown lines every results page opens with."""
+    return [f"Command: `{p['command']}`  ", f"Commit: `{p['commit']}`  ", f"Machine: {p['machine']}  "]
+
+
+def write_results(out: Path, name: str, report: dict[str, Any], markdown: str) -> None:
+    """`name`.json for machines and `name`.md for people, each written atomically; the page printed."""
+    from shared.atomic import write_json, write_text
+
+    write_json(out / f"{name}.json", report)
+    write_text(out / f"{name}.md", markdown)
+    print(markdown)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from shared.atomic import write_json, write_text
 from simulations.federated import run
-from simulations.provenance import provenance
+from simulations.provenance import provenance, provenance_lines
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -32,7 +32,7 @@ def markdown(report: dict) -> str:
             f"| {r['peak_rss_mib']:,} | {r['wall_seconds'] / 60:.1f} |" for r in sorted(report["rows"], key=lambda r: r["clients"])]  # fmt: skip
     return "\n".join([
         "# Scale: one simulated client per user", "",
-        f"Command: `{p['command']}`  ", f"Commit: `{p['commit']}`  ", f"Machine: {p['machine']}  ", "",
+        *provenance_lines(p), "",
         f"ML-1M, {report['fraction']:g} of the clients trained and validated per round, {report['rounds']} rounds, "
         "no DP; the final test evaluation asks every client.", "",
         "| clients | sampled per round | s/round (median after the first) | peak RSS MiB | whole run, min |",

@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from shared.atomic import write_json, write_text
 from shared.config import DataConfig, ModelConfig
 from shared.data.dataset import load_dataset
 from shared.data.sources import default_cache_dir
@@ -31,7 +30,7 @@ from shared.models.batches import feature_matrix
 from shared.models.recommender import FORMAT_VERSION, TEXT_DIM, Recommender
 from shared.models.scoring import ModelScorer
 from shared.models.training import build_model
-from simulations.provenance import provenance
+from simulations.provenance import provenance, provenance_lines, write_results
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -100,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     p = report["provenance"]
     md = "\n".join([
         "# Serving latency: one user, full-catalog retrieval, then ranking of 100 candidates", "",
-        f"Command: `{p['command']}`  ", f"Commit: `{p['commit']}`  ", f"Machine: {p['machine']}  ", "",
+        *provenance_lines(p), "",
         f"{args.requests} users (median history {report['history_length_median']:.0f} items), top-10 each, "
         f"model loaded once (as `fedrec recommend` does before answering); p50 and p95 per request, "
         f"medians over {args.repeats} passes. Exact search: every item is scored.", "",
@@ -111,9 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         "At that latency no approximate index is needed, so retrieval recall against exact search is 1 by "
         "construction; an ANN index (e.g. FAISS) would only pay off far beyond this size or on slower hardware.",
     ]) + "\n"  # fmt: skip
-    write_json(args.out / "serving.json", report)
-    write_text(args.out / "serving.md", md)
-    print(md)
+    write_results(args.out, "serving", report, md)
     return 0
 
 
