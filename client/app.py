@@ -22,7 +22,7 @@ from client.data import local_data, local_model
 from client.faults import before_training, corrupt, fault_for
 from client.privacy import privacy_record, private_round, record_round, save_state, state_dir, state_path
 from client.training import local_evaluate, local_examples, local_fit
-from shared.config import FaultConfig, PrivacyConfig, TrainConfig, from_run_config
+from shared.config import FaultConfig, FederationConfig, PrivacyConfig, TrainConfig, from_run_config
 from shared.data.dataset import CATALOG_KEY, check_catalog
 from shared.models.params import load_trainable, trainable_state
 from shared.privacy.accounting import privacy_unit
@@ -61,7 +61,7 @@ def train(msg: Message, context: Context) -> Message:
     server_round = int(config.get("server-round", 0))
     fault = fault_for(from_run_config(FaultConfig, context.run_config), int(context.run_config.get("seed", 42)),
                       server_round, local.partition_id)  # fmt: skip
-    before_training(fault, 2 * float(context.run_config.get("round-timeout", 3600.0)))
+    before_training(fault, 2 * from_run_config(FederationConfig, context.run_config).round_timeout)
     dp = from_run_config(PrivacyConfig, context.run_config).dp
     unit = privacy_unit(local.scheme) if dp else "user"
     data = local_examples(model, local, unit)
@@ -74,8 +74,7 @@ def train(msg: Message, context: Context) -> Message:
     set_threads(cfg, context.node_config)
     metrics = local_fit(model, local, data, cfg, server_round,
                         float(config.get("proximal-mu", 0.0)), dp=plan)  # fmt: skip
-    arrays = trainable_state(model)
-    arrays = corrupt(fault, arrays, global_weights)
+    arrays = corrupt(fault, trainable_state(model), global_weights)  # a no-op unless rehearsing faults
     if CLIPPING_NORM_KEY in config:  # central DP: the server noises the average of clipped updates
         arrays = clip_update(arrays, global_weights, float(config[CLIPPING_NORM_KEY]))
     content = RecordDict({"arrays": to_record(arrays), "metrics": MetricRecord({**metrics, UNIFORM_WEIGHT: 1})})
