@@ -28,6 +28,19 @@ def test_faults_are_disjoint_shares_drawn_per_round_and_node() -> None:
         from_run_config(FaultConfig, {"fault-crash-fraction": 0.8, "fault-nan-fraction": 0.3})
 
 
+def test_a_crash_raises_and_a_hang_outlasts_the_time_it_is_given() -> None:
+    import time
+
+    from client.faults import HANG, InjectedCrash, before_training
+
+    with pytest.raises(InjectedCrash):
+        before_training(CRASH, 0.0)
+    start = time.monotonic()
+    before_training(HANG, 0.2)
+    assert time.monotonic() - start >= 0.2
+    before_training("", 10.0)  # no fault: returns at once
+
+
 @pytest.fixture(scope="module")
 def faulty_run(tmp_path_factory):
     from conftest import make_tiny, write_csv
