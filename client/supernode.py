@@ -34,6 +34,7 @@ class SuperNodeConfig:
     catalog: DataConfig  # the federation's dataset, whose item catalog the node's data must use
     clientappio_port: int = 9094
     wait_seconds: float = 60.0  # how long to keep trying an unreachable SuperLink
+    runtime_tls: tuple[Path, Path] | None = None  # cert, key for the node's own loopback runtime API
 
 
 def check_node_data(cfg: SuperNodeConfig) -> int:
@@ -81,6 +82,11 @@ def supernode_command(cfg: SuperNodeConfig) -> list[str]:
         check_certificate(cfg.ca, "CA certificate")
         check_private_key(cfg.key, "node key")
         cmd += ["--root-certificates", str(cfg.ca), "--auth-supernode-private-key", str(cfg.key)]
+        if cfg.runtime_tls is not None:  # the SuperNode <-> ClientApp link, on this machine
+            cert, key = cfg.runtime_tls
+            check_certificate(cert, "node runtime certificate")
+            check_private_key(key, "node runtime key")
+            cmd += ["--ssl-certfile", str(cert), "--ssl-keyfile", str(key), "--ssl-ca-certfile", str(cfg.ca)]
     users = check_node_data(cfg)
     check_state_dir(cfg.state_dir)
     log.info("node data %s: %d users on the catalog of %s", cfg.data_path, users, cfg.catalog.dataset)

@@ -79,6 +79,7 @@ class LocalDeployment:
             "deploy", "supernode", "--superlink", f"127.0.0.1:{self.port}",
             "--data-path", str(data or self.node_data[k]), "--state-dir", str(self.state_dir(k)),
             "--partition-id", str(k), "--ca", str(self.creds / "ca.crt"), "--key", str(self.creds / f"node-{k}.key"),
+            "--runtime-cert", str(self.creds / f"node-{k}-tls.crt"), "--runtime-key", str(self.creds / f"node-{k}-tls.key"),
             "--clientappio-port", str(free_port()), "--wait", "30", *self.catalog, log=f"node-{k}.log",
         )  # fmt: skip
         return self.nodes[k]

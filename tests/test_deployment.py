@@ -50,9 +50,12 @@ def test_three_tls_nodes_train_two_dp_rounds_on_their_own_data(deployment) -> No
     for k in range(3):  # each node's accountant history stays on the node
         state = json.loads((dep.state_dir(k) / f"privacy-node-{k}.json").read_text())
         assert [h["round"] for h in state["history"]] == list(range(1, ROUNDS + 1))
-    # The SuperLink really ran with TLS: its log says so, and no API ran insecure.
+    # Every link ran with TLS: the SuperLink's APIs and each node's own runtime API say so.
     log = (work / "superlink.log").read_text()
     assert "https://" in log and "--insecure" not in log
+    for k in range(3):
+        node_log = (work / f"node-{k}.log").read_text()
+        assert "Uvicorn running on https://" in node_log and "http://" not in node_log
 
 
 def test_what_leaves_each_node_is_only_weights_metrics_and_privacy(deployment) -> None:

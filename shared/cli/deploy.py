@@ -47,6 +47,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     node.add_argument("--partition-id", type=int, required=True, help="this node's number (seeds, state file)")
     node.add_argument("--ca", type=Path, help="the CA certificate that signed the SuperLink's")
     node.add_argument("--key", type=Path, help="this node's registered private key")
+    node.add_argument("--runtime-cert", type=Path, help="this node's TLS certificate for its local runtime API")
+    node.add_argument("--runtime-key", type=Path, help="... and its key (both from `deploy credentials`)")
     node.add_argument("--clientappio-port", type=int, default=9094)
     node.add_argument("--wait", type=float, default=60.0, help="seconds to keep retrying the SuperLink")
     node.add_argument("--insecure", action="store_true")
@@ -105,6 +107,7 @@ def run_supernode(args: argparse.Namespace) -> int:
     insecure = _insecure(args, args.ca is not None and args.key is not None)
     cfg = SuperNodeConfig(args.superlink, args.data_path, args.state_dir, args.partition_id,
                           None if insecure else args.ca, None if insecure else args.key,
-                          data_config(args), args.clientappio_port, args.wait)  # fmt: skip
+                          data_config(args), args.clientappio_port, args.wait,
+                          (args.runtime_cert, args.runtime_key) if args.runtime_cert and args.runtime_key else None)  # fmt: skip
     exec_command(supernode_command(cfg))
     return 0  # not reached

@@ -5,6 +5,8 @@
   superlink.crt/.key        the SuperLink's certificate, signed by the CA, for the given hosts
   node-K.key, node-K.pub    SuperNode K's EC key pair (OpenSSH format, NIST P-384), what
                             `flwr supernode register` and `flower-supernode` take
+  node-K-tls.crt/.key       SuperNode K's certificate for its own runtime API (the loopback
+                            link to the ClientApp processes it starts), so that link is TLS too
 Production operators bring certificates from their own PKI; `check_certificate` validates
 either kind before a process starts, so an expired or missing file is one clear line.
 """
@@ -28,6 +30,10 @@ CA, SUPERLINK = "ca", "superlink"
 
 def node_key_paths(directory: Path, node: int) -> tuple[Path, Path]:
     return directory / f"node-{node}.key", directory / f"node-{node}.pub"
+
+
+def node_tls_paths(directory: Path, node: int) -> tuple[Path, Path]:
+    return directory / f"node-{node}-tls.crt", directory / f"node-{node}-tls.key"
 
 
 def _name(common: str) -> x509.Name:
@@ -83,6 +89,11 @@ def make_credentials(out: Path, nodes: int, hosts: list[str], days: int = 365,
                                                     serialization.NoEncryption())  # fmt: skip
             files[str(public)] = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
                                                                serialization.PublicFormat.OpenSSH) + b"\n"  # fmt: skip
+            tls_key = ec.generate_private_key(ec.SECP384R1())
+            tls = _certificate(f"fedrec node {k}", tls_key, ca.subject, ca_key, days, ["127.0.0.1", "localhost"], start)
+            cert_path, key_path = node_tls_paths(Path(), k)
+            files[str(cert_path)] = tls.public_bytes(serialization.Encoding.PEM)
+            files[str(key_path)] = _pem_key(tls_key)
         for name, data in files.items():
             (staged / name).write_bytes(data)
             (staged / name).chmod(0o600 if name.endswith(".key") else 0o644)
