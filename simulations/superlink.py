@@ -25,10 +25,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from shared.deploy.process import BIN, flower_env
 from shared.errors import FedrecError
 
 log = logging.getLogger(__name__)
-BIN = Path(sys.executable).parent
 
 
 def free_port() -> int:
@@ -49,14 +49,11 @@ def local_superlink(home: Path, startup_timeout: float = 60.0) -> Iterator[dict[
     home.mkdir(parents=True, exist_ok=True)
     http_port, control_port, fleet_port = free_port(), free_port(), free_port()
     env = {
-        **os.environ,
+        **flower_env(),
         "FLWR_HOME": str(home),
         "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(http_port),
         "FLWR_LOCAL_CONTROL_API_PORT": str(control_port),
         "FLWR_DISABLE_UPDATE_CHECK": "1",
-        # The SuperLink spawns flower-superexec and flwr-simulation by name: put this
-        # environment's scripts first, also when the venv is not activated (make, CI).
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     cmd = [
         str(BIN / "flower-superlink"), "--insecure", "--simulation", "--isolation", "subprocess",
