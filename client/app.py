@@ -1,100 +1,33 @@
-"""Flower ClientApp. Handlers stay thin: unpack the message, call plain functions, pack the reply.
+"""Flower ClientApp: the mods every message passes through, then the handlers (client/handlers.py).
 
-train:    global trainable arrays in -> local epochs (DP-SGD when `dp` is on) on this node's
-          examples -> trainable arrays, training metrics and this round's privacy spend out
-          (never the frozen text encoder, never data). A client whose budget this round would
-          overrun declines: a normal reply with status `budget-exhausted` and no arrays.
-evaluate: global arrays in -> HR/NDCG/MRR of both stages on this node's held-out items out, as
-          means over its users with num-examples = users, so the server's weighted average is
-          exactly the global mean
+In a deployment the SuperNode starts a ClientApp process for every message, and torch,
+transformers and Opacus take seconds to import on a small node. Only the messages that train or
+evaluate need them, so the handlers are imported when one arrives: SecAgg+'s key-exchange and
+unmasking messages (client/secure.py) are answered without them.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-import torch
-from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from client.audit import message_audit_mod
-from client.data import local_data, local_model
-from client.faults import before_training, corrupt, fault_for
-from client.privacy import privacy_record, private_round, record_round, save_state, state_dir, state_path
-from client.training import local_evaluate, local_examples, local_fit
-from shared.config import FaultConfig, FederationConfig, PrivacyConfig, TrainConfig, from_run_config
-from shared.data.dataset import CATALOG_KEY, check_catalog
-from shared.models.params import load_trainable, trainable_state
-from shared.privacy.accounting import privacy_unit
-from shared.privacy.central import CLIPPING_NORM_KEY, UNIFORM_WEIGHT, clip_update
-from shared.wire import from_record, to_record
+from client.secure import secure_aggregation_mod
+from client.state import state_dir
 
-app = ClientApp(mods=[message_audit_mod(state_dir)])
-MANY_NODES = 64
-
-
-def train_config(run_config: dict) -> TrainConfig:
-    """TrainConfig from the run config; its epochs are the federation's `local-epochs`."""
-    return replace(from_run_config(TrainConfig, run_config),
-                   epochs=int(run_config.get("local-epochs", 1)))  # fmt: skip
-
-
-def set_threads(cfg: TrainConfig, node_config: dict) -> None:
-    """torch threads for this message. In a simulation of many one-user clients, a client's few
-    small batches gain little from a second thread, while Flower's dispatch loop (its cost grows
-    with the number of SuperNodes) keeps a core busy: two threads then fight it and a client
-    update takes 3x as long (measured: simulations/results/overhead.md)."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    elif int(node_config.get("num-partitions", 0)) > MANY_NODES:
-        torch.set_num_threads(1)
+# The audit mod is outermost, so it logs exactly what leaves the node, SecAgg+'s records included.
+app = ClientApp(mods=[message_audit_mod(state_dir), secure_aggregation_mod])
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    local = local_data(context.run_config, context.node_config)
-    config = msg.content["config"]
-    check_catalog(local.dataset, str(config.get(CATALOG_KEY, "")))
-    model = local_model(context.run_config, local.dataset)
-    global_weights = from_record(model, msg.content["arrays"])
-    load_trainable(model, global_weights)  # copies: global_weights stays the round's start
-    server_round = int(config.get("server-round", 0))
-    fault = fault_for(from_run_config(FaultConfig, context.run_config), int(context.run_config.get("seed", 42)),
-                      server_round, local.partition_id)  # fmt: skip
-    before_training(fault, 2 * from_run_config(FederationConfig, context.run_config).round_timeout)
-    dp = from_run_config(PrivacyConfig, context.run_config).dp
-    unit = privacy_unit(local.scheme) if dp else "user"
-    data = local_examples(model, local, unit)
-    plan = state = None
-    if dp:
-        state, plan, eps = private_round(context, local, len(data), server_round)
-        if plan is None:  # declining is a normal answer: the server stops asking this client
-            return Message(RecordDict({"privacy": privacy_record(state, local.partition_id)}), reply_to=msg)
-    cfg = train_config(context.run_config)
-    set_threads(cfg, context.node_config)
-    metrics = local_fit(model, local, data, cfg, server_round,
-                        float(config.get("proximal-mu", 0.0)), dp=plan)  # fmt: skip
-    arrays = corrupt(fault, trainable_state(model), global_weights)  # a no-op unless rehearsing faults
-    if CLIPPING_NORM_KEY in config:  # central DP: the server noises the average of clipped updates
-        arrays = clip_update(arrays, global_weights, float(config[CLIPPING_NORM_KEY]))
-    content = RecordDict({"arrays": to_record(arrays), "metrics": MetricRecord({**metrics, UNIFORM_WEIGHT: 1})})
-    if state is not None and plan is not None:
-        # Recorded before the update leaves the node: a lost reply may waste budget, never hide it.
-        state = record_round(state, plan, server_round, eps)
-        save_state(state, state_path(state_dir(context), state.client_id), context)
-        content["privacy"] = privacy_record(state, local.partition_id)
-    return Message(content, reply_to=msg)
+    from client import handlers
+
+    return handlers.train(msg, context)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    local = local_data(context.run_config, context.node_config)
-    check_catalog(local.dataset, str(msg.content["config"].get(CATALOG_KEY, "")))
-    model = local_model(context.run_config, local.dataset)
-    load_trainable(model, from_record(model, msg.content["arrays"]))
-    stage = str(msg.content["config"].get("stage", "valid"))
-    cfg = train_config(context.run_config)
-    set_threads(cfg, context.node_config)
-    device = cfg.resolved_device()
-    metrics = local_evaluate(model, local, stage, device)
-    return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+    from client import handlers
+
+    return handlers.evaluate(msg, context)

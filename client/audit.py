@@ -18,6 +18,11 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
 from shared.wire import WEIGHTS
 
 ALLOWED_RECORDS = {"arrays": "ArrayRecord", "metrics": "MetricRecord", "privacy": "ConfigRecord"}
+# SecAgg+ (client/secure.py): public keys, encrypted key shares, the masked update and unmasking
+# shares, plus the legacy FitRes records its mod reads, emptied of arrays before they leave.
+SECAGG_RECORDS = {"secaggplus_configs": ("ConfigRecord", {"pk1", "pk2", "dsts", "ctxts", "masked_params", "nids", "shares"}),
+                  "fitres.parameters": ("ArrayRecord", set()), "fitres.metrics": ("ConfigRecord", set()),
+                  "fitres.num_examples": ("MetricRecord", {"num_examples"}), "fitres.status": ("ConfigRecord", {"code", "message"})}  # fmt: skip
 TRAIN_METRICS = {"num-examples", "train-seconds", "train-loss", "train-retrieval", "train-ranking", "client-weight"}
 EVAL_METRIC_PARTS = ({"retrieval", "ranking"}, {"full", "sampled"}, {"hr@10", "ndcg@10", "mrr", "hr@100", "recall@100", "ndcg@100"})
 PRIVACY_KEYS = {"client-id", "partition-id", "unit", "status", "noise-multiplier", "sample-rate", "steps",
@@ -48,7 +53,12 @@ def violations(line: dict, num_weights: int) -> list[str]:
     """What in a described reply is not on fedrec's list of things a node may send."""
     found = []
     for name, rec in line["records"].items():
-        if ALLOWED_RECORDS.get(name) != rec["type"]:
+        if name in SECAGG_RECORDS:
+            kind, keys = SECAGG_RECORDS[name]
+            listed = set(rec.get("arrays", rec.get("keys", {})))
+            if rec["type"] != kind or not listed <= keys:
+                found.append(f"record '{name}' ({rec['type']}: {sorted(listed - keys)})")
+        elif ALLOWED_RECORDS.get(name) != rec["type"]:
             found.append(f"record '{name}' ({rec['type']})")
         elif name == "arrays" and rec["arrays"] != {WEIGHTS: ["float32", [num_weights]]}:
             found.append(f"arrays {rec['arrays']}")

@@ -17,6 +17,7 @@ from pathlib import Path
 from flwr.app import ConfigRecord, Context
 
 from client.data import LocalData
+from client.state import state_dir
 from shared.atomic import write_json
 from shared.config import FederationConfig, PrivacyConfig, from_run_config
 from shared.errors import FedrecError
@@ -119,13 +120,6 @@ def epsilon_after(state: PrivacyState, plan: RoundPlan) -> float:
 def record_round(state: PrivacyState, plan: RoundPlan, server_round: int, eps: float) -> PrivacyState:
     spend = Spend(server_round, plan.noise_multiplier, plan.sample_rate, plan.steps, plan.max_grad_norm, eps)
     return replace(state, history=(*state.history, spend))
-
-
-def state_dir(context: Context) -> Path:
-    """The node's own `state-dir` when deployed; in simulation, beside the run's outputs."""
-    if context.node_config.get("state-dir"):
-        return Path(str(context.node_config["state-dir"])).expanduser()
-    return from_run_config(FederationConfig, context.run_config).run_dir(context.run_id) / "node-state"
 
 
 def privacy_record(state: PrivacyState, partition_id: int) -> ConfigRecord:

@@ -8,7 +8,6 @@ Outputs, in `output-dir/run-<run id>/`: `round-NNN/` checkpoints (loadable with
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
@@ -16,10 +15,12 @@ from flwr.serverapp import Grid, ServerApp
 from server.checkpoints import ServerState, load_round
 from server.privacy_report import write_report
 from server.rounds import run_rounds
+from server.secure import check_secure_aggregation
 from server.strategy import check_central_dp, make_strategy
 from server.summary import summary_markdown
 from shared.atomic import write_text
-from shared.config import DataConfig, FederationConfig, ModelConfig, PrivacyConfig, from_run_config
+from shared.config import (DataConfig, FederationConfig, ModelConfig, PrivacyConfig, SecureAggregationConfig,
+                           from_run_config)
 from shared.data.dataset import catalog_fingerprint, load_dataset
 from shared.data.sources import default_cache_dir
 from shared.errors import FedrecError
@@ -49,6 +50,8 @@ def main(grid: Grid, context: Context) -> None:
         model_cfg = from_run_config(ModelConfig, context.run_config)
         privacy = from_run_config(PrivacyConfig, context.run_config)  # refuse bad DP settings now
         check_central_dp(fed, privacy)
+        secagg = from_run_config(SecureAggregationConfig, context.run_config)
+        check_secure_aggregation(fed.strategy, secagg)
         seed_everything(int(context.run_config.get("seed", 42)))
         # The catalog (item ids, texts, genres) is public; in simulation it is read from the
         # same files as the clients'. No interaction leaves the server's process.
@@ -63,11 +66,15 @@ def main(grid: Grid, context: Context) -> None:
     summary = run_rounds(
         grid, make_strategy(fed, privacy, len(list(grid.get_node_ids()))), model, fed, run_dir, state,
         server_eval=server_evaluator(dataset) if fed.server_eval else None, catalog=catalog_fingerprint(dataset),
+        secagg=secagg,
     )  # fmt: skip
     if privacy.dp or privacy.central_dp:
-        report = write_report(run_dir)
-        summary["privacy"] = {k: report[k] for k in ("accountant", "unit", "delta", "status_counts", "num_clients",
-                                                     "epsilon_quantiles", "all_recomputations_agree", "central")}  # fmt: skip
+        try:
+            report = write_report(run_dir)
+            summary["privacy"] = {k: report[k] for k in ("accountant", "unit", "delta", "status_counts", "num_clients",
+                                                         "epsilon_quantiles", "all_recomputations_agree", "central")}  # fmt: skip
+        except FedrecError as err:  # a run stopped before anyone spent anything has nothing to report
+            log.warning("no privacy report: %s", err)
     write_text(run_dir / "summary.md", summary_markdown(str(context.run_id), summary))
     log.info("results in %s (metrics.json, summary.md%s)", run_dir,
              ", privacy_report.json, privacy_report.html" if privacy.dp or privacy.central_dp else "")  # fmt: skip

@@ -13,11 +13,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from flwr.app import Message
+from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import Strategy
+from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, Strategy
 
 from server import ledger
+from shared.privacy.central import UNIFORM_WEIGHT
 
 log = logging.getLogger("flwr.fedrec")
 EXHAUSTED = "budget-exhausted"
@@ -83,6 +84,28 @@ class ActiveGrid:
 
     def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
         return getattr(self._grid, name)
+
+
+def is_central_dp(strategy: Strategy) -> bool:
+    return isinstance(strategy, DifferentialPrivacyClientSideFixedClipping)
+
+
+def fixed_denominator(kept: list[Message], sampled: list[Message], global_arrays: ArrayRecord) -> list[Message]:
+    """Central DP's average over every client sampled for the round, those whose update is
+    missing (dropped out, refused) counting as a zero update: DP-FedAvg's fixed-denominator
+    estimator (McMahan et al., 2018, "Learning Differentially Private Recurrent Language
+    Models"). The noise Flower adds, sigma*C/m for m sampled clients, is calibrated to exactly
+    that average's sensitivity C/m whoever drops out; Flower's wrapper would otherwise skip every
+    round with a dropout. The stand-ins carry the answering clients' mean metrics, so the
+    round's training metrics stay theirs."""
+    answered = {m.metadata.src_node_id for m in kept}
+    missing = [m for m in sampled if m.metadata.dst_node_id not in answered]
+    if not kept or not missing:
+        return kept
+    metrics = {k: sum(float(m.content["metrics"][k]) for m in kept) / len(kept) for k in kept[0].content["metrics"]}
+    metrics[UNIFORM_WEIGHT] = 1
+    return kept + [Message(RecordDict({"arrays": global_arrays, "metrics": MetricRecord(metrics)}), reply_to=m)
+                   for m in missing]  # fmt: skip
 
 
 def central_spent(strategy: Strategy) -> dict[str, Any] | None:

@@ -13,17 +13,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from server import ledger
 from server.checkpoints import ServerState, save_round
 from server.messaging import send_and_receive
-from server.privacy import ActiveGrid, PrivacyTracker, central_spent, declined
-from server.validation import Rejection, validate_updates
+from server.privacy import ActiveGrid, PrivacyTracker, central_spent, declined, fixed_denominator, is_central_dp
+from server.secure import secure_updates
+from server.validation import Rejection, RoundUpdates, validate_updates
 from shared.atomic import write_json
-from shared.config import FederationConfig
+from shared.config import FederationConfig, SecureAggregationConfig
 from shared.data.dataset import CATALOG_KEY
 from shared.models.params import flatten, load_trainable, trainable_state
 from shared.models.recommender import Recommender
@@ -38,33 +39,46 @@ def _metrics(record: MetricRecord | None) -> dict[str, float]:
     return {k: float(v) for k, v in (record or {}).items()}  # type: ignore[arg-type]
 
 
+def _collect(
+    grid: Grid, strategy: Strategy, model: Recommender, arrays: ArrayRecord, cfg: FederationConfig,
+    privacy: PrivacyTracker, server_round: int, sent: dict[str, str], secagg: SecureAggregationConfig,
+) -> RoundUpdates:  # fmt: skip
+    """One attempt at a round's training, every reply ledgered."""
+    active = ActiveGrid(grid, privacy.exhausted)
+    if secagg.secure_aggregation:
+        return secure_updates(active, strategy, model, arrays, ConfigRecord(sent), server_round, secagg,
+                              cfg.round_timeout, privacy)  # fmt: skip
+    sampled = list(strategy.configure_train(server_round, arrays, ConfigRecord(sent), active))
+    replies = send_and_receive(grid, sampled, cfg.round_timeout)
+    candidates = [m for m in replies if not declined(m)]
+    kept, rejections = validate_updates(candidates, model, flatten(from_record(model, arrays)), cfg.max_update_norm_ratio)
+    privacy.record(server_round, replies, {r.node_id: r.reason for r in rejections})
+    return RoundUpdates(replies, kept, rejections, sampled)
+
+
 def _train_round(
     grid: Grid, strategy: Strategy, model: Recommender, arrays: ArrayRecord, cfg: FederationConfig,
-    privacy: PrivacyTracker, server_round: int, sent: dict[str, str],
-) -> tuple[list[Message], list[Rejection], int, str]:  # fmt: skip
-    """One round's training: the valid updates, the refused ones, the number of clients that
-    declined, and why the run must stop ('' to go on). A round whose valid updates fall short of
-    min-train-nodes (crashed, hung, refused clients) is re-sampled up to round-retries times."""
-    global_flat = flatten(from_record(model, arrays))
+    privacy: PrivacyTracker, server_round: int, sent: dict[str, str], secagg: SecureAggregationConfig,
+) -> tuple[RoundUpdates | None, list[Rejection], int, str]:  # fmt: skip
+    """One round's training: the attempt whose updates are aggregated, every refused update, the
+    number of clients that declined, and why the run must stop ('' to go on). A round whose valid
+    updates fall short of min-train-nodes (crashed, hung, refused clients) is re-sampled up to
+    round-retries times."""
     refused: list[Rejection] = []
     for attempt in range(cfg.round_retries + 1):
-        active = ActiveGrid(grid, privacy.exhausted)
-        replies = send_and_receive(grid, strategy.configure_train(server_round, arrays, ConfigRecord(sent), active),
-                                   cfg.round_timeout)  # fmt: skip
-        candidates = [m for m in replies if not declined(m)]
-        kept, rejections = validate_updates(candidates, model, global_flat, cfg.max_update_norm_ratio)
-        privacy.record(server_round, replies, {r.node_id: r.reason for r in rejections})
-        for r in rejections:
+        updates = _collect(grid, strategy, model, arrays, cfg, privacy, server_round, sent, secagg)
+        for r in updates.rejections:
             log.warning("round %d: update of node %d refused: %s", server_round, r.node_id, r.reason)
-        refused += rejections
-        if replies and not candidates:
-            return [], refused, len(replies), f"every client sampled for round {server_round} declined: its privacy budget is spent"
-        if len(kept) >= cfg.min_train_nodes:
-            return kept, refused, len(replies) - len(candidates), ""
-        log.warning("round %d: %d valid updates (min-train-nodes %d)%s", server_round, len(kept),
+        refused += updates.rejections
+        declines = sum(declined(m) for m in updates.replies)
+        if updates.replies and declines == len(updates.replies):
+            return None, refused, declines, f"every client sampled for round {server_round} declined: its privacy budget is spent"
+        if len(updates.kept) >= cfg.min_train_nodes:
+            return updates, refused, declines, ""
+        log.warning("round %d: %d valid updates (min-train-nodes %d)%s", server_round, len(updates.kept),
                     cfg.min_train_nodes, "; sampling again" if attempt < cfg.round_retries else "")  # fmt: skip
-    return [], refused, 0, (f"round {server_round}: fewer than min-train-nodes ({cfg.min_train_nodes}) valid updates "
-                            f"in {cfg.round_retries + 1} attempts")  # fmt: skip
+    return None, refused, 0, (f"round {server_round}: fewer than min-train-nodes ({cfg.min_train_nodes}) valid updates "
+                              f"in {cfg.round_retries + 1} attempts")  # fmt: skip
 
 
 def run_rounds(
@@ -76,10 +90,13 @@ def run_rounds(
     state: ServerState,
     server_eval: ServerEval | None = None,
     catalog: str = "",
+    secagg: SecureAggregationConfig | None = None,
 ) -> dict[str, Any]:
     """Run rounds state.round+1 .. num-server-rounds; returns the summary written to metrics.json.
     `catalog` (the item catalog's fingerprint) goes out with every message, so a node whose
-    catalog differs refuses to train instead of updating the wrong items' weights."""
+    catalog differs refuses to train instead of updating the wrong items' weights. With `secagg`
+on, training rounds run SecAgg+ (server/secure.py)."""
+    secagg = secagg or SecureAggregationConfig()
     sent = {CATALOG_KEY: catalog} if catalog else {}
     arrays = to_record(trainable_state(model))
     if state.round > 0:  # a resumed run: whatever was ledgered after the checkpoint is redone
@@ -99,15 +116,20 @@ def run_rounds(
                        f"(min-train-nodes is {cfg.min_train_nodes})")  # fmt: skip
             log.warning("stopping before round %d: %s", server_round, stopped)
             break
-        trained, rejections, declines, stopped = _train_round(grid, strategy, model, arrays, cfg, privacy,
-                                                              server_round, sent)  # fmt: skip
-        if stopped:
+        updates, rejections, declines, stopped = _train_round(grid, strategy, model, arrays, cfg, privacy,
+                                                              server_round, sent, secagg)  # fmt: skip
+        if stopped or updates is None:
             log.warning("stopping at round %d: %s", server_round, stopped)
             break
+        trained = updates.kept
+        if is_central_dp(strategy):
+            trained = fixed_denominator(trained, updates.sampled, arrays)
         new_arrays, train_metrics = strategy.aggregate_train(server_round, trained)
         if new_arrays is not None:
             arrays = new_arrays
             load_trainable(model, from_record(model, arrays))
+        else:
+            log.warning("round %d: the strategy did not aggregate; the global model is unchanged", server_round)
         t_train = time.perf_counter() - t0
         valid = _metrics(strategy.aggregate_evaluate(server_round, send_and_receive(
             grid, strategy.configure_evaluate(server_round, arrays, ConfigRecord({**sent, "stage": "valid"}), grid),
@@ -115,7 +137,7 @@ def run_rounds(
         )))  # fmt: skip
         record: dict[str, Any] = {
             "round": server_round, "train": _metrics(train_metrics), "valid": valid,
-            "clients_trained": len(trained), "clients_declined": declines,
+            "clients_trained": len(updates.kept), "aggregated": new_arrays is not None, "clients_declined": declines,
             "rejected": [{"node_id": r.node_id, "reason": r.reason} for r in rejections],
             "seconds_train": t_train, "seconds": time.perf_counter() - t0,
             # Each sampled client downloads the global trainable arrays and uploads the same set.

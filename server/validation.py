@@ -31,6 +31,16 @@ class Rejection:
     reason: str
 
 
+@dataclass
+class RoundUpdates:
+    """One attempt at a round's training, as the server saw it."""
+
+    replies: list[Message]  # every reply (the ledger records them all)
+    kept: list[Message]  # the replies whose updates may be aggregated
+    rejections: list[Rejection]  # why each of the others was refused
+    sampled: list[Message]  # the instructions sent: central DP averages over all of them
+
+
 def _problem(model: torch.nn.Module, msg: Message) -> tuple[str, torch.Tensor | None]:
     if msg.has_error():
         return f"client error: {msg.error.reason[:200]}", None

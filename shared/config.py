@@ -266,3 +266,41 @@ class FaultConfig:
                 raise FedrecError(f"{f.name.replace('_', '-')} must be in [0, 1], got {share}")
         if sum(shares) > 1:
             raise FedrecError(f"the fault-*-fraction keys add up to {sum(shares):g}; at most 1")
+
+
+@dataclass(frozen=True)
+class SecureAggregationConfig:
+    """Flower's SecAgg+ (server/secure.py, client/secure.py): the server learns only the
+    weighted mean of the round's updates. Clients send updates (trained - global), quantized to
+    2**22 levels over [-secagg-clipping-range, +secagg-clipping-range] after scaling by
+    weight / secagg-max-weight, so the precision of one client's update is about
+    2 * range / 2**22 * max-weight / weight."""
+
+    secure_aggregation: bool = False
+    secagg_num_shares: float = 3  # an integer > 2 (neighbours per client), or a fraction of the round
+    secagg_reconstruction_threshold: float = 2  # shares needed to unmask: integer, or fraction of shares
+    secagg_clipping_range: float = 1.0
+    secagg_max_weight: float = 1000.0  # the largest client weight (num-examples; 1 under central DP)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "secure_aggregation", bool(self.secure_aggregation))
+        shares, threshold = self.secagg_num_shares, self.secagg_reconstruction_threshold
+        if not _count_or_fraction(shares) or (float(shares) >= 1 and float(shares) <= 2):
+            raise FedrecError(f"secagg-num-shares must be an integer > 2 or a fraction in (0, 1), got {shares}")
+        if not _count_or_fraction(threshold) or float(threshold) == 1:
+            raise FedrecError(f"secagg-reconstruction-threshold must be an integer >= 2 or a fraction in (0, 1), got {threshold}")
+        if float(shares) > 2 and float(threshold) >= 2 and float(threshold) >= float(shares):
+            raise FedrecError(f"secagg-reconstruction-threshold ({threshold}) must be below secagg-num-shares ({shares})")
+        for name in ("secagg_clipping_range", "secagg_max_weight"):
+            if float(getattr(self, name)) <= 0:
+                raise FedrecError(f"{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+            object.__setattr__(self, name, float(getattr(self, name)))
+        for name in ("secagg_num_shares", "secagg_reconstruction_threshold"):
+            value = float(getattr(self, name))
+            object.__setattr__(self, name, int(value) if value >= 1 else value)  # Flower reads int vs float
+
+
+def _count_or_fraction(value: float) -> bool:
+    """A positive whole number, or a fraction strictly between 0 and 1."""
+    v = float(value)
+    return 0 < v < 1 or (v >= 1 and v == int(v))

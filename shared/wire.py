@@ -11,24 +11,34 @@ Both sides cut it back into named tensors with the model they already have.
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from flwr.app import Array, ArrayRecord
 
 from shared.errors import FedrecError
-from shared.models.params import flatten, unflatten
+
+if TYPE_CHECKING:
+    import torch
 
 WEIGHTS = "weights"
+# torch is imported where it is used: a ClientApp answering SecAgg+'s key exchange reads WEIGHTS
+# only, and must not pay torch's import for it (client/app.py).
 
 
 def to_record(state: dict[str, torch.Tensor]) -> ArrayRecord:
+    from shared.models.params import flatten
+
     return ArrayRecord({WEIGHTS: Array(flatten(state).numpy())})
 
 
 def from_record(model: torch.nn.Module, record: ArrayRecord) -> OrderedDict[str, torch.Tensor]:
     """The named trainable tensors of `model` from a record `to_record` wrote; anything else
     (extra or missing keys, another dtype or length) is refused with the reason."""
+    import torch
+
+    from shared.models.params import unflatten
+
     if set(record.keys()) != {WEIGHTS}:
         raise FedrecError(f"arrays {sorted(record.keys())[:3]}: expected exactly '{WEIGHTS}'")
     array = record[WEIGHTS].numpy()

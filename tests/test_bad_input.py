@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pytest
-from conftest import Tiny, write_csv, write_official_1m
+from conftest import Tiny, write_official_1m
 
 from shared.cli import main
 

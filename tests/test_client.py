@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from client.app import train_config
+from client.handlers import train_config
 from client.data import local_data, local_model
 from client.training import local_evaluate, local_examples, local_fit
 from shared.errors import FedrecError

@@ -8,6 +8,7 @@ import pytest
 
 from shared.config import (
     FaultConfig,
+    SecureAggregationConfig,
     PrivacyConfig,
     DataConfig,
     FederationConfig,
@@ -19,7 +20,8 @@ from shared.config import (
 from shared.errors import FedrecError
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = (DataConfig, PartitionConfig, FederationConfig, TrainConfig, ModelConfig, PrivacyConfig, FaultConfig)
+CONFIGS = (DataConfig, PartitionConfig, FederationConfig, TrainConfig, ModelConfig, PrivacyConfig, FaultConfig,
+           SecureAggregationConfig)
 
 
 def run_config() -> dict:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import Tiny, write_csv
+from conftest import Tiny
 
 from shared.config import DataConfig
 from shared.data.dataset import PAD, build_dataset, item_texts

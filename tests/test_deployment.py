@@ -5,8 +5,6 @@ Slow (two minutes: every ClientApp message starts a process), so tiny data and a
 """
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 from conftest import make_tiny, write_csv
@@ -33,11 +31,13 @@ def deployment(tmp_path_factory):
             "num-server-rounds": ROUNDS, "min-train-nodes": 3, "dim": 16, "num-layers": 1, "max-len": 12,
             "batch-size": 4, "num-negatives": 8, "retrieve-top-n": 10, "target-epsilon": 3.0,
             "output-dir": str(work / "out"), "audit-messages": True,
+            # The most demanding setting: local DP-SGD under SecAgg+ (3 shares, 2 to unmask).
+            "secure-aggregation": True, "secagg-num-shares": 3, "secagg-reconstruction-threshold": 2,
         })  # fmt: skip
         yield dep, rc, work
 
 
-def test_three_tls_nodes_train_two_dp_rounds_on_their_own_data(deployment) -> None:
+def test_three_tls_nodes_train_two_dp_rounds_under_secure_aggregation(deployment) -> None:
     dep, rc, work = deployment
     assert rc == 0, (work / "flwr-run.log").read_text()[-2000:]
     (run_dir,) = (work / "out").glob("run-*")
@@ -58,15 +58,16 @@ def test_three_tls_nodes_train_two_dp_rounds_on_their_own_data(deployment) -> No
         assert "Uvicorn running on https://" in node_log and "http://" not in node_log
 
 
-def test_what_leaves_each_node_is_only_weights_metrics_and_privacy(deployment) -> None:
+def test_no_update_leaves_a_node_in_the_clear_only_masked_with_metrics_and_privacy(deployment) -> None:
     dep, rc, _ = deployment
     assert rc == 0
     for k in range(3):
         lines = [json.loads(line) for f in dep.state_dir(k).glob("messages-*.jsonl") for line in f.read_text().splitlines()]
         assert {line["message_type"] for line in lines} == {"train", "evaluate"}
-        num_weights = next(line for line in lines if "arrays" in line["records"])["records"]["arrays"]["arrays"]["weights"][1][0]
-        assert [v for line in lines for v in violations(line, num_weights)] == []
-        assert all("privacy" in line["records"] for line in lines if line["message_type"] == "train")
+        assert [v for line in lines for v in violations(line, 0)] == []
+        assert all(not rec.get("arrays") for line in lines for rec in line["records"].values())
+        masked = [line for line in lines if "masked_params" in line["records"].get("secaggplus_configs", {}).get("keys", {})]
+        assert len(masked) == ROUNDS and all("privacy" in line["records"] for line in masked)
 
 
 def test_a_node_with_an_unregistered_key_is_refused(deployment) -> None:

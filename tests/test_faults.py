@@ -2,7 +2,6 @@
 and nothing but the weights, whitelisted metrics and the privacy record leaves a node."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch

@@ -1,7 +1,6 @@
 """fedrec train / evaluate --checkpoint / recommend, end to end on tiny data."""
 
 import json
-from pathlib import Path
 
 import pytest
 

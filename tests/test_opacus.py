@@ -1,6 +1,5 @@
 """The model trains under Opacus DP-SGD: per-sample gradients for every trainable layer type."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest

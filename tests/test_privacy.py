@@ -4,17 +4,15 @@ import html.parser
 import base64
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from flwr.app import ConfigRecord, Context, Message, Metadata, RecordDict
 from opacus.accountants import create_accountant
 
 from client import privacy as budget
-from client.app import train
+from client.handlers import train
 from client.data import local_data, local_model
 from client.training import local_examples
 from server import ledger

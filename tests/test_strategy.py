@@ -34,3 +34,29 @@ def test_one_outlier_does_not_drag_a_robust_aggregate(name: str) -> None:
     assert np.all(np.abs(arrays["weights"].numpy() - 1.02) < 0.05)
     mean, _ = make_strategy(FederationConfig(strategy="fedavg")).aggregate_train(1, replies())
     assert np.all(mean["weights"].numpy() > 1.5)
+
+
+def test_central_dp_averages_over_every_sampled_client_a_dropout_counting_as_zero(monkeypatch) -> None:
+    from flwr.app import ConfigRecord
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from server.privacy import fixed_denominator
+    from shared.config import PrivacyConfig
+
+    for key in ("_run_id", "_task_id", "_node_id"):  # what a ServerApp process sets before making messages
+        monkeypatch.setattr(TaskIdentity, key, 1)
+
+    class FiveNodes:
+        def get_node_ids(self) -> list[int]:
+            return [1, 2, 3, 4, 5]
+
+    strategy = make_strategy(FederationConfig(min_train_nodes=2),
+                             PrivacyConfig(central_dp=True, central_noise_multiplier=1e-9, central_clipping_norm=10.0), 5)  # fmt: skip
+    zero = ArrayRecord({"weights": Array(np.zeros(4, dtype=np.float32))})
+    sampled = list(strategy.configure_train(1, zero, ConfigRecord(), FiveNodes()))
+    kept = [reply(k, float(k)) for k in (1, 2, 3)]  # updates 1, 2, 3 on a global model of zeros; 4 and 5 dropped
+    for msg in kept:
+        msg.content["metrics"]["client-weight"] = 1
+    arrays, metrics = strategy.aggregate_train(1, fixed_denominator(kept, sampled, zero))
+    assert np.allclose(arrays["weights"].numpy(), (1 + 2 + 3) / 5, atol=1e-6)  # not / 3: the denominator is fixed
+    assert metrics["num-examples"] == 10  # the stand-ins carry the answering clients' mean metrics

@@ -6,8 +6,12 @@ without arrays; this is its computation, applied by the train handler itself.
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
+
+if TYPE_CHECKING:  # the constants are read where torch is not loaded (client/secure.py)
+    import torch
 
 CLIPPING_NORM_KEY = KEY_CLIPPING_NORM  # set in the train config by Flower's DP wrapper
 UNIFORM_WEIGHT = "client-weight"  # central DP's accounting needs every client to weigh the same
@@ -17,6 +21,8 @@ def clip_update(
     trained: dict[str, torch.Tensor], global_weights: dict[str, torch.Tensor], norm: float
 ) -> dict[str, torch.Tensor]:
     """global + (trained - global) scaled so the update's L2 norm over all arrays is <= norm."""
+    import torch
+
     deltas = {k: trained[k] - global_weights[k] for k in trained}
     total = torch.sqrt(sum((d.double() ** 2).sum() for d in deltas.values()))
     scale = min(1.0, norm / float(total)) if float(total) > 0 else 1.0
