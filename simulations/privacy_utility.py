@@ -37,19 +37,19 @@ def point_overrides(setting: str, eps: float, extra: list[str]) -> list[str]:
 def markdown(report: dict) -> str:
     p = report["provenance"]
     lines = ["# Privacy-utility on ML-1M (test item, two-stage model)", "",
-             f"Commit: `{p['commit']}`  ", f"Machine: {p['machine']}  ",
+             f"Machine: {p['machine']}  ", "Each point ran at the commit in its row.",
              "Budget per client; `inf` is the same run without DP. Regional: user-level DP within each "
              "of 10 silos. Per-user: record-level DP, one client per user.", "",
              "| setting | epsilon | rounds | full HR@10 | full NDCG@10 | sampled HR@10 | sampled NDCG@10 "
-             "| median client epsilon | s/round | peak RSS MiB | command |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| median client epsilon | s/round | peak RSS MiB | commit | command |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in sorted(report["points"], key=lambda r: (r["setting"], r["epsilon"])):
         t = r["test"]
         lines.append(
             f"| {r['setting']} | {r['epsilon']:g} | {r['rounds']} | "
             + " | ".join(f"{t.get(m, float('nan')):.4f}" for m in METRICS)
             + f" | {r.get('median_client_epsilon', float('nan')):.3f} | {r['seconds_per_round_median']:.1f} "
-              f"| {r['peak_rss_mib']} | `{r['command']}` |"
+              f"| {r['peak_rss_mib']} | `{r.get('commit', p['commit'])[:7]}` | `{r['command']}` |"
         )  # fmt: skip
     return "\n".join(lines) + "\n"
 
@@ -108,13 +108,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{i}/{len(args.epsilons)}] {args.setting} epsilon {eps:g}: recorded, skipped", flush=True)
             continue
         print(f"[{i}/{len(args.epsilons)}] {args.setting} epsilon {eps:g}: running", flush=True)
+        started = provenance()  # the code this point runs, whatever the tree holds when it ends
         row = timed_run(f"{args.setting}-eps-{eps:g}", overrides, args.work.resolve())
-        row.update(setting=args.setting, epsilon=eps)
+        row.update(setting=args.setting, epsilon=eps, commit=started["commit"])
         privacy = Path(row["run_dir"]) / "privacy_report.json"
         if privacy.exists():
             row["median_client_epsilon"] = json.loads(privacy.read_text())["epsilon_quantiles"]["p50"]
         report["points"] = [r for r in report["points"] if r["command"] != command] + [row]
-        report["provenance"] = provenance()
+        report["provenance"] = {**report.get("provenance", {}), "machine": started["machine"]}
         write_json(path, {**report, "points": [{**r, "epsilon": r["epsilon"] if math.isfinite(r["epsilon"]) else "inf"}
                                                 for r in report["points"]]})  # fmt: skip
         write_text(args.out / "privacy_utility.md", markdown(report))
