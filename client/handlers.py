@@ -71,14 +71,16 @@ def train(msg: Message, context: Context) -> Message:
     set_threads(cfg, context.node_config)
     metrics = local_fit(model, local, data, cfg, server_round,
                         float(config.get("proximal-mu", 0.0)), dp=plan)  # fmt: skip
+    if state is not None and plan is not None:
+        # Recorded as soon as the steps are taken, before anything is built from them: a node
+        # killed between training and replying has its spending on disk (tests/test_privacy.py).
+        state = record_round(state, plan, server_round, eps)
+        save_state(state, state_path(state_dir(context), state.client_id), context)
     arrays = corrupt(fault, trainable_state(model), global_weights)  # a no-op unless rehearsing faults
     if CLIPPING_NORM_KEY in config:  # central DP: the server noises the average of clipped updates
         arrays = clip_update(arrays, global_weights, float(config[CLIPPING_NORM_KEY]))
     content = RecordDict({"arrays": to_record(arrays), "metrics": MetricRecord({**metrics, UNIFORM_WEIGHT: 1})})
-    if state is not None and plan is not None:
-        # Recorded before the update leaves the node: a lost reply may waste budget, never hide it.
-        state = record_round(state, plan, server_round, eps)
-        save_state(state, state_path(state_dir(context), state.client_id), context)
+    if state is not None:
         content["privacy"] = privacy_record(state, local.partition_id)
     return Message(content, reply_to=msg)
 

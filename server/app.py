@@ -18,7 +18,7 @@ from server.rounds import run_rounds
 from server.secure import check_secure_aggregation
 from server.strategy import check_central_dp, make_strategy
 from server.summary import summary_markdown
-from shared.atomic import write_text
+from shared.atomic import check_writable, write_text
 from shared.config import (DataConfig, FederationConfig, ModelConfig, PrivacyConfig, SecureAggregationConfig,
                            from_run_config)
 from shared.data.dataset import catalog_fingerprint, load_dataset
@@ -58,6 +58,7 @@ def main(grid: Grid, context: Context) -> None:
         dataset = load_dataset(data)
         model = build_model(dataset, model_cfg, data.cache_path or default_cache_dir())
         state = load_round(fed.resume_from, model) if fed.resume_from else ServerState()
+        check_writable(fed.run_dir(context.run_id), "the run directory")
     except FedrecError as err:
         log.error("fedrec: error: %s", err)
         raise SystemExit(2) from None

@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from shared.errors import FedrecError
+
 
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
@@ -43,3 +45,15 @@ def write_text(target: Path, text: str) -> None:
 
 def write_json(target: Path, obj: Any) -> None:
     write_text(target, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def check_writable(directory: Path, what: str) -> None:
+    """Refuse, before any work, a directory that cannot be created or written to: a run should
+    not train for an hour and then fail on its first checkpoint."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".fedrec-write-check-"):
+            pass
+    except OSError as err:
+        raise FedrecError(f"{what} {directory} is not writable: {err.strerror or err}") from None

@@ -112,12 +112,14 @@ def toml_value(value: Any) -> str:
 
 def flwr_run(
     app_dir: Path, env: Mapping[str, str], num_supernodes: int, run_config: Mapping[str, Any],
-    timeout: float | None = None,
+    timeout: float | None = None, client_cpus: int = 0,
 ) -> int:  # fmt: skip
-    """`flwr run APP --stream` against the SuperLink whose environment is `env`."""
+    """`flwr run APP --stream` against the SuperLink whose environment is `env`. `client_cpus`
+    (0: Flower's default, 2) is each simulated ClientApp's share of the cores: the number of
+    ClientApps running at once is the cores divided by it."""
     overrides = " ".join(f"{k}={toml_value(v)}" for k, v in run_config.items())
-    cmd = [str(BIN / "flwr"), "run", str(app_dir), "--stream",
-           "--federation-config", f"num-supernodes={num_supernodes}"]  # fmt: skip
+    federation = f"num-supernodes={num_supernodes}" + (f" client-resources-num-cpus={client_cpus}" if client_cpus else "")
+    cmd = [str(BIN / "flwr"), "run", str(app_dir), "--stream", "--federation-config", federation]
     if overrides:
         cmd += ["--run-config", overrides]
     log.info("%s", " ".join(cmd))

@@ -46,3 +46,12 @@ def test_console_script_exits_nonzero_without_traceback(csv_dir: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("fedrec: error:")
     assert "Traceback" not in done.stderr
+
+
+def test_an_unwritable_output_dir_is_refused_before_any_work(capsys, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code = main(["simulate", "--run-config", f"output-dir={blocker / 'out'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "output-dir" in err and str(blocker / "out") in err and "Traceback" not in err
+    assert blocker.read_text() == ""  # nothing written, nothing half-made

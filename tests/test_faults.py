@@ -80,3 +80,29 @@ def test_nothing_but_weights_metrics_and_privacy_leaves_a_node(faulty_run) -> No
     num_weights = train["records"]["arrays"]["arrays"]["weights"][1][0]
     assert 0 < num_weights < sum(w.numel() for w in model_weights.values())  # trainable only, not the frozen text
     assert [v for line in lines for v in violations(line, num_weights)] == []
+
+
+def test_a_hung_client_costs_the_round_its_timeout_and_the_round_goes_on(tmp_path) -> None:
+    from conftest import make_tiny, write_csv
+
+    from client.faults import HANG
+
+    nodes, timeout = 4, 20
+    cfg = from_run_config(FaultConfig, {"fault-hang-fraction": 0.25})
+    hung = [p for p in range(nodes) if fault_for(cfg, SEED, 1, p) == HANG]
+    assert len(hung) == 1  # the seed's draw: one of four hangs in round 1
+    data = write_csv(make_tiny(num_users=16, num_items=30, seed=3), tmp_path / "csv")
+    # Two simulated clients at a time (one core each): the hung one holds one, the others use the
+    # second, as separate nodes would. With Flower's default of one, everyone waits behind it.
+    # round-retries=2: on a loaded machine a cold client's first message can outlast the timeout too.
+    rc = main(["simulate", "--num-supernodes", str(nodes), "--client-cpus", "1", "--run-config", "dataset=csv",
+               f"data-path={data}", f"cache-dir={tmp_path / 'cache'}", "partitioning=iid", f"num-partitions={nodes}",
+               "min-train-nodes=2", "dim=16", "num-layers=1", "max-len=12", "batch-size=8", "num-negatives=8",
+               "retrieve-top-n=10", f"output-dir={tmp_path / 'out'}", "num-server-rounds=1", "dp=false",
+               f"seed={SEED}", "fault-hang-fraction=0.25", f"round-timeout={timeout}",
+               "round-retries=2"])  # fmt: skip
+    assert rc == 0
+    (run_dir,) = (tmp_path / "out").glob("run-*")
+    (r,) = json.loads((run_dir / "metrics.json").read_text())["history"]
+    assert r["clients_trained"] == nodes - 1 and r["rejected"] == []  # went on without it, nothing refused
+    assert r["seconds_train"] >= timeout  # it waited for the hung client, then only the timeout

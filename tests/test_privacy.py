@@ -90,6 +90,30 @@ def test_dp_training_spends_then_declines_across_restarts(csv_dir: Path, tmp_pat
     assert len(json.loads(budget.state_path(state_dir, "iid-0").read_text())["history"]) == ROUNDS
 
 
+def _train_then_die(cfg: dict, state_dir: Path) -> None:
+    """A node process killed (no cleanup, no reply) the moment its training steps are done."""
+    import os
+
+    from client import handlers
+
+    local = local_data(cfg, {"partition-id": 0, "num-partitions": 2})
+    handlers.corrupt = lambda *args: os._exit(137)  # the first thing after training: building the reply
+    handlers.train(train_message(local_model(cfg, local.dataset), 1), node(cfg, state_dir))
+
+
+def test_a_node_killed_between_training_and_replying_has_recorded_its_spending(csv_dir: Path, tmp_path: Path) -> None:
+    import multiprocessing
+
+    cfg = run_config(csv_dir, tmp_path / "cache", tmp_path / "out")
+    local_data(cfg, {"partition-id": 0, "num-partitions": 2})  # the cache, built once here
+    child = multiprocessing.get_context("spawn").Process(target=_train_then_die, args=(cfg, tmp_path / "node-0"))
+    child.start()
+    child.join(timeout=600)
+    assert child.exitcode == 137
+    saved = json.loads(budget.state_path(tmp_path / "node-0", "iid-0").read_text())
+    assert [h["round"] for h in saved["history"]] == [1] and saved["history"][0]["epsilon"] > 0
+
+
 def test_dp_step_leaves_no_opacus_hooks_on_the_shared_model(csv_dir: Path, tmp_path: Path) -> None:
     cfg = run_config(csv_dir, tmp_path / "cache", tmp_path / "out")
     local = local_data(cfg, {"partition-id": 1, "num-partitions": 2})

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from shared.atomic import check_writable
 from shared.config import DataConfig, PartitionConfig, from_run_config
 from shared.errors import FedrecError
 
@@ -41,6 +42,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                      help="override [tool.flwr.app.config] keys, e.g. num-server-rounds=5")  # fmt: skip
     cmd.add_argument("--num-supernodes", type=int, default=0,
                      help="default: the number of partitions the data gives")  # fmt: skip
+    cmd.add_argument("--client-cpus", type=int, default=0,
+                     help="cores per simulated client; cores / this many clients run at once "
+                          "(default: Flower's 2, so one at a time on a 2-core machine)")  # fmt: skip
     cmd.set_defaults(run=run)
 
 
@@ -56,11 +60,14 @@ def run(args: argparse.Namespace) -> int:
     from shared.data.partition import partition_users
     from simulations.superlink import flwr_run, local_superlink
 
+    if args.client_cpus < 0:
+        raise FedrecError(f"--client-cpus must be >= 0, got {args.client_cpus}")
     overrides = parse_overrides(args.run_config)
     unknown = sorted(set(overrides) - set(app_defaults()))
     if unknown:
         raise FedrecError(f"--run-config: unknown key '{unknown[0]}' (see [tool.flwr.app.config])")
     config = {**app_defaults(), **overrides}
+    check_writable(Path(str(config["output-dir"])).resolve(), "output-dir")
     nodes = args.num_supernodes
     if not nodes:  # also fetches the dataset once, before dozens of clients race for it
         dataset = load_dataset(from_run_config(DataConfig, config))
@@ -70,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     before = set(output_dir.glob("run-*"))
     with tempfile.TemporaryDirectory(prefix="fedrec-flwr-") as home:
         with local_superlink(Path(home)) as env:
-            code = flwr_run(APP_DIR, env, nodes, overrides)
+            code = flwr_run(APP_DIR, env, nodes, overrides, client_cpus=args.client_cpus)
     if config["resume-from"]:  # a resumed run continues in the directory it resumes from
         runs = [Path(str(config["resume-from"])).resolve().parent]
     else:
