@@ -9,7 +9,8 @@ Settings: `regional` (10 regional silos, user-level DP) and `per-user` (one clie
 record-level DP). `inf` is the same run without DP. Each point is one `fedrec simulate` run
 (timed as in simulations.federated); finished points are kept in
 simulations/results/privacy_utility.json, so an interrupted sweep resumes where it stopped
-(`--force` reruns). Writes privacy_utility.json, .md and .png.
+(`--force` reruns). Writes privacy_utility.json, .md and .png, and privacy_epsilons.png (the
+epsilon each client spent, per budget); `--replot` redraws them from the JSON.
 """
 
 from __future__ import annotations
@@ -54,6 +55,36 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def client_epsilons(run_dir: Path) -> list[float] | None:
+    """Every client's spent epsilon, from the run's own privacy report (None without DP)."""
+    report = Path(run_dir) / "privacy_report.json"
+    if not report.exists():
+        return None
+    return sorted(float(c["epsilon"]) for c in json.loads(report.read_text())["clients"])
+
+
+def plot_epsilons(report: dict, path: Path) -> None:
+    """Per setting, the spread of what each client spent against the budget it was given."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(SETTINGS), figsize=(10, 3.8), sharey=True)
+    for ax, setting in zip(axes, SETTINGS):
+        pts = sorted((r for r in report["points"] if r["setting"] == setting and r.get("client_epsilons")),
+                     key=lambda r: r["epsilon"])  # fmt: skip
+        if pts:
+            ax.boxplot([r["client_epsilons"] for r in pts], positions=range(len(pts)), widths=0.5)
+            ax.scatter(range(len(pts)), [r["epsilon"] for r in pts], marker="_", s=400, c="C3", label="budget")
+            ax.set_xticks(range(len(pts)), [f"{r['epsilon']:g}\n({len(r['client_epsilons'])} clients)" for r in pts])
+            ax.legend(fontsize=7)
+        ax.set(title=f"{setting}: epsilon spent per client", xlabel="target epsilon", ylabel="epsilon spent")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
 def plot(report: dict, path: Path) -> None:
     import matplotlib
 
@@ -81,6 +112,15 @@ def plot(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def save(report: dict, out: Path) -> None:
+    """privacy_utility.json (JSON has no infinity: "inf"), .md, and both plots."""
+    write_json(out / "privacy_utility.json", {**report, "points": [
+        {**r, "epsilon": r["epsilon"] if math.isfinite(r["epsilon"]) else "inf"} for r in report["points"]]})  # fmt: skip
+    write_text(out / "privacy_utility.md", markdown(report))
+    plot(report, out / "privacy_utility.png")
+    plot_epsilons(report, out / "privacy_epsilons.png")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--setting", choices=SETTINGS, required=True)
@@ -98,8 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.replot:
         if not report["points"]:
             raise SystemExit(f"privacy_utility: error: {path} has no points to plot")
-        write_text(args.out / "privacy_utility.md", markdown(report))
-        plot(report, args.out / "privacy_utility.png")
+        for r in report["points"]:  # points recorded before the runner kept them, from their runs
+            if "client_epsilons" not in r and (found := client_epsilons(Path(r["run_dir"]))) is not None:
+                r["client_epsilons"] = found
+        save(report, args.out)
         return 0
     for i, eps in enumerate(args.epsilons, 1):
         overrides = point_overrides(args.setting, eps, args.run_config)
@@ -114,12 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         privacy = Path(row["run_dir"]) / "privacy_report.json"
         if privacy.exists():
             row["median_client_epsilon"] = json.loads(privacy.read_text())["epsilon_quantiles"]["p50"]
+            row["client_epsilons"] = client_epsilons(Path(row["run_dir"]))
         report["points"] = [r for r in report["points"] if r["command"] != command] + [row]
         report["provenance"] = {**report.get("provenance", {}), "machine": started["machine"]}
-        write_json(path, {**report, "points": [{**r, "epsilon": r["epsilon"] if math.isfinite(r["epsilon"]) else "inf"}
-                                                for r in report["points"]]})  # fmt: skip
-        write_text(args.out / "privacy_utility.md", markdown(report))
-        plot(report, args.out / "privacy_utility.png")
+        save(report, args.out)
     print(markdown(report))
     return 0
 
