@@ -117,3 +117,51 @@ def test_too_many_dropouts_stop_the_run_with_the_reason(tmp_path_factory, data) 
     summary = json.loads((run_dir / "metrics.json").read_text())
     assert "fewer than min-train-nodes" in summary.get("stopped", ""), summary.get("stopped")
     assert not (run_dir / "round-001").exists()
+
+
+def _fit_message(weights):  # a Message as the SecAgg+ workflow sends its training stage
+    import time
+
+    from flwr.app import Message, Metadata
+    from flwr.common import FitIns, ndarrays_to_parameters
+    from flwr.compat.common import recorddict_compat as compat
+
+    content = compat.fitins_to_recorddict(FitIns(ndarrays_to_parameters([weights]), {"server-round": 1}), True)
+    meta = Metadata(run_id=7, message_id="m", src_node_id=0, dst_node_id=1, reply_to_message_id="", group_id="1",
+                    created_at=time.time(), ttl=3600.0, message_type="train")  # fmt: skip
+    return Message(content, metadata=meta)
+
+
+def test_the_node_masks_its_update_declines_with_weight_zero_and_never_masks_nan() -> None:
+    import numpy as np
+    from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+    from flwr.common import parameters_to_ndarrays
+    from flwr.compat.common import recorddict_compat as compat
+
+    from client.secure import _train_as_fitres
+
+    start = np.arange(4, dtype=np.float32)
+    context = Context(run_id=7, node_id=1, node_config={}, state=RecordDict(), run_config={})
+
+    def answer(content: RecordDict):  # a train handler that replies with `content`
+        def handler(msg: Message, ctx: Context) -> Message:
+            assert set(msg.content.keys()) == {"arrays", "config"}  # it got fedrec's records
+            return Message(content, reply_to=msg)
+        return handler
+
+    privacy = ConfigRecord({"status": "active"})
+    trained = RecordDict({"arrays": ArrayRecord({"weights": Array(start + 0.5)}),
+                          "metrics": MetricRecord({"num-examples": 7, "client-weight": 1}), "privacy": privacy})  # fmt: skip
+    out = _train_as_fitres(_fit_message(start), context, answer(trained)).content
+    fitres = compat.recorddict_to_fitres(out, keep_input=True)
+    assert np.allclose(parameters_to_ndarrays(fitres.parameters)[0], 0.5)  # the update, not the weights
+    assert fitres.num_examples == 7 and "privacy" in out and "metrics" in out
+
+    declined = RecordDict({"privacy": ConfigRecord({"status": "budget-exhausted"})})
+    fitres = compat.recorddict_to_fitres(_train_as_fitres(_fit_message(start), context, answer(declined)).content, True)
+    assert fitres.num_examples == 0 and not parameters_to_ndarrays(fitres.parameters)[0].any()
+
+    broken = RecordDict({"arrays": ArrayRecord({"weights": Array(np.full(4, np.nan, dtype=np.float32))}),
+                         "metrics": MetricRecord({"num-examples": 7})})  # fmt: skip
+    with pytest.raises(FedrecError, match="not finite"):
+        _train_as_fitres(_fit_message(start), context, answer(broken))
