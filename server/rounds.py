@@ -140,9 +140,12 @@ on, training rounds run SecAgg+ (server/secure.py)."""
             "clients_trained": len(updates.kept), "aggregated": new_arrays is not None, "clients_declined": declines,
             "rejected": [{"node_id": r.node_id, "reason": r.reason} for r in rejections],
             "seconds_train": t_train, "seconds": time.perf_counter() - t0,
-            # Each sampled client downloads the global trainable arrays and uploads the same set.
+            # Each sampled client downloads the global trainable arrays and uploads the same set
+            # (under SecAgg+, its masked vector instead: integers, so larger; plus keys and shares).
             "bytes_per_client_each_way": int(sum(a.numpy().nbytes for a in arrays.values())),
         }  # fmt: skip
+        if updates.upload_bytes:
+            record["bytes_per_client_up_masked"] = updates.upload_bytes
         if server_eval is not None:
             record["valid_server"] = server_eval(model, "valid")
         central = central_spent(strategy)

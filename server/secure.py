@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.common import FitIns, parameters_to_ndarrays
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 from flwr.compat.common import recorddict_compat as compat
 from flwr.server.compat.legacy_context import LegacyContext
 from flwr.server.workflow import SecAggPlusWorkflow
@@ -133,17 +134,19 @@ def secure_updates(
 
     replies = recording.trained
     privacy.record(server_round, replies)
+    masked = [sum(len(b) for b in m.content.config_records[RECORD_KEY_CONFIGS][Key.MASKED_PARAMETERS])
+              for m in replies if not m.has_error() and RECORD_KEY_CONFIGS in m.content.config_records]  # fmt: skip
     candidates = [m for m in replies if not declined(m)]
     failed = validate_updates([m for m in candidates if m.has_error()], model, torch.zeros(0), 0)[1]
     answered = [m for m in candidates if not m.has_error()]
     if adapter.mean is None:
         log.warning("round %d: secure aggregation halted: too few clients answered to unmask the sum", server_round)
         halted = [Rejection(int(m.metadata.src_node_id), "secure aggregation halted") for m in answered]
-        return RoundUpdates(replies, [], failed + halted, adapter.sampled)
+        return RoundUpdates(replies, [], failed + halted, adapter.sampled, max(masked, default=0))
     # Each reply now carries the round's mean, so only the mean's finiteness can be checked.
     global_flat = flatten(from_record(model, arrays))
     new_weights = ArrayRecord({WEIGHTS: Array((global_flat.numpy() + adapter.mean).astype(np.float32))})
     for msg in answered:  # the round's own replies, rewritten: nothing else reads them afterwards
         msg.content = RecordDict({"arrays": new_weights, "metrics": msg.content["metrics"]})
     kept, refused = validate_updates(answered, model, global_flat, 0)
-    return RoundUpdates(replies, kept, failed + refused, adapter.sampled)
+    return RoundUpdates(replies, kept, failed + refused, adapter.sampled, max(masked, default=0))

@@ -39,6 +39,7 @@ class RoundUpdates:
     kept: list[Message]  # the replies whose updates may be aggregated
     rejections: list[Rejection]  # why each of the others was refused
     sampled: list[Message]  # the instructions sent: central DP averages over all of them
+    upload_bytes: int = 0  # under SecAgg+, one client's masked vector (else the weights' size)
 
 
 def _problem(model: torch.nn.Module, msg: Message) -> tuple[str, torch.Tensor | None]:

@@ -66,6 +66,7 @@ def test_the_secure_sum_is_fedavg_up_to_quantization_and_no_update_leaves_in_the
     assert moved > 0 and differs < 1e-3 * moved, (float(moved), float(differs))
     history = json.loads((secure / "metrics.json").read_text())["history"]
     assert history[0]["clients_trained"] == NODES and history[0]["rejected"] == []
+    assert history[0]["bytes_per_client_up_masked"] > history[0]["bytes_per_client_each_way"]  # integers, masked
 
     lines = [json.loads(x) for f in (secure / "node-state").glob("messages-*.jsonl") for x in f.read_text().splitlines()]
     train = [x for x in lines if x["message_type"] == "train"]
