@@ -4,8 +4,10 @@
     python -m simulations.federated --name per-user --run-config partitioning=user \\
         fraction-train=0.01 fraction-evaluate=0.01 min-train-nodes=2 num-server-rounds=2
 
-Each invocation runs `fedrec simulate` once and appends its row to
-simulations/results/federated.json and federated.md, with the command, commit and machine.
+Each invocation runs `fedrec simulate` --repeats times (default 3) and records one row in
+simulations/results/federated.json and federated.md, with the command, commit and machine:
+seconds per round is the median over runs of each run's median round; test metrics are the
+first run's (the runs are seeded alike).
 Peak memory is the largest total resident memory of the whole process tree (SuperLink, Ray
 workers, clients), sampled every half second.
 """
@@ -55,17 +57,18 @@ def markdown(report: dict) -> str:
     p = report["provenance"]
     lines = [
         "# Federated runs on this machine", "",
-        f"Commit: `{p['commit']}`  ", f"Machine: {p['machine']['cpu']}, {p['machine']['cores']} cores, "
-        f"{p['machine']['ram_gib']} GiB  ", "",
-        "| run | rounds | s/round (median) | peak RSS MiB | MiB per client each way | test NDCG@10 full (two-stage) "
-        "| test HR@10 sampled (two-stage) | command |",
-        "|---|---|---|---|---|---|---|---|",
+        f"Machine: {p['machine']['cpu']}, {p['machine']['cores']} cores, {p['machine']['ram_gib']} GiB  ",
+        "s/round: the median over runs of each run's median round.", "",
+        "| run | rounds | runs | s/round (median) | peak RSS MiB | MiB per client each way | test NDCG@10 full (two-stage) "
+        "| test HR@10 sampled (two-stage) | commit | command |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for r in report["runs"]:
         lines.append(
-            f"| {r['name']} | {r['rounds']} | {r['seconds_per_round_median']:.1f} | {r['peak_rss_mib']} "
+            f"| {r['name']} | {r['rounds']} | {r.get('repeats', 1)} | {r['seconds_per_round_median']:.1f} | {r['peak_rss_mib']} "
             f"| {r['bytes_per_client_each_way'] / 2**20:.2f} | {r['test'].get('ranking-full-ndcg@10', float('nan')):.4f} "
-            f"| {r['test'].get('ranking-sampled-hr@10', float('nan')):.4f} | `{r['command']}` |"
+            f"| {r['test'].get('ranking-sampled-hr@10', float('nan')):.4f} | `{r.get('commit', p.get('commit', '?'))[:7]}` "
+            f"| `{r['command']}` |"
         )
     return "\n".join(lines) + "\n"
 
@@ -76,11 +79,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-config", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--work", type=Path, default=Path("outputs/benchmarks"))
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
-    row = run(args.name, args.run_config, args.work.resolve())
+    if args.repeats < 1:
+        raise SystemExit(f"federated: error: --repeats must be >= 1, got {args.repeats}")
+    started = provenance()  # the code that runs, whatever the tree holds by the end
+    runs = []
+    for i in range(args.repeats):
+        print(f"federated: {args.name}, run {i + 1}/{args.repeats}", flush=True)
+        runs.append(run(args.name, args.run_config, args.work.resolve()))
+    row = {**runs[0], "repeats": len(runs), "commit": started["commit"],
+           "seconds_per_round_median": statistics.median(r["seconds_per_round_median"] for r in runs),
+           "run_medians": [r["seconds_per_round_median"] for r in runs],
+           "wall_seconds": statistics.median(r["wall_seconds"] for r in runs),
+           "peak_rss_mib": max(r["peak_rss_mib"] for r in runs)}  # fmt: skip
     path = args.out / "federated.json"
     report = json.loads(path.read_text()) if path.exists() else {"runs": []}
-    report["provenance"] = provenance()
+    report["provenance"] = {**report.get("provenance", {}), "machine": started["machine"]}
     report["runs"] = [r for r in report["runs"] if r["name"] != args.name] + [row]
     write_json(path, report)
     write_text(args.out / "federated.md", markdown(report))

@@ -74,9 +74,9 @@ def utility() -> list[str]:
 def cost() -> list[str]:
     lines = ["## Cost", ""]
     if fed := _load("federated"):
-        lines += ["| federated run | s/round (median) | peak RSS MiB | MiB per client each way |", "|---|---|---|---|"]
+        lines += ["| federated run | runs | s/round (median) | peak RSS MiB | MiB per client each way |", "|---|---|---|---|---|"]
         for r in fed["runs"]:
-            lines.append(f"| `{r['command']}` | {r['seconds_per_round_median']:.1f} | {r['peak_rss_mib']} "
+            lines.append(f"| `{r['command']}` | {r.get('repeats', 1)} | {r['seconds_per_round_median']:.1f} | {r['peak_rss_mib']} "
                          f"| {r['bytes_per_client_each_way'] / 2**20:.2f} |")  # fmt: skip
         lines += ["", "Regenerate: `python -m simulations.federated --name NAME --run-config ...`.", ""]
     if pu := _load("privacy_utility"):
