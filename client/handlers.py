@@ -16,6 +16,7 @@ from dataclasses import replace
 
 import torch
 from flwr.app import Context, Message, MetricRecord, RecordDict
+
 from client.data import local_data, local_model
 from client.faults import before_training, corrupt, fault_for
 from client.privacy import privacy_record, private_round, record_round, save_state, state_path

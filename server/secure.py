@@ -108,9 +108,6 @@ class _RecordingGrid:
         self.stage += 1
         return replies
 
-    def get_node_ids(self) -> list[int]:
-        return list(self.grid.get_node_ids())
-
 
 def secure_updates(
     grid: Grid, strategy: Strategy, model: torch.nn.Module, arrays: ArrayRecord, config: ConfigRecord,
