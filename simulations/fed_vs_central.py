@@ -11,8 +11,10 @@ items. The ratio is federated / centralized test NDCG@10 (full catalog, two-stag
 default settings each federated round sees the data once, like one centralized epoch, but takes
 about a tenth of its optimizer steps: FedAvg averages ten clients' short trajectories of ~1/10
 of the data each. The validation curves of both sides are kept to show where each stands.
-Each side's result is kept in --work, so an interrupted run resumes with the side still missing.
-Writes simulations/results/fed_vs_central-<partitioning>.json and .md.
+Each side's result is kept in --work under its own settings, so an interrupted run resumes with
+the side still missing. Writes simulations/results/fed_vs_central-<partitioning>.json and .md
+(-<partitioning>-local<N> when --local-epochs N is not 1, so the two protocols sit side by side).
+`--epochs 5 --rounds 5 --local-epochs 10` gives both sides the same optimizer steps.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ KEYS = [("full", "hr@10"), ("full", "ndcg@10"), ("sampled", "hr@10"), ("sampled"
 
 
 def centralized(args: argparse.Namespace) -> dict:
-    out = args.work / "central"
+    out = args.work / f"central-epochs{args.epochs}"
     cmd = ["train", "--dataset", args.dataset, "--no-id-embedding", "--epochs", str(args.epochs),
            "--patience", str(args.epochs), "--output", str(out)]  # fmt: skip
     if not (out / "metrics.json").exists():
@@ -43,7 +45,7 @@ def centralized(args: argparse.Namespace) -> dict:
 
 
 def federated(args: argparse.Namespace) -> dict:
-    out = args.work / "federated"
+    out = args.work / f"federated-rounds{args.rounds}-local{args.local_epochs}-fraction{args.fraction:g}"
     overrides = [f"dataset={args.dataset}", f"partitioning={args.partitioning}", "dp=false",
                  f"num-server-rounds={args.rounds}", f"local-epochs={args.local_epochs}",
                  f"fraction-train={args.fraction}", "min-train-nodes=1", f"output-dir={out}"]  # fmt: skip
@@ -90,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Goal (issue 4): NDCG@10 ratio >= 0.95 for 10 regional nodes, >= 0.90 one client per user. "
         f"Measured full-catalog NDCG@10 ratio: **{ratio['full-ndcg@10']:.2f}**.",
     ]) + "\n"  # fmt: skip
-    write_results(args.out, f"fed_vs_central-{args.partitioning}", report, md)
+    suffix = "" if args.local_epochs == 1 else f"-local{args.local_epochs}"
+    write_results(args.out, f"fed_vs_central-{args.partitioning}{suffix}", report, md)
     return 0
 
 

@@ -53,6 +53,25 @@ def run(name: str, overrides: list[str], out_dir: Path) -> dict:
     }  # fmt: skip
 
 
+def run_repeated(name: str, overrides: list[str], out_dir: Path, repeats: int, *, skip_first: bool = False) -> dict:
+    """`repeats` whole runs: each run's median round, then the median over runs.
+
+    skip_first leaves each run's first round out of its median (actors starting). Peak memory
+    is the largest of the runs; test metrics are the first run's (the runs are seeded alike).
+    """
+    if repeats < 1:
+        raise SystemExit(f"federated: error: --repeats must be >= 1, got {repeats}")
+    runs = []
+    for i in range(repeats):
+        print(f"federated: {name}, run {i + 1}/{repeats}", flush=True)
+        runs.append(run(name, overrides, out_dir))
+    medians = [statistics.median(r["seconds_per_round"][1:] if skip_first and r["rounds"] > 1
+                                 else r["seconds_per_round"]) for r in runs]  # fmt: skip
+    return {**runs[0], "repeats": len(runs), "seconds_per_round_median": statistics.median(medians),
+            "run_medians": medians, "wall_seconds": statistics.median(r["wall_seconds"] for r in runs),
+            "peak_rss_mib": max(r["peak_rss_mib"] for r in runs)}  # fmt: skip
+
+
 def markdown(report: dict) -> str:
     p = report["provenance"]
     lines = [
@@ -81,18 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("outputs/benchmarks"))
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
-    if args.repeats < 1:
-        raise SystemExit(f"federated: error: --repeats must be >= 1, got {args.repeats}")
     started = provenance()  # the code that runs, whatever the tree holds by the end
-    runs = []
-    for i in range(args.repeats):
-        print(f"federated: {args.name}, run {i + 1}/{args.repeats}", flush=True)
-        runs.append(run(args.name, args.run_config, args.work.resolve()))
-    row = {**runs[0], "repeats": len(runs), "commit": started["commit"],
-           "seconds_per_round_median": statistics.median(r["seconds_per_round_median"] for r in runs),
-           "run_medians": [r["seconds_per_round_median"] for r in runs],
-           "wall_seconds": statistics.median(r["wall_seconds"] for r in runs),
-           "peak_rss_mib": max(r["peak_rss_mib"] for r in runs)}  # fmt: skip
+    row = {**run_repeated(args.name, args.run_config, args.work.resolve(), args.repeats), "commit": started["commit"]}
     path = args.out / "federated.json"
     report = json.loads(path.read_text()) if path.exists() else {"runs": []}
     report["provenance"] = {**report.get("provenance", {}), "machine": started["machine"]}

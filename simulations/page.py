@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -79,11 +80,6 @@ def cost() -> list[str]:
             lines.append(f"| `{r['command']}` | {r.get('repeats', 1)} | {r['seconds_per_round_median']:.1f} | {r['peak_rss_mib']} "
                          f"| {r['bytes_per_client_each_way'] / 2**20:.2f} |")  # fmt: skip
         lines += ["", "Regenerate: `python -m simulations.federated --name NAME --run-config ...`.", ""]
-    if pu := _load("privacy_utility"):
-        lines += ["| privacy-utility run | s/round (median) | peak RSS MiB |", "|---|---|---|"]
-        for r in pu["points"]:
-            lines.append(f"| {r['setting']}, epsilon {r['epsilon']} | {r['seconds_per_round_median']:.1f} | {r['peak_rss_mib']} |")
-        lines.append("")
     for device in ("cpu", "cuda"):
         if d := _load(f"dp_step-{device}"):
             s = d["steps"]
@@ -98,7 +94,8 @@ def cost() -> list[str]:
                      "`python -m simulations.overhead`")  # fmt: skip
     if e := _load("edge_footprint"):
         lines.append(f"- One edge SuperNode (real deployment, TLS), ML-1M region {e['partition_id']} ({e['users']} users), DP: "
-                     f"{e['seconds_per_round_median']:.1f} s per round, peak RSS {e['peak_rss_mib']} MiB. "
+                     f"{e['seconds_per_round_median']:.1f} s per round (median of {e.get('repeats', 1)} runs), "
+                     f"peak RSS {e['peak_rss_mib']} MiB. "
                      "`python -m simulations.edge_footprint`")  # fmt: skip
     return lines
 
@@ -118,8 +115,8 @@ def scale() -> list[str]:
         return []
     lines = ["## Scale: one simulated client per ML-1M user", "",
              f"{sc['fraction']:g} of the clients trained and validated per round, no DP. `python -m simulations.scale`", "",
-             "| clients | s/round (median after the first) | peak RSS MiB |", "|---|---|---|"]  # fmt: skip
-    return lines + [f"| {r['clients']:,} | {r['seconds_per_round_after_first']:.1f} | {r['peak_rss_mib']:,} |"
+             "| clients | runs | s/round (median after the first) | peak RSS MiB |", "|---|---|---|---|"]  # fmt: skip
+    return lines + [f"| {r['clients']:,} | {r.get('repeats', 1)} | {r['seconds_per_round_after_first']:.1f} | {r['peak_rss_mib']:,} |"
                     for r in sorted(sc["rows"], key=lambda r: r["clients"])]  # fmt: skip
 
 
@@ -134,15 +131,22 @@ def audit() -> list[str]:
 
 
 def federated_vs_central() -> list[str]:
-    rows = [r for name in ("region", "user") if (r := _load(f"fed_vs_central-{name}"))]
+    rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("fed_vs_central-*.json"))]
     if not rows:
         return []
     lines = ["## Federated vs centralized, same model, same run", "",
-             "| setting | centralized NDCG@10 | federated NDCG@10 | ratio | federated command |", "|---|---|---|---|---|"]  # fmt: skip
+             "Full-catalog test NDCG@10 of the two-stage model; centralized epochs against federated rounds "
+             "x local epochs.", "",
+             "| setting | centralized epochs | centralized NDCG@10 | federated rounds x local epochs | federated NDCG@10 "
+             "| ratio | federated command |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         c, f = r["centralized"]["test"]["full-ndcg@10"], r["federated"]["test"]["full-ndcg@10"]
-        lines.append(f"| {r['partitioning']} | {c:.4f} | {f:.4f} | {r['ratio']['full-ndcg@10']:.2f} | `{r['federated']['command']}` |")
-    return lines + ["", "`python -m simulations.fed_vs_central --partitioning region|user`"]
+        local = re.search(r"local-epochs=(\d+)", r["federated"]["command"])
+        lines.append(f"| {r['partitioning']} | {r['centralized']['epochs']} | {c:.4f} "
+                     f"| {r['federated']['rounds']} x {local.group(1) if local else '?'} | {f:.4f} "
+                     f"| {r['ratio']['full-ndcg@10']:.2f} | `{r['federated']['command']}` |")  # fmt: skip
+    return lines + ["", "`python -m simulations.fed_vs_central --partitioning region|user [--epochs E --rounds R "
+                        "--local-epochs L]`"]  # fmt: skip
 
 
 def privacy() -> list[str]:

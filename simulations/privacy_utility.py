@@ -40,17 +40,19 @@ def markdown(report: dict) -> str:
     lines = ["# Privacy-utility on ML-1M (test item, two-stage model)", "",
              f"Machine: {p['machine']}  ", "Each point ran at the commit in its row.",
              "Budget per client; `inf` is the same run without DP. Regional: user-level DP within each "
-             "of 10 silos. Per-user: record-level DP, one client per user.", "",
+             "of 10 silos. Per-user: record-level DP, one client per user. Each point is one seeded run; "
+             "its timing stays in privacy_utility.json (one run, not a benchmark: see federated.md and "
+             "dp_step-cpu.md for DP's cost, medians of repeated runs).", "",
              "| setting | epsilon | rounds | full HR@10 | full NDCG@10 | sampled HR@10 | sampled NDCG@10 "
-             "| median client epsilon | s/round | peak RSS MiB | commit | command |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| median client epsilon | commit | command |",
+             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in sorted(report["points"], key=lambda r: (r["setting"], r["epsilon"])):
         t = r["test"]
         lines.append(
             f"| {r['setting']} | {r['epsilon']:g} | {r['rounds']} | "
             + " | ".join(f"{t.get(m, float('nan')):.4f}" for m in METRICS)
-            + f" | {r.get('median_client_epsilon', float('nan')):.3f} | {r['seconds_per_round_median']:.1f} "
-              f"| {r['peak_rss_mib']} | `{r.get('commit', p['commit'])[:7]}` | `{r['command']}` |"
+            + f" | {r.get('median_client_epsilon', float('nan')):.3f} "
+              f"| `{r.get('commit', p['commit'])[:7]}` | `{r['command']}` |"
         )  # fmt: skip
     return "\n".join(lines) + "\n"
 

@@ -1,12 +1,13 @@
 """Scale: seconds per round and peak memory for 100, 1,000 and 6,040 simulated clients.
 
-    python -m simulations.scale [--clients 100 1000 6040] [--fraction 0.05] [--rounds 4]
+    python -m simulations.scale [--clients 100 1000 6040] [--fraction 0.05] [--rounds 4] [--repeats 3]
 
 One client per ML-1M user (the first N users when N < 6,040: `max-users`), the same fraction of
 them sampled for training and validation each round, no DP (local work one user's batches).
-Seconds per round: median over the rounds after the first (actors starting); peak memory: the
-whole simulation's process tree with Ray's daemons. Each size's row is kept as it finishes, so
-an interrupted sweep resumes with the sizes still missing.
+Seconds per round: each run's median over the rounds after the first (actors starting), then
+the median over --repeats whole runs; peak memory: the largest of the runs, the whole
+simulation's process tree with Ray's daemons. Each size's row is kept as it finishes, so an
+interrupted sweep resumes with the sizes still missing (or measured with fewer runs).
 Writes simulations/results/scale.json and .md.
 """
 
@@ -14,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 from pathlib import Path
 
 from shared.atomic import write_json, write_text
-from simulations.federated import run
+from simulations.federated import run_repeated
 from simulations.provenance import provenance, provenance_lines
 
 RESULTS = Path(__file__).parent / "results"
@@ -28,15 +28,17 @@ RESULTS = Path(__file__).parent / "results"
 
 def markdown(report: dict) -> str:
     p = report["provenance"]
-    rows = [f"| {r['clients']:,} | {r['sampled_per_round']} | {r['seconds_per_round_after_first']:.1f} "
-            f"| {r['peak_rss_mib']:,} | {r['wall_seconds'] / 60:.1f} |" for r in sorted(report["rows"], key=lambda r: r["clients"])]  # fmt: skip
+    rows = [f"| {r['clients']:,} | {r['sampled_per_round']} | {r.get('repeats', 1)} | {r['seconds_per_round_after_first']:.1f} "
+            f"| {r['peak_rss_mib']:,} | {r['wall_seconds'] / 60:.1f} | `{r.get('commit', p['commit'])[:7]}` |"
+            for r in sorted(report["rows"], key=lambda r: r["clients"])]  # fmt: skip
     return "\n".join([
         "# Scale: one simulated client per user", "",
         *provenance_lines(p), "",
         f"ML-1M, {report['fraction']:g} of the clients trained and validated per round, {report['rounds']} rounds, "
-        "no DP; the final test evaluation asks every client.", "",
-        "| clients | sampled per round | s/round (median after the first) | peak RSS MiB | whole run, min |",
-        "|---|---|---|---|---|", *rows,
+        "no DP; the final test evaluation asks every client. s/round: the median over runs of each run's "
+        "median round after the first; whole run: the median run.", "",
+        "| clients | sampled per round | runs | s/round (median after the first) | peak RSS MiB | whole run, min | commit |",
+        "|---|---|---|---|---|---|---|", *rows,
     ]) + "\n"  # fmt: skip
 
 
@@ -45,23 +47,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, nargs="+", default=[100, 1000, 6040])
     parser.add_argument("--fraction", type=float, default=0.05)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     path = args.out / "scale.json"
     report = json.loads(path.read_text()) if path.exists() else {"rows": []}
-    report.update(provenance=provenance(), fraction=args.fraction, rounds=args.rounds)
+    started = provenance()  # the code that runs, whatever the tree holds by the end
+    report.update(provenance=started, fraction=args.fraction, rounds=args.rounds)
     for n in args.clients:
-        if any(r["clients"] == n for r in report["rows"]):
+        if any(r["clients"] == n and r.get("repeats", 1) >= args.repeats for r in report["rows"]):
             continue
         print(f"scale: {n} clients", flush=True)
         overrides = ["partitioning=user", f"max-users={n}", f"fraction-train={args.fraction}",
                      f"fraction-evaluate={args.fraction}", "min-train-nodes=2", "dp=false",
                      f"num-server-rounds={args.rounds}"]  # fmt: skip
         with tempfile.TemporaryDirectory(prefix="fedrec-scale-") as tmp:
-            row = run(f"{n} clients", overrides, Path(tmp))
-        after_first = row["seconds_per_round"][1:] or row["seconds_per_round"]
-        report["rows"].append({**row, "clients": n, "sampled_per_round": max(2, int(n * args.fraction)),
-                               "seconds_per_round_after_first": statistics.median(after_first)})  # fmt: skip
+            row = run_repeated(f"{n} clients", overrides, Path(tmp), args.repeats, skip_first=True)
+        report["rows"] = [r for r in report["rows"] if r["clients"] != n] + [
+            {**row, "clients": n, "sampled_per_round": max(2, int(n * args.fraction)), "commit": started["commit"],
+             "seconds_per_round_after_first": row["seconds_per_round_median"]}]  # fmt: skip
         write_json(path, report)  # each size kept as it finishes
     write_text(args.out / "scale.md", markdown(report))
     print(markdown(report))
