@@ -32,8 +32,8 @@ def local_fit(
     proximal_mu: float = 0.0, dp: RoundPlan | None = None,
 ) -> dict[str, float]:  # fmt: skip
     """`cfg.epochs` local epochs over this node's examples `data` (see `local_examples`), with
-    `dp` as the plan's Poisson-sampled DP-SGD steps. Seeds depend on (seed, round, node) only, so a resumed run repeats
-    exactly what an uninterrupted one would have done."""
+    `dp` as the plan's Poisson-sampled DP-SGD steps. Seeds depend on (seed, round, node) only,
+    so a resumed run repeats exactly what an uninterrupted one would have done."""
     started = time.perf_counter()
     device = cfg.resolved_device()
     model.to(device)

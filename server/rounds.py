@@ -39,6 +39,15 @@ def _metrics(record: MetricRecord | None) -> dict[str, float]:
     return {k: float(v) for k, v in (record or {}).items()}  # type: ignore[arg-type]
 
 
+def _evaluate(
+    grid: Grid, strategy: Strategy, server_round: int, arrays: ArrayRecord, sent: dict[str, str], stage: str,
+    timeout: float,
+) -> dict[str, float]:  # fmt: skip
+    """Federated evaluation: each sampled node scores the model on its own `stage` items."""
+    messages = strategy.configure_evaluate(server_round, arrays, ConfigRecord({**sent, "stage": stage}), grid)
+    return _metrics(strategy.aggregate_evaluate(server_round, send_and_receive(grid, messages, timeout)))
+
+
 def _collect(
     grid: Grid, strategy: Strategy, model: Recommender, arrays: ArrayRecord, cfg: FederationConfig,
     privacy: PrivacyTracker, server_round: int, sent: dict[str, str], secagg: SecureAggregationConfig,
@@ -95,7 +104,7 @@ def run_rounds(
     """Run rounds state.round+1 .. num-server-rounds; returns the summary written to metrics.json.
     `catalog` (the item catalog's fingerprint) goes out with every message, so a node whose
     catalog differs refuses to train instead of updating the wrong items' weights. With `secagg`
-on, training rounds run SecAgg+ (server/secure.py)."""
+    on, training rounds run SecAgg+ (server/secure.py)."""
     secagg = secagg or SecureAggregationConfig()
     sent = {CATALOG_KEY: catalog} if catalog else {}
     arrays = to_record(trainable_state(model))
@@ -131,10 +140,7 @@ on, training rounds run SecAgg+ (server/secure.py)."""
         else:
             log.warning("round %d: the strategy did not aggregate; the global model is unchanged", server_round)
         t_train = time.perf_counter() - t0
-        valid = _metrics(strategy.aggregate_evaluate(server_round, send_and_receive(
-            grid, strategy.configure_evaluate(server_round, arrays, ConfigRecord({**sent, "stage": "valid"}), grid),
-            cfg.round_timeout,
-        )))  # fmt: skip
+        valid = _evaluate(grid, strategy, server_round, arrays, sent, "valid", cfg.round_timeout)
         record: dict[str, Any] = {
             "round": server_round, "train": _metrics(train_metrics), "valid": valid,
             "clients_trained": len(updates.kept), "aggregated": new_arrays is not None, "clients_declined": declines,
@@ -170,10 +176,7 @@ on, training rounds run SecAgg+ (server/secure.py)."""
 
     # The test metrics are over every node's users, whatever per-round validation sampled.
     strategy.fraction_evaluate = 1.0  # type: ignore[attr-defined]
-    test = _metrics(strategy.aggregate_evaluate(state.round, send_and_receive(
-        grid, strategy.configure_evaluate(state.round, arrays, ConfigRecord({**sent, "stage": "test"}), grid),
-        cfg.round_timeout,
-    )))  # fmt: skip
+    test = _evaluate(grid, strategy, state.round, arrays, sent, "test", cfg.round_timeout)
     summary: dict[str, Any] = {"rounds": state.round, "best_round": state.best_round,
                                "test": test, "history": state.history}  # fmt: skip
     if stopped:
