@@ -1,6 +1,6 @@
 """Centralized (non-private) reference on ML-1M, and its ablations.
 
-    python -m simulations.centralized [--variants full no-text text-only] [--epochs 25]
+    python -m simulations.centralized [--variants full no-text text-only] [--epochs 25] [--keep DIR]
 
 Each variant is one `fedrec train` run (same seed, same data); the checkpoint's metrics.json is
 collected into simulations/results/<report>.json and .md (default report: centralized), with the
@@ -9,7 +9,10 @@ command, the commit and the machine. Variants:
 - no-text:   ID embeddings only (what the text encoder adds);
 - text-only: no ID embeddings: every item vector comes from its text (the cold-start case).
 Retrieval-only vs retrieval+ranking is reported for every variant from the same checkpoint.
-Peak memory is the max resident set of the training process.
+Peak memory is the max resident set of the training process. Checkpoints stay in
+--keep/<report>/<variant> (default outputs/centralized): a stopped sweep, run again, reuses the
+variants it finished with the same command and trains the rest. `fedrec train` shows each
+epoch's progress.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ import json
 import resource
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from shared.atomic import write_json, write_text
@@ -34,10 +36,16 @@ ANCHORS = (
 
 
 def train_variant(name: str, extra: list[str], args: argparse.Namespace, workdir: Path) -> dict:
+    """One variant's checkpoint and metrics; a variant already finished in `workdir` with the same
+    command is read back instead of trained again, so a stopped sweep resumes where it stopped."""
     out = workdir / name
     cmd = [sys.executable, "-m", "shared.cli", "train", "--dataset", args.dataset,
            "--output", str(out), "--epochs", str(args.epochs), "--patience", str(args.patience),
            *extra]  # fmt: skip
+    done = out / "variant.json"
+    if done.exists() and (kept := json.loads(done.read_text()))["command"] == "fedrec " + " ".join(cmd[3:]):
+        print(f"[{name}] finished earlier: {done}", flush=True)
+        return kept
     print(f"[{name}] {' '.join(cmd[2:])}", flush=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     subprocess.run(cmd, check=True)
@@ -46,6 +54,7 @@ def train_variant(name: str, extra: list[str], args: argparse.Namespace, workdir
     metrics.pop("history")
     metrics["peak_rss_mib"] = round(max(peak_kib, before) / 1024, 1)
     metrics["command"] = "fedrec " + " ".join(cmd[3:])
+    write_json(done, metrics)
     return metrics
 
 
@@ -106,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--report", default="centralized", help="results file name (no suffix)")
-    parser.add_argument("--keep", type=Path, default=None, help="keep checkpoints here")
+    parser.add_argument("--keep", type=Path, default=Path("outputs/centralized"),
+                        help="checkpoints go here (under the report's name); finished variants are reused")  # fmt: skip
     parser.add_argument("--reevaluate", type=Path, default=None, metavar="CHECKPOINTS",
                         help="only re-evaluate the checkpoints kept by an earlier --keep run")  # fmt: skip
     args = parser.parse_args(argv)
@@ -117,13 +127,12 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown(report))
         return 0
     report = {"provenance": provenance(), "dataset": args.dataset, "variants": {}}
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = args.keep or Path(tmp)
-        for name in args.variants:
-            report["variants"][name] = train_variant(name, VARIANTS[name], args, workdir)
-            # Written after every variant, so a long run that is stopped keeps what it finished.
-            write_json(args.out / f"{args.report}.json", report)
-            write_text(args.out / f"{args.report}.md", markdown(report))
+    workdir = args.keep.resolve() / args.report
+    for name in args.variants:
+        report["variants"][name] = train_variant(name, VARIANTS[name], args, workdir)
+        # Written after every variant, so a long run that is stopped keeps what it finished.
+        write_json(args.out / f"{args.report}.json", report)
+        write_text(args.out / f"{args.report}.md", markdown(report))
     print(markdown(report))
     return 0
 
