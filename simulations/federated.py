@@ -15,6 +15,7 @@ workers, clients), sampled every half second.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 import subprocess
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from shared.atomic import write_json, write_text
 from simulations.memory import PeakRSS
-from simulations.provenance import provenance
+from simulations.provenance import git_commit, provenance
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -58,13 +59,21 @@ def run_repeated(name: str, overrides: list[str], out_dir: Path, repeats: int, *
 
     skip_first leaves each run's first round out of its median (actors starting). Peak memory
     is the largest of the runs; test metrics are the first run's (the runs are seeded alike).
+    Each finished run is kept in out_dir: a stopped series, started again at the same commit
+    with the same settings, only runs what it was missing.
     """
     if repeats < 1:
         raise SystemExit(f"federated: error: --repeats must be >= 1, got {repeats}")
-    runs = []
+    commit, runs = git_commit(), []
     for i in range(repeats):
-        print(f"federated: {name}, run {i + 1}/{repeats}", flush=True)
-        runs.append(run(name, overrides, out_dir))
+        kept = out_dir / f"timed-{hashlib.sha1(' '.join([name, *overrides]).encode()).hexdigest()[:12]}-{i + 1}.json"
+        if kept.exists() and (row := json.loads(kept.read_text())).get("commit") == commit and "dirty" not in commit:
+            print(f"federated: {name}, run {i + 1}/{repeats} finished earlier: {kept}", flush=True)
+        else:
+            print(f"federated: {name}, run {i + 1}/{repeats}", flush=True)
+            row = {**run(name, overrides, out_dir), "commit": commit}
+            write_json(kept, row)
+        runs.append(row)
     medians = [statistics.median(r["seconds_per_round"][1:] if skip_first and r["rounds"] > 1
                                  else r["seconds_per_round"]) for r in runs]  # fmt: skip
     return {**runs[0], "repeats": len(runs), "seconds_per_round_median": statistics.median(medians),
