@@ -14,13 +14,12 @@ import sys
 import time
 from pathlib import Path
 
-from shared.atomic import write_json, write_text
 from shared.config import DataConfig
 from shared.data.dataset import load_dataset
 from shared.errors import FedrecError
 from shared.eval.protocols import evaluate
 from shared.models.popularity import Popularity
-from simulations.provenance import provenance
+from simulations.provenance import provenance, write_results
 
 RESULTS = Path(__file__).parent / "results"
 ANCHORS = {"movielens-1m": "NCF paper (He et al. 2017), ItemPop sampled-100 HR@10 = 0.454"}
@@ -75,9 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     except FedrecError as err:
         print(f"baselines: error: {err}", file=sys.stderr)
         return 2
-    write_json(args.out / "baselines.json", report)
-    write_text(args.out / "baselines.md", markdown(report))
-    print(markdown(report))
+    write_results(args.out, "baselines", report, markdown(report))
     return 0
 
 

@@ -24,8 +24,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from shared.atomic import write_json, write_text
-from simulations.provenance import provenance
+from shared.atomic import write_json
+from simulations.provenance import provenance, write_results
 
 RESULTS = Path(__file__).parent / "results"
 VARIANTS = {"full": [], "no-text": ["--no-text"], "text-only": ["--no-id-embedding"]}
@@ -122,17 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.reevaluate:
         report = reevaluate(json.loads((args.out / f"{args.report}.json").read_text()), args.reevaluate)
-        write_json(args.out / f"{args.report}.json", report)
-        write_text(args.out / f"{args.report}.md", markdown(report))
-        print(markdown(report))
+        write_results(args.out, args.report, report, markdown(report))
         return 0
     report = {"provenance": provenance(), "dataset": args.dataset, "variants": {}}
     workdir = args.keep.resolve() / args.report
     for name in args.variants:
         report["variants"][name] = train_variant(name, VARIANTS[name], args, workdir)
         # Written after every variant, so a long run that is stopped keeps what it finished.
-        write_json(args.out / f"{args.report}.json", report)
-        write_text(args.out / f"{args.report}.md", markdown(report))
+        write_results(args.out, args.report, report, markdown(report), quiet=True)
     print(markdown(report))
     return 0
 

@@ -25,13 +25,12 @@ import torch
 from opacus import GradSampleModule
 from opacus.optimizers import DPOptimizer
 
-from shared.atomic import write_json, write_text
 from shared.config import DataConfig, ModelConfig, TrainConfig
 from shared.data.dataset import load_dataset
 from shared.data.sources import default_cache_dir
 from shared.models.batches import base_batch, training_sequences
 from shared.models.training import build_model, ranking_candidates
-from simulations.provenance import provenance
+from simulations.provenance import provenance, write_results
 
 RESULTS = Path(__file__).parent / "results"
 WARMUP = 3
@@ -97,9 +96,7 @@ def main(argv: list[str] | None = None) -> int:
              "| mode | median ms/step | p90 ms/step | ratio to plain (medians) |", "|---|---|---|---|"]  # fmt: skip
     for mode, r in rows.items():
         lines.append(f"| {mode} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} | {r.get('ratio_to_plain', 1.0):.2f} |")
-    write_json(args.out / f"dp_step-{device}.json", report)
-    write_text(args.out / f"dp_step-{device}.md", "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, f"dp_step-{device}", report, "\n".join(lines) + "\n")
     return 0
 
 

@@ -23,9 +23,9 @@ import sys
 import time
 from pathlib import Path
 
-from shared.atomic import write_json, write_text
+from shared.atomic import write_json
 from simulations.memory import PeakRSS
-from simulations.provenance import git_commit, provenance
+from simulations.provenance import git_commit, provenance, write_results
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -115,9 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     report = json.loads(path.read_text()) if path.exists() else {"runs": []}
     report["provenance"] = {**report.get("provenance", {}), "machine": started["machine"]}
     report["runs"] = [r for r in report["runs"] if r["name"] != args.name] + [row]
-    write_json(path, report)
-    write_text(args.out / "federated.md", markdown(report))
-    print(markdown(report))
+    write_results(args.out, "federated", report, markdown(report))
     return 0
 
 

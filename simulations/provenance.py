@@ -64,10 +64,14 @@ def provenance_lines(p: dict[str, Any]) -> list[str]:
     return [f"Command: `{p['command']}`  ", f"Commit: `{p['commit']}`  ", f"Machine: {p['machine']}  "]
 
 
-def write_results(out: Path, name: str, report: dict[str, Any], markdown: str) -> None:
-    """`name`.json for machines and `name`.md for people, each written atomically; the page printed."""
+def write_results(out: Path, name: str, report: dict[str, Any], markdown: str, *, quiet: bool = False) -> None:
+    """`name`.json for machines, `name`.md and `name`.png (simulations/charts.py) for people, each
+    written atomically; the Markdown printed unless `quiet`."""
     from shared.atomic import write_json, write_text
+    from simulations.charts import draw
 
     write_json(out / f"{name}.json", report)
     write_text(out / f"{name}.md", markdown)
-    print(markdown)
+    draw(name, report, out)
+    if not quiet:
+        print(markdown)

@@ -19,9 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from shared.atomic import write_json, write_text
 from simulations.federated import run_repeated
-from simulations.provenance import provenance, provenance_lines
+from simulations.provenance import provenance, provenance_lines, write_results
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -66,9 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         report["rows"] = [r for r in report["rows"] if r["clients"] != n] + [
             {**row, "clients": n, "sampled_per_round": max(2, int(n * args.fraction)), "commit": started["commit"],
              "seconds_per_round_after_first": row["seconds_per_round_median"]}]  # fmt: skip
-        write_json(path, report)  # each size kept as it finishes
-    write_text(args.out / "scale.md", markdown(report))
-    print(markdown(report))
+        write_results(args.out, "scale", report, markdown(report), quiet=True)  # each size kept as it finishes
+    write_results(args.out, "scale", report, markdown(report))
     return 0
 
 

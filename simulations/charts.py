@@ -1,0 +1,172 @@
+"""One PNG per results file, drawn from its JSON: what each runner's table shows, as a picture.
+
+    python -m simulations.charts        # redraw every chart from simulations/results/*.json
+
+Runners call `draw(name, report, out)` right after writing `name`.json; this module is the only
+place that knows how each report looks, so a chart can be redrawn without re-running anything.
+The privacy-utility runner draws its own two plots (simulations/privacy_utility.py).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from shared.atomic import atomic_path
+
+RESULTS = Path(__file__).parent / "results"
+Report = dict[str, Any]
+
+
+def _pyplot():  # type: ignore[no-untyped-def]
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _bars(ax, labels: list[str], values: list[float], fmt: str = "{:.1f}") -> None:  # type: ignore[no-untyped-def]
+    bars = ax.bar(range(len(values)), values, color=[f"C{i % 10}" for i in range(len(values))])
+    ax.set_xticks(range(len(labels)), labels, fontsize=8)
+    ax.bar_label(bars, [fmt.format(v) for v in values], fontsize=8)
+
+
+def scale(r: Report, ax_pair) -> None:  # type: ignore[no-untyped-def]
+    rows = sorted(r["rows"], key=lambda x: x["clients"])
+    labels = [f"{x['clients']:,}\n({x['sampled_per_round']}/round)" for x in rows]
+    _bars(ax_pair[0], labels, [x["seconds_per_round_after_first"] for x in rows])
+    ax_pair[0].set(title="seconds per round (median of runs)", xlabel="simulated clients")
+    _bars(ax_pair[1], labels, [x["peak_rss_mib"] / 1024 for x in rows], "{:.2f}")
+    ax_pair[1].set(title="peak RSS, GiB", xlabel="simulated clients")
+
+
+def fed_vs_central(r: Report, ax_pair) -> None:  # type: ignore[no-untyped-def]
+    c, f = r["centralized"], r["federated"]
+    ax = ax_pair[0]
+    if "valid_ndcg" in c and "valid_ndcg" in f:
+        ax.plot(range(1, len(c["valid_ndcg"]) + 1), c["valid_ndcg"], marker="o", label="centralized, by epoch")
+        ax.plot(range(1, len(f["valid_ndcg"]) + 1), f["valid_ndcg"], marker="s", label="federated, by round")
+        ax.legend(fontsize=8)
+    else:  # recorded before the runner kept the curves
+        ax.text(0.5, 0.5, "no validation curves in this record", ha="center", transform=ax.transAxes)
+    ax.set(title="validation full NDCG@10", xlabel="epoch / round")
+    keys = list(c["test"])
+    width = 0.4
+    ax = ax_pair[1]
+    ax.bar([i - width / 2 for i in range(len(keys))], [c["test"][k] for k in keys], width, label="centralized")
+    ax.bar([i + width / 2 for i in range(len(keys))], [f["test"][k] for k in keys], width, label="federated")
+    ax.set_xticks(range(len(keys)), [k.replace("-", "\n") for k in keys], fontsize=8)
+    ax.set(title=f"test, ratio NDCG@10 {r['ratio']['full-ndcg@10']:.2f}")
+    ax.legend(fontsize=8)
+
+
+def overhead(r: Report, ax_pair) -> None:  # type: ignore[no-untyped-def]
+    labels = ["trivial app", "fedrec", "fedrec without\nlocal work"]
+    values = [r["trivial"]["updates_per_second_median"], r["fedrec"]["updates_per_second_median"],
+              r["fedrec"]["updates_per_second_without_local_work_median"]]  # fmt: skip
+    _bars(ax_pair[0], labels, values)
+    ax_pair[0].set(title="client updates per second (median of runs)")
+    _bars(ax_pair[1], ["fedrec", "without\nlocal work"], [r["ratio"], r["ratio_without_local_work"]], "{:.2f}")
+    ax_pair[1].axhline(0.5, ls="--", c="k", lw=1, label="goal 0.5")
+    ax_pair[1].set(title="rate / trivial app's rate")
+    ax_pair[1].legend(fontsize=8)
+
+
+def serving(r: Report, ax_pair) -> None:  # type: ignore[no-untyped-def]
+    for ax, key in zip(ax_pair, ("p50_ms", "p95_ms")):
+        _bars(ax, [f"{x['catalog']}\n{x['items']:,} items" for x in r["rows"]], [x[key] for x in r["rows"]])
+        ax.set(title=f"one user's top-10, {key[:3]} ms")
+
+
+def edge_footprint(r: Report, ax_pair) -> None:  # type: ignore[no-untyped-def]
+    runs = r.get("run_medians", [r["seconds_per_round_median"]])
+    _bars(ax_pair[0], [f"run {i + 1}" for i in range(len(runs))], runs)
+    ax_pair[0].set(title=f"seconds per round, median of each run ({r['seconds_per_round_median']:.1f})")
+    _bars(ax_pair[1], ["SuperNode process tree"], [r["peak_rss_mib"]], "{:.0f}")
+    ax_pair[1].set(title="peak RSS, MiB")
+
+
+def federated(r: Report, ax_pair) -> None:  # type: ignore[no-untyped-def]
+    runs = r["runs"]
+    _bars(ax_pair[0], [x["name"] for x in runs], [x["seconds_per_round_median"] for x in runs])
+    ax_pair[0].set(title="seconds per round (median of runs)")
+    _bars(ax_pair[1], [x["name"] for x in runs], [x["peak_rss_mib"] / 1024 for x in runs], "{:.2f}")
+    ax_pair[1].set(title="peak RSS, GiB")
+
+
+def dp_step(r: Report, ax_pair) -> None:  # type: ignore[no-untyped-def]
+    modes = list(r["steps"])
+    _bars(ax_pair[0], modes, [r["steps"][m]["median_ms"] for m in modes])
+    ax_pair[0].set(title=f"ms per step on {r['device']} (median of {r['repeats']})")
+    _bars(ax_pair[1], modes, [r["steps"][m].get("ratio_to_plain", 1.0) for m in modes], "{:.2f}")
+    ax_pair[1].set(title="ratio to the plain step")
+
+
+def centralized(r: Report, ax_pair) -> None:  # type: ignore[no-untyped-def]
+    names = list(r["variants"])
+    for ax, stage in zip(ax_pair, ("retrieval", "ranking")):
+        _bars(ax, names, [r["variants"][n]["test"][stage]["full"]["ndcg@10"] for n in names], "{:.4f}")
+        ax.set(title=f"test full NDCG@10, {'retrieval only' if stage == 'retrieval' else 'retrieval + ranking'}")
+
+
+def baselines(r: Report, ax_pair) -> None:  # type: ignore[no-untyped-def]
+    names = list(r["results"])
+    for ax, protocol in zip(ax_pair, ("full", "sampled")):
+        _bars(ax, names, [r["results"][n]["popularity"][protocol]["hr@10"] for n in names], "{:.3f}")
+        ax.set(title=f"popularity, {protocol} HR@10")
+
+
+def audit(r: Report, ax_pair) -> None:  # type: ignore[no-untyped-def]
+    rows = r["rows"]
+    ax = ax_pair[0]
+    ax_pair[1].remove()  # one panel says it all
+    ax.errorbar(range(len(rows)), [x["auc"] for x in rows], fmt="o",
+                yerr=[[x["auc"] - x["ci_low"] for x in rows], [x["ci_high"] - x["auc"] for x in rows]])  # fmt: skip
+    ax.axhline(0.5, ls="--", c="k", lw=1, label="0.5: nothing leaks")
+    ax.set_xticks(range(len(rows)), [x["name"].replace(", ", "\n") for x in rows], fontsize=7)
+    ax.set(title="membership-inference AUC, 95% CI")
+    ax.legend(fontsize=8)
+
+
+CHARTS: dict[str, Callable[[Report, Any], None]] = {
+    "scale": scale, "fed_vs_central": fed_vs_central, "overhead": overhead, "serving": serving,
+    "edge_footprint": edge_footprint, "federated": federated, "dp_step": dp_step,
+    "centralized": centralized, "ablations": centralized, "baselines": baselines, "audit": audit,
+}  # fmt: skip
+
+
+def chart_for(name: str) -> Callable[[Report, Any], None] | None:
+    """The chart of a results file name: exact ('scale'), or its prefix ('dp_step-cpu')."""
+    return CHARTS.get(name) or CHARTS.get(name.split("-")[0])
+
+
+def draw(name: str, report: Report, out: Path) -> None:
+    """Write out/`name`.png for a report this module knows; nothing for others."""
+    chart = chart_for(name)
+    if chart is None:
+        return
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    chart(report, axes)
+    fig.text(0.01, 0.0, f"{name}, commit {report.get('provenance', {}).get('commit', '?')[:7]}", fontsize=7,
+             ha="left", va="bottom", color="0.4")  # fmt: skip
+    with atomic_path(out / f"{name}.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def main() -> int:
+    for path in sorted(RESULTS.glob("*.json")):
+        if chart_for(path.stem) is not None:
+            draw(path.stem, json.loads(path.read_text()), RESULTS)
+            print(f"charts: {path.stem}.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
