@@ -4,7 +4,7 @@
 
 Each checkpoint is attacked with `fedrec audit`'s score-threshold attack (shared/privacy/audit.py)
 over every user; the epsilon of a DP checkpoint is read from its run's privacy report when it
-has one. Writes simulations/results/audit.json and .md.
+has one. Writes simulations/results/audit.json, .md and .png.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
     python -m simulations.baselines [--datasets movielens-100k movielens-1m] [--repeats 3]
 
-Writes simulations/results/baselines.json and baselines.md. Evaluation time is the median of
+Writes simulations/results/baselines.json, .md and .png. Evaluation time is the median of
 `--repeats` runs of the full harness (both protocols) over every user.
 """
 

@@ -3,7 +3,7 @@
     python -m simulations.centralized [--variants full no-text text-only] [--epochs 25] [--keep DIR]
 
 Each variant is one `fedrec train` run (same seed, same data); the checkpoint's metrics.json is
-collected into simulations/results/<report>.json and .md (default report: centralized), with the
+collected into simulations/results/<report>.json, .md and .png (default report: centralized), with the
 command, the commit and the machine. Variants:
 - full:      text + ID embeddings, retrieval and ranking (the reference);
 - no-text:   ID embeddings only (what the text encoder adds);

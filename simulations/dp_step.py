@@ -8,7 +8,7 @@ noise. Opacus grad-sample modes compared: hooks (the default) and functorch. Gho
 not among them: it needs the loss as `criterion(output, target)`, and the joint retrieval +
 ranking loss samples its own negatives inside the model. Batches come from a random sample of
 ML-1M users the size of a region (user-level unit), Poisson-sampled at a client's rate. Writes
-simulations/results/dp_step-<device>.json and .md; timings are medians over `--repeats` steps
+simulations/results/dp_step-<device>.json, .md and .png; timings are medians over `--repeats` steps
 after warm-up, and the ratios divide medians measured in the same run.
 """
 

@@ -8,7 +8,7 @@ tree (flower-supernode, its SuperExec and the ClientApp processes it starts for 
 sampled every 0.5 s. Seconds per round are the server's (train + federated validation): each of
 --repeats fresh deployments' median round, then the median over runs; the node's own training
 time per round comes from its train-seconds metric.
-Writes simulations/results/edge_footprint.json and .md.
+Writes simulations/results/edge_footprint.json, .md and .png.
 """
 
 from __future__ import annotations

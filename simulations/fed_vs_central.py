@@ -12,7 +12,7 @@ default settings each federated round sees the data once, like one centralized e
 about a tenth of its optimizer steps: FedAvg averages ten clients' short trajectories of ~1/10
 of the data each. The validation curves of both sides are kept to show where each stands.
 Each side's result is kept in --work under its own settings, so an interrupted run resumes with
-the side still missing. Writes simulations/results/fed_vs_central-<partitioning>.json and .md
+the side still missing. Writes simulations/results/fed_vs_central-<partitioning>.json, .md, .png
 (-<partitioning>-local<N> when --local-epochs N is not 1, so the two protocols sit side by side).
 `--epochs 5 --rounds 5 --local-epochs 10` gives both sides the same optimizer steps.
 """

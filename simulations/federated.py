@@ -5,7 +5,7 @@
         fraction-train=0.01 fraction-evaluate=0.01 min-train-nodes=2 num-server-rounds=2
 
 Each invocation runs `fedrec simulate` --repeats times (default 3) and records one row in
-simulations/results/federated.json and federated.md, with the command, commit and machine:
+simulations/results/federated.json, .md and .png, with the command, commit and machine:
 seconds per round is the median over runs of each run's median round; test metrics are the
 first run's (the runs are seeded alike).
 Peak memory is the largest total resident memory of the whole process tree (SuperLink, Ray
@@ -65,8 +65,9 @@ def run_repeated(name: str, overrides: list[str], out_dir: Path, repeats: int, *
     if repeats < 1:
         raise SystemExit(f"federated: error: --repeats must be >= 1, got {repeats}")
     commit, runs = git_commit(), []
+    series = hashlib.sha1(" ".join([name, *overrides]).encode()).hexdigest()[:12]
     for i in range(repeats):
-        kept = out_dir / f"timed-{hashlib.sha1(' '.join([name, *overrides]).encode()).hexdigest()[:12]}-{i + 1}.json"
+        kept = out_dir / f"timed-{series}-{i + 1}.json"
         if kept.exists() and (row := json.loads(kept.read_text())).get("commit") == commit and "dirty" not in commit:
             print(f"federated: {name}, run {i + 1}/{repeats} finished earlier: {kept}", flush=True)
         else:

@@ -10,7 +10,7 @@ the first round (actors starting) is left out and the median of the rest is repo
 fedrec's clients also report their seconds of local work; with the one client actor a 2-core
 machine runs, clients run one after another, so a round's seconds less its clients' local work
 is what the federation itself costs, and its rate is what fedrec would reach with no local work.
-Writes simulations/results/overhead.json and .md.
+Writes simulations/results/overhead.json, .md and .png.
 """
 
 from __future__ import annotations

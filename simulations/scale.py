@@ -8,7 +8,7 @@ Seconds per round: each run's median over the rounds after the first (actors sta
 the median over --repeats whole runs; peak memory: the largest of the runs, the whole
 simulation's process tree with Ray's daemons. Each size's row is kept as it finishes, so an
 interrupted sweep resumes with the sizes still missing (or measured with fewer runs).
-Writes simulations/results/scale.json and .md.
+Writes simulations/results/scale.json, .md and .png.
 """
 
 from __future__ import annotations

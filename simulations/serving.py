@@ -8,7 +8,7 @@ ranker, return the top 10. Timed per request on the ML-1M catalog (3,706 items, 
 text embeddings) and on a synthetic catalog of --big-catalog items whose text embeddings are
 random unit vectors (latency does not depend on what the vectors mean). The weights are
 untrained: the work per request is the same. p50/p95 over --requests users, median over
---repeats passes. Writes simulations/results/serving.json and .md.
+--repeats passes. Writes simulations/results/serving.json, .md and .png.
 """
 
 from __future__ import annotations
