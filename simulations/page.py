@@ -54,9 +54,10 @@ def _setting(command: str, key: str) -> str:
     return found.group(1) if found else "?"
 
 
-def _flat(test: dict, stage: str = "ranking") -> tuple[dict, dict]:
-    return ({m: test[f"{stage}-full-{m}"] for m in ("hr@10", "ndcg@10")},
-            {m: test[f"{stage}-sampled-{m}"] for m in ("hr@10", "ndcg@10")})  # fmt: skip
+def _flat(test: dict, prefix: str = "ranking-") -> tuple[dict, dict]:
+    """(full, sampled) HR@10 and NDCG@10 from flat keys like 'ranking-full-hr@10' ('' prefix: 'full-hr@10')."""
+    return tuple({m: test[f"{prefix}{protocol}-{m}"] for m in ("hr@10", "ndcg@10")}  # type: ignore[return-value]
+                 for protocol in ("full", "sampled"))  # fmt: skip
 
 
 def utility() -> list[str]:
@@ -77,9 +78,7 @@ def utility() -> list[str]:
         f = json.loads(path.read_text())["federated"]
         setting = _setting(f["command"], "partitioning")
         label = f"federated, {setting}, {f['rounds']} rounds x {_setting(f['command'], 'local-epochs')} local epochs, no DP"
-        t = f["test"]
-        lines.append(_row(label, {m: t[f"full-{m}"] for m in ("hr@10", "ndcg@10")},
-                          {m: t[f"sampled-{m}"] for m in ("hr@10", "ndcg@10")}, path.name, "federated"))  # fmt: skip
+        lines.append(_row(label, *_flat(f["test"], prefix=""), path.name, "federated"))
     pu = _load("privacy_utility")
     for point in sorted(pu["points"] if pu else [], key=lambda r: (r["setting"], -float(r["epsilon"]))):
         eps = float(point["epsilon"])
