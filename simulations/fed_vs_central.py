@@ -12,8 +12,8 @@ default settings each federated round sees the data once, like one centralized e
 about a tenth of its optimizer steps: FedAvg averages ten clients' short trajectories of ~1/10
 of the data each. The validation curves of both sides are kept to show where each stands.
 Each side's result is kept in --work under its own settings, so an interrupted run resumes with
-the side still missing. Writes simulations/results/fed_vs_central-<partitioning>.json, .md, .png
-(-<partitioning>-local<N> when --local-epochs N is not 1, so the two protocols sit side by side).
+the side still missing. Writes simulations/results/fed_vs_central-<partitioning>-<R>x<L>.json,
+.md, .png (R rounds of L local epochs), so runs of different protocols sit side by side.
 `--epochs 5 --rounds 5 --local-epochs 10` gives both sides the same optimizer steps.
 """
 
@@ -92,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Goal (issue 4): NDCG@10 ratio >= 0.95 for 10 regional nodes, >= 0.90 one client per user. "
         f"Measured full-catalog NDCG@10 ratio: **{ratio['full-ndcg@10']:.2f}**.",
     ]) + "\n"  # fmt: skip
-    suffix = "" if args.local_epochs == 1 else f"-local{args.local_epochs}"
-    write_results(args.out, f"fed_vs_central-{args.partitioning}{suffix}", report, md)
+    name = f"fed_vs_central-{args.partitioning}-{args.rounds}x{args.local_epochs}"
+    write_results(args.out, name, report, md)
     return 0
 
 
