@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from flwr.app import Message, MetricRecord
+import numpy as np
+from flwr.app import Array, ArrayRecord, Message, MetricRecord
 from flwr.serverapp import NeighboringRelation, SamplingMethod
 from flwr.serverapp import PrivacyConfig as FlowerPrivacyConfig
 from flwr.serverapp.strategy import (
@@ -39,7 +40,7 @@ def make_strategy(cfg: FederationConfig, privacy: PrivacyConfig | None = None, n
     if cfg.strategy == "fedprox":
         return FedProx(**common, proximal_mu=cfg.proximal_mu)
     if cfg.strategy == "fedadam":
-        return FedAdam(**common, eta=cfg.server_lr)
+        return Float32FedAdam(**common, eta=cfg.server_lr)
     if cfg.strategy == "fedyogi":
         return FedYogi(**common, eta=cfg.server_lr)
     if cfg.strategy == "fedmedian":
@@ -51,6 +52,21 @@ def make_strategy(cfg: FederationConfig, privacy: PrivacyConfig | None = None, n
     if privacy is not None and privacy.central_dp:
         return central_dp(UniformTrainFedAvg(**common, weighted_by_key=UNIFORM_WEIGHT), cfg, privacy, num_nodes)
     return FedAvg(**common)
+
+
+class Float32FedAdam(FedAdam):
+    """Flower's FedAdam scales its server step by a bias-corrected learning rate computed as a
+    numpy float64, to which numpy 2 promotes the whole model; the model travels as float32
+    (shared/wire.py refuses anything else), so the aggregate is cast back. (FedYogi's step
+    stays float32: tests/test_strategy.py checks every strategy.)"""
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        arrays, metrics = super().aggregate_train(server_round, replies)
+        if arrays is not None:
+            arrays = ArrayRecord({k: Array(v.numpy().astype(np.float32, copy=False)) for k, v in arrays.items()})
+        return arrays, metrics
 
 
 class UniformTrainFedAvg(FedAvg):
