@@ -54,6 +54,15 @@ def _setting(command: str, key: str) -> str:
     return found.group(1) if found else "?"
 
 
+def _protocol(command: str) -> str:
+    """'10 x 10' or '15 x 10, fedadam (server lr 0.01)': rounds x local epochs, and the server's
+    optimizer when it is not FedAvg (commands recorded before the option name none)."""
+    rounds, local = _setting(command, "num-server-rounds"), _setting(command, "local-epochs")
+    strategy = _setting(command, "strategy")
+    server = "" if strategy in ("?", "fedavg") else f", {strategy} (server lr {_setting(command, 'server-lr')})"
+    return f"{rounds} x {local}{server}"
+
+
 def _flat(test: dict, prefix: str = "ranking-") -> tuple[dict, dict]:
     """(full, sampled) HR@10 and NDCG@10 from flat keys like 'ranking-full-hr@10' ('' prefix: 'full-hr@10')."""
     return tuple({m: test[f"{prefix}{protocol}-{m}"] for m in ("hr@10", "ndcg@10")}  # type: ignore[return-value]
@@ -77,7 +86,7 @@ def utility() -> list[str]:
     for path in sorted(RESULTS.glob("fed_vs_central-*.json")):
         f = json.loads(path.read_text())["federated"]
         setting = _setting(f["command"], "partitioning")
-        label = f"federated, {setting}, {f['rounds']} rounds x {_setting(f['command'], 'local-epochs')} local epochs, no DP"
+        label = f"federated, {setting}, rounds x local epochs {_protocol(f['command'])}, no DP"
         lines.append(_row(label, *_flat(f["test"], prefix=""), path.name, "federated"))
     pu = _load("privacy_utility")
     for point in sorted(pu["points"] if pu else [], key=lambda r: (r["setting"], -float(r["epsilon"]))):
@@ -164,10 +173,10 @@ def federated_vs_central() -> list[str]:
     for r in rows:
         c, f = r["centralized"]["test"]["full-ndcg@10"], r["federated"]["test"]["full-ndcg@10"]
         lines.append(f"| {r['partitioning']} | {r['centralized']['epochs']} | {c:.4f} "
-                     f"| {r['federated']['rounds']} x {_setting(r['federated']['command'], 'local-epochs')} | {f:.4f} "
+                     f"| {_protocol(r['federated']['command'])} | {f:.4f} "
                      f"| {r['ratio']['full-ndcg@10']:.2f} | `{r['federated']['command']}` |")  # fmt: skip
     return lines + ["", "`python -m simulations.fed_vs_central --partitioning region|user [--epochs E --rounds R "
-                        "--local-epochs L]`"]  # fmt: skip
+                        "--local-epochs L --strategy S]`"]  # fmt: skip
 
 
 def privacy() -> list[str]:
