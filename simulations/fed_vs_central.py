@@ -9,10 +9,10 @@ lr 0.002, batch 32) and no DP. Centralized: `fedrec train` for --epochs epochs, 
 validation epoch. Federated: `fedrec simulate` with --strategy (FedAvg; FedAdam and
 FedYogi step the server's model by --server-lr) for --rounds rounds of --local-epochs local
 epochs on each sampled node, validated each round on --fraction-evaluate of the nodes and
-tested federatedly on every node's test items. The ratio is federated / centralized test NDCG@10 (full catalog, two-stage). With the
-default settings each federated round sees the data once, like one centralized epoch, but takes
-about a tenth of its optimizer steps: FedAvg averages ten clients' short trajectories of ~1/10
-of the data each. The validation curves of both sides are kept to show where each stands.
+tested federatedly on every node's test items. The ratio is federated / centralized test
+NDCG@10 (full catalog, two-stage). With the default settings each federated round sees the
+data once, like one centralized epoch, but takes about a tenth of its optimizer steps: FedAvg
+averages ten clients' short trajectories of ~1/10 of the data each. The validation curves of both sides are kept to show where each stands.
 Each side's result is kept in --work under its own settings, so an interrupted run resumes with
 the side still missing. Writes simulations/results/fed_vs_central-<partitioning>-<R>x<L>.json,
 .md, .png (R rounds of L local epochs; -<strategy> appended when it is not FedAvg), so runs of

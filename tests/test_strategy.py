@@ -24,20 +24,28 @@ def reply(node: int, value: float) -> Message:
     return Message(content, metadata=meta)
 
 
-@pytest.mark.parametrize("name", ["fedavg", "fedprox", "fedadam", "fedyogi", "fedmedian", "fedtrimmedavg", "krum"])
-def test_every_strategy_returns_a_model_the_wire_format_accepts(name: str, monkeypatch) -> None:
-    # FedAdam and FedYogi used to hand back float64 arrays, which the round then refused.
-    from flwr.app import ConfigRecord
-    from flwr.supercore.task_identity import TaskIdentity
+class FiveNodes:
+    """The grid as configure_train sees it: five connected nodes."""
 
-    from shared.wire import WEIGHTS
+    def get_node_ids(self) -> list[int]:
+        return [1, 2, 3, 4, 5]
+
+
+@pytest.fixture
+def server_task(monkeypatch) -> None:
+    """What a ServerApp process sets before it makes messages (configure_train does)."""
+    from flwr.supercore.task_identity import TaskIdentity
 
     for key in ("_run_id", "_task_id", "_node_id"):
         monkeypatch.setattr(TaskIdentity, key, 1)
 
-    class FiveNodes:
-        def get_node_ids(self) -> list[int]:
-            return [1, 2, 3, 4, 5]
+
+@pytest.mark.parametrize("name", ["fedavg", "fedprox", "fedadam", "fedyogi", "fedmedian", "fedtrimmedavg", "krum"])
+def test_every_strategy_returns_a_model_the_wire_format_accepts(name: str, server_task: None) -> None:
+    # FedAdam used to hand back float64 arrays, which the round then refused.
+    from flwr.app import ConfigRecord
+
+    from shared.wire import WEIGHTS
 
     strategy = make_strategy(FederationConfig(strategy=name, min_train_nodes=2))
     start = ArrayRecord({WEIGHTS: Array(np.zeros(4, dtype=np.float32))})
@@ -60,19 +68,11 @@ def test_one_outlier_does_not_drag_a_robust_aggregate(name: str) -> None:
     assert np.all(mean["weights"].numpy() > 1.5)
 
 
-def test_central_dp_averages_over_every_sampled_client_a_dropout_counting_as_zero(monkeypatch) -> None:
+def test_central_dp_averages_over_every_sampled_client_a_dropout_counting_as_zero(server_task: None) -> None:
     from flwr.app import ConfigRecord
-    from flwr.supercore.task_identity import TaskIdentity
 
     from server.privacy import fixed_denominator
     from shared.config import PrivacyConfig
-
-    for key in ("_run_id", "_task_id", "_node_id"):  # what a ServerApp process sets before making messages
-        monkeypatch.setattr(TaskIdentity, key, 1)
-
-    class FiveNodes:
-        def get_node_ids(self) -> list[int]:
-            return [1, 2, 3, 4, 5]
 
     strategy = make_strategy(FederationConfig(min_train_nodes=2),
                              PrivacyConfig(central_dp=True, central_noise_multiplier=1e-9, central_clipping_norm=10.0), 5)  # fmt: skip
