@@ -35,13 +35,13 @@ def local_fit(
     `dp` as the plan's Poisson-sampled DP-SGD steps. Seeds depend on (seed, round, node) only,
     so a resumed run repeats exactly what an uninterrupted one would have done."""
     started = time.perf_counter()
+    if len(data) == 0:
+        return {"num-examples": 0, "train-loss": 0.0, "train-seconds": 0.0}
     device = cfg.resolved_device()
     # A no-op .to() still walks every submodule: a few ms of a one-user client's ~25.
     moved = next(model.parameters()).device != torch.device(device)
     if moved:
         model.to(device)
-    if len(data) == 0:
-        return {"num-examples": 0, "train-loss": 0.0, "train-seconds": 0.0}
     torch.manual_seed(hash((cfg.seed, server_round, local.partition_id)) % 2**31)
     rng = np.random.default_rng([cfg.seed, server_round, local.partition_id])
     params = [p for p in model.parameters() if p.requires_grad]
