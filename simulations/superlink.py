@@ -7,13 +7,13 @@ Two traps of Flower 1.42's own local SuperLink are avoided here:
 - `flwr run` reuses whatever listens on 127.0.0.1:39091, even a stale SuperLink from another
   environment: ours listens on free ports in a private FLWR_HOME, and `flwr run` is pointed at
   it through Flower's FLWR_LOCAL_* port variables, so nothing else is ever reused.
-The SuperLink and everything it started are stopped when the block exits, even on error.
+The SuperLink and everything it started (SuperExec, the simulation, Ray) are stopped when the
+block exits, even on error or SIGTERM.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import socket
 import subprocess
@@ -21,9 +21,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from shared.deploy.process import BIN, flower_env
 from shared.errors import FedrecError
@@ -89,17 +91,23 @@ def local_superlink(home: Path, startup_timeout: float = 60.0) -> Iterator[dict[
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    """Stop the SuperLink's whole process group (it starts SuperExec and simulation children)."""
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    """Stop the SuperLink and every process below it. SuperExec runs in a session of its own
+    and starts the simulation (and Ray) there, so signalling the SuperLink's process group
+    alone left an interrupted run's simulation training on, orphaned."""
+    try:
+        root = psutil.Process(proc.pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for signal_, wait in ((psutil.Process.terminate, 10), (psutil.Process.kill, 5)):
+        for p in tree:
+            with suppress(psutil.NoSuchProcess):
+                signal_(p)
+        _, tree = psutil.wait_procs(tree, timeout=wait)
+        if not tree:
+            break
+    with suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=1)  # reap it, so Popen does not warn that it still runs
 
 
 def toml_value(value: Any) -> str:
