@@ -15,7 +15,7 @@ from client.privacy import RoundPlan
 from shared.config import TrainConfig
 from shared.models.batches import Sequences, interaction_examples, training_sequences
 from shared.models.recommender import Recommender
-from shared.models.training import evaluate_model, train_epoch
+from shared.models.training import evaluate_model, make_optimizer, train_epoch
 from shared.privacy.accounting import RECORD
 
 
@@ -45,10 +45,7 @@ def local_fit(
     torch.manual_seed(hash((cfg.seed, server_round, local.partition_id)) % 2**31)
     rng = np.random.default_rng([cfg.seed, server_round, local.partition_id])
     params = [p for p in model.parameters() if p.requires_grad]
-    # foreach: one fused update over all tensors; per-tensor Python loops cost a one-user
-    # client about as much as its backward pass.
-    optimizer: torch.optim.Optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                                         foreach=True)  # fmt: skip
+    optimizer = make_optimizer(model, cfg)
     anchor = [p.detach().clone() for p in params] if proximal_mu > 0 else []
     stepped: torch.nn.Module = model
     if dp is not None:

@@ -40,9 +40,9 @@ def make_strategy(cfg: FederationConfig, privacy: PrivacyConfig | None = None, n
     if cfg.strategy == "fedprox":
         return FedProx(**common, proximal_mu=cfg.proximal_mu)
     if cfg.strategy == "fedadam":
-        return Float32FedAdam(**common, eta=cfg.server_lr)
+        return Float32FedAdam(**common, eta=cfg.server_lr, tau=cfg.server_tau)
     if cfg.strategy == "fedyogi":
-        return FedYogi(**common, eta=cfg.server_lr)
+        return FedYogi(**common, eta=cfg.server_lr, tau=cfg.server_tau)
     if cfg.strategy == "fedmedian":
         return FedMedian(**common)
     if cfg.strategy == "fedtrimmedavg":

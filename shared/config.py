@@ -121,6 +121,9 @@ class ModelConfig:
             raise FedrecError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
+OPTIMIZERS = ("adamw", "sgd")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How the model is fitted: the same knobs for centralized and local federated training."""
@@ -129,6 +132,10 @@ class TrainConfig:
     batch_size: int = 32  # on CPU a smaller batch costs about the same per epoch and takes 4x the steps
     lr: float = 2e-3
     weight_decay: float = 0.01
+    # adamw: the centralized optimizer. sgd: a local step is then the client's gradient (times
+    # lr), so FedAdam/FedYogi average gradients, not the per-client signs of a fresh Adam's
+    # first steps: one client per user needs this (README, Results).
+    optimizer: str = "adamw"
     num_negatives: int = 64  # retrieval: sampled negatives per sequence, shared by its positions
     rank_positions: int = 4  # ranking: positions per sequence that train the ranker
     # Few hard negatives: early in training the retrieval top-k is mostly popular items, and
@@ -148,6 +155,8 @@ class TrainConfig:
                 raise FedrecError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if float(self.lr) <= 0:
             raise FedrecError(f"lr must be > 0, got {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            raise FedrecError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got '{self.optimizer}'")
         if self.device not in ("auto", "cpu", "cuda"):
             raise FedrecError(f"device must be auto, cpu or cuda, got '{self.device}'")
 
@@ -216,6 +225,9 @@ class FederationConfig:
     strategy: str = "fedavg"
     proximal_mu: float = 0.01  # FedProx only
     server_lr: float = 0.01  # FedAdam / FedYogi server learning rate (eta)
+    # FedAdam / FedYogi's adaptivity (tau, Adam's epsilon). Flower's 1e-3 damps every coordinate
+    # whose mean update is smaller, which with `optimizer = "sgd"` clients is most of them.
+    server_tau: float = 1e-3
     early_stopping_rounds: int = 0  # stop after this many rounds without validation gain; 0: off
     server_eval: bool = False  # simulation only: also evaluate on the server's copy of the data
     resume_from: str = ""  # a round checkpoint directory of an earlier run
@@ -240,6 +252,8 @@ class FederationConfig:
             raise FedrecError("max-update-norm-ratio and round-retries must be >= 0")
         if int(self.local_epochs) < 1:
             raise FedrecError(f"local-epochs must be >= 1, got {self.local_epochs}")
+        if float(self.server_lr) <= 0 or float(self.server_tau) <= 0:
+            raise FedrecError(f"server-lr and server-tau must be > 0, got {self.server_lr} and {self.server_tau}")
 
     def run_dir(self, run_id: int) -> Path:
         """Where this run writes: `output-dir/run-<id>/`, or the run a `resume-from` continues.

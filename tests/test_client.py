@@ -48,6 +48,26 @@ def test_local_training_is_deterministic_per_round_and_node(csv_dir: Path, tmp_p
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_local_optimizer_sgd_steps_by_the_gradient_adamw_by_its_sign(csv_dir: Path, tmp_path: Path, optimizer) -> None:
+    """One local step on one batch: Adam's first step moves every coordinate by lr (its sign),
+    SGD's by lr times that coordinate's gradient, which spans orders of magnitude. Averaged over
+    one-user clients, only the second is the batch gradient (README, Results)."""
+    lr = 1e-3
+    cfg = run_config(csv_dir, tmp_path, **{"batch-size": 10_000, "weight-decay": 0.0, "optimizer": optimizer, "lr": lr})
+    local = local_data(cfg, {"partition-id": 0, "num-partitions": 3})
+    model = local_model(cfg, local.dataset)
+    before = trainable_state(model)
+    local_fit(model, local, local_examples(model, local, "user"), train_config(cfg), server_round=1)
+    after = trainable_state(model)
+    step = torch.cat([(after[k] - before[k]).flatten().abs() for k in after])
+    step = step[step > 0]
+    if optimizer == "adamw":
+        assert torch.allclose(step.median(), torch.tensor(lr), rtol=1e-3)
+    else:
+        assert step.max() / step.median() > 100
+
+
 def test_federated_evaluation_equals_central_evaluation(csv_dir: Path, tmp_path: Path) -> None:
     cfg = run_config(csv_dir, tmp_path)
     per_node = [local_data(cfg, {"partition-id": p, "num-partitions": 3}) for p in range(3)]

@@ -50,6 +50,8 @@ def test_the_shipped_defaults_validate() -> None:
     (FederationConfig, "num-server-rounds", 0, "num-server-rounds must be >= 1"),
     (TrainConfig, "lr", -1.0, "lr must be > 0"),
     (TrainConfig, "device", "tpu", "device must be auto, cpu or cuda"),
+    (TrainConfig, "optimizer", "adam", "optimizer must be one of adamw, sgd, got 'adam'"),
+    (FederationConfig, "server-tau", 0.0, "server-lr and server-tau must be > 0"),
     (ModelConfig, "text-finetune-layers", 9, "text-finetune-layers must be 0..6"),
 ])  # fmt: skip
 def test_bad_values_are_refused_with_the_key_name(cls, key, value, match) -> None:

@@ -40,6 +40,7 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch-size", type=int, default=t.batch_size)
     group.add_argument("--lr", type=float, default=t.lr)
     group.add_argument("--weight-decay", type=float, default=t.weight_decay)
+    group.add_argument("--optimizer", default=t.optimizer, help="adamw or sgd")
     group.add_argument("--num-negatives", type=int, default=t.num_negatives)
     group.add_argument("--patience", type=int, default=t.patience)
     group.add_argument("--seed", type=int, default=t.seed)
@@ -57,7 +58,7 @@ def model_config(args: argparse.Namespace) -> ModelConfig:
 def train_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        weight_decay=args.weight_decay, num_negatives=args.num_negatives,
+        weight_decay=args.weight_decay, optimizer=args.optimizer, num_negatives=args.num_negatives,
         patience=args.patience, seed=args.seed, device=args.device,
     )  # fmt: skip
 
