@@ -12,11 +12,11 @@ import logging
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from server.checkpoints import ServerState, load_round
+from server.checkpoints import ServerState, load_optimizer, load_round
 from server.privacy_report import write_report
 from server.rounds import run_rounds
 from server.secure import check_secure_aggregation
-from server.strategy import check_central_dp, make_strategy
+from server.strategy import check_central_dp, make_strategy, restore_optimizer_state
 from server.summary import summary_markdown
 from shared.atomic import check_writable, write_text
 from shared.config import (DataConfig, FederationConfig, ModelConfig, PrivacyConfig, SecureAggregationConfig,
@@ -58,14 +58,17 @@ def main(grid: Grid, context: Context) -> None:
         dataset = load_dataset(data)
         model = build_model(dataset, model_cfg, data.cache_path or default_cache_dir())
         state = load_round(fed.resume_from, model) if fed.resume_from else ServerState()
+        moments = load_optimizer(fed.resume_from) if fed.resume_from else {}
         check_writable(fed.run_dir(context.run_id), "the run directory")
     except FedrecError as err:
         log.error("fedrec: error: %s", err)
         raise SystemExit(2) from None
     run_dir = fed.run_dir(context.run_id)
     log.info("run directory %s; starting at round %d of %d", run_dir, state.round + 1, fed.num_server_rounds)
+    strategy = make_strategy(fed, privacy, len(list(grid.get_node_ids())))
+    restore_optimizer_state(strategy, moments)
     summary = run_rounds(
-        grid, make_strategy(fed, privacy, len(list(grid.get_node_ids()))), model, fed, run_dir, state,
+        grid, strategy, model, fed, run_dir, state,
         server_eval=server_evaluator(dataset) if fed.server_eval else None, catalog=catalog_fingerprint(dataset),
         secagg=secagg,
     )  # fmt: skip

@@ -1,5 +1,6 @@
 """Per-round checkpoints of the global model, in the models' checkpoint format, plus the
-server's loop state so an interrupted run resumes at the right round."""
+server's loop state and its optimizer's moments (FedAdam, FedYogi), so an interrupted run
+resumes at the right round and takes the same steps an uninterrupted one would."""
 
 from __future__ import annotations
 
@@ -8,12 +9,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+
+from shared.atomic import atomic_path, write_json
 from shared.errors import FedrecError
-from shared.models.checkpoint import load_checkpoint, save_checkpoint
+from shared.models.checkpoint import load_checkpoint
 from shared.models.params import load_trainable, trainable_state
 from shared.models.recommender import Recommender
 
 STATE_FILE = "server_state.json"
+OPTIMIZER_FILE = "server_optimizer.safetensors"
 
 
 @dataclass
@@ -29,12 +36,29 @@ def round_dir(run_dir: Path, server_round: int) -> Path:
     return run_dir / f"round-{server_round:03d}"
 
 
-def save_round(run_dir: Path, model: Recommender, state: ServerState) -> Path:
+def save_round(run_dir: Path, model: Recommender, state: ServerState,
+               optimizer: dict[str, np.ndarray] | None = None) -> Path:  # fmt: skip
     """Written atomically (checkpoint directory renamed into place) so a crash mid-save leaves the
-    previous round as the latest complete one."""
+    previous round as the latest complete one. `optimizer`: the server optimizer's state
+    (server.strategy.optimizer_state), if it keeps one."""
     directory = round_dir(run_dir, state.round)
-    save_checkpoint(model, directory, {STATE_FILE: asdict(state)})
+    with atomic_path(directory) as staged:
+        model.save_pretrained(staged)
+        write_json(staged / "metrics.json", {STATE_FILE: asdict(state)})
+        if optimizer:
+            save_file(optimizer, str(staged / OPTIMIZER_FILE))
     return directory
+
+
+def load_optimizer(directory: str | Path) -> dict[str, np.ndarray]:
+    """The server optimizer's state saved with a round; empty when it kept none (FedAvg)."""
+    path = Path(directory) / OPTIMIZER_FILE
+    if not path.exists():
+        return {}
+    try:
+        return load_file(str(path))
+    except (OSError, SafetensorError):
+        raise FedrecError(f"resume-from {directory}: corrupt {OPTIMIZER_FILE}") from None
 
 
 def load_round(directory: str | Path, model: Recommender) -> ServerState:

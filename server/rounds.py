@@ -22,6 +22,7 @@ from server.checkpoints import ServerState, save_round
 from server.messaging import send_and_receive
 from server.privacy import ActiveGrid, PrivacyTracker, central_spent, declined, fixed_denominator, is_central_dp
 from server.secure import secure_updates
+from server.strategy import optimizer_state
 from server.validation import Rejection, RoundUpdates, validate_updates
 from shared.atomic import write_json
 from shared.config import FederationConfig, SecureAggregationConfig
@@ -164,7 +165,7 @@ def run_rounds(
             state.best_ndcg, state.best_round, state.stale_rounds = score, server_round, 0
         else:
             state.stale_rounds += 1
-        save_round(run_dir, model, state)
+        save_round(run_dir, model, state, optimizer_state(strategy))
         write_json(run_dir / "metrics.json", {"history": state.history})
         log.info("round %d/%d: %.1f s, train loss %.4f, valid NDCG@10 %.4f (best %.4f, round %d)",
                  server_round, cfg.num_server_rounds, record["seconds"],

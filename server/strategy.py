@@ -101,3 +101,21 @@ def central_dp(strategy: FedAvg, cfg: FederationConfig, privacy: PrivacyConfig, 
 def check_central_dp(cfg: FederationConfig, privacy: PrivacyConfig) -> None:
     if privacy.central_dp and cfg.strategy != "fedavg":
         raise FedrecError(f"central-dp needs strategy=fedavg (Flower accounts only FedAvg), got '{cfg.strategy}'")
+
+
+MOMENTS = ("m_t", "v_t")  # where Flower's FedAdam and FedYogi keep their moments between rounds
+
+
+def optimizer_state(strategy: Strategy) -> dict[str, np.ndarray]:
+    """The adaptive strategies' moments as flat '<moment>/<array>' keys; empty for the others.
+    Saved with each round: a resumed FedAdam starting from zero moments takes different steps."""
+    return {f"{moment}/{key}": np.ascontiguousarray(value)
+            for moment in MOMENTS for key, value in (getattr(strategy, moment, None) or {}).items()}  # fmt: skip
+
+
+def restore_optimizer_state(strategy: Strategy, state: dict[str, np.ndarray]) -> None:
+    """Put `optimizer_state`'s output back; ignored by a strategy without moments."""
+    for name, value in state.items():
+        moment, key = name.split("/", 1)
+        if moment in MOMENTS and hasattr(strategy, moment):
+            setattr(strategy, moment, {**(getattr(strategy, moment) or {}), key: value})

@@ -56,6 +56,33 @@ def test_every_strategy_returns_a_model_the_wire_format_accepts(name: str, serve
         assert weights.dtype == np.float32 and np.all(weights > 0)
 
 
+@pytest.mark.parametrize("name", ["fedadam", "fedyogi"])
+def test_a_resumed_adaptive_strategy_takes_the_uninterrupted_runs_step(name: str, server_task: None, tmp_path) -> None:
+    from flwr.app import ConfigRecord
+
+    from safetensors.numpy import save_file
+
+    from server.checkpoints import OPTIMIZER_FILE, load_optimizer
+    from server.strategy import optimizer_state, restore_optimizer_state
+
+    def rounds(strategy, numbers, arrays):  # a different mean update each round, as in training
+        for r in numbers:
+            list(strategy.configure_train(r, arrays, ConfigRecord(), FiveNodes()))
+            arrays, _ = strategy.aggregate_train(r, [reply(k, 0.1 * k * r**2) for k in range(1, 6)])
+        return arrays
+
+    cfg = FederationConfig(strategy=name, min_train_nodes=2)
+    zero = ArrayRecord({"weights": Array(np.zeros(4, dtype=np.float32))})
+    straight = rounds(make_strategy(cfg), (1, 2, 3), zero)["weights"].numpy()
+    first = make_strategy(cfg)
+    checkpoint = rounds(first, (1, 2), zero)
+    save_file(optimizer_state(first), str(tmp_path / OPTIMIZER_FILE))  # what save_round writes
+    resumed, fresh = make_strategy(cfg), make_strategy(cfg)
+    restore_optimizer_state(resumed, load_optimizer(tmp_path))
+    assert np.array_equal(rounds(resumed, (3,), checkpoint)["weights"].numpy(), straight)
+    assert not np.allclose(rounds(fresh, (3,), checkpoint)["weights"].numpy(), straight)  # zero moments
+
+
 @pytest.mark.parametrize("name", ["fedmedian", "fedtrimmedavg", "krum"])
 def test_one_outlier_does_not_drag_a_robust_aggregate(name: str) -> None:
     # An update within validation's norm bar but far from the others: the mean moves, these do not.
