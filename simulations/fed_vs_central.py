@@ -49,25 +49,33 @@ def centralized(args: argparse.Namespace) -> dict:
 
 def strategy_tag(args: argparse.Namespace) -> str:
     """'' for FedAvg (the files written before the option existed), else '-fedadam-lr0.01';
-    then one '-<key><value>' per --set override ('-optimizersgd')."""
+    then one '-<key><value>' per --set override ('-optimizersgd'), resume-from aside."""
     tag = "" if args.strategy == "fedavg" else f"-{args.strategy}-lr{args.server_lr:g}"
-    return tag + "".join("-" + kv.replace("=", "") for kv in args.set)
+    return tag + "".join("-" + kv.replace("=", "") for kv in args.set if not kv.startswith("resume-from="))
 
 
 def federated(args: argparse.Namespace) -> dict:
-    out = args.work / (f"federated-rounds{args.rounds}-local{args.local_epochs}-fraction{args.fraction:g}"
-                       + strategy_tag(args) + ("" if args.fraction_evaluate == 1 else f"-eval{args.fraction_evaluate:g}"))
+    """A finished run with --rounds rounds under these settings, made if missing. With
+    `--set resume-from=RUN/round-NNN` (more rounds for a finished run), the rounds are added to
+    RUN itself, which is where the server writes a resumed run."""
+    resume = next((kv.split("=", 1)[1] for kv in args.set if kv.startswith("resume-from=")), "")
+    out = Path(resume).resolve().parent.parent if resume else args.work / (
+        f"federated-rounds{args.rounds}-local{args.local_epochs}-fraction{args.fraction:g}"
+        + strategy_tag(args) + ("" if args.fraction_evaluate == 1 else f"-eval{args.fraction_evaluate:g}"))
     overrides = [f"dataset={args.dataset}", f"partitioning={args.partitioning}", "dp=false",
                  f"num-server-rounds={args.rounds}", f"local-epochs={args.local_epochs}",
                  f"fraction-train={args.fraction}", f"fraction-evaluate={args.fraction_evaluate}",
                  "min-train-nodes=1", f"strategy={args.strategy}", f"server-lr={args.server_lr}",
                  f"output-dir={out}", *args.set]  # fmt: skip
-    done = [d for d in out.glob("run-*") if "test" in json.loads((d / "metrics.json").read_text())] if out.exists() else []
-    if not done:
+
+    def finished() -> list[Path]:
+        runs = [json.loads((d / "metrics.json").read_text()) | {"dir": d} for d in out.glob("run-*")] if out.exists() else []
+        return [r["dir"] for r in runs if "test" in r and r["rounds"] == args.rounds]
+
+    if not finished():
         print(f"fed_vs_central: federated, {args.rounds} rounds", flush=True)
         subprocess.run([sys.executable, "-m", "shared.cli", "simulate", "--run-config", *overrides], check=True)
-        done = list(out.glob("run-*"))
-    summary = json.loads((done[0] / "metrics.json").read_text())
+    summary = json.loads((finished()[0] / "metrics.json").read_text())
     test = {f"{p}-{m}": summary["test"][f"ranking-{p}-{m}"] for p, m in KEYS}
     curve = [h["valid"]["ranking-full-ndcg@10"] for h in summary["history"]]
     return {"command": "fedrec simulate --run-config " + " ".join(overrides), "test": test,
