@@ -55,12 +55,15 @@ def _setting(command: str, key: str) -> str:
 
 
 def _protocol(command: str) -> str:
-    """'10 x 10' or '15 x 10, fedadam (server lr 0.01)': rounds x local epochs, and the server's
-    optimizer when it is not FedAvg (commands recorded before the option name none)."""
+    """'10 x 10' or '200 x 1, fedadam (server lr 0.005, tau 1e-8), SGD clients': rounds x local
+    epochs, the server's optimizer when it is not FedAvg (commands recorded before the option name
+    none), and the clients' when it is not AdamW."""
     rounds, local = _setting(command, "num-server-rounds"), _setting(command, "local-epochs")
-    strategy = _setting(command, "strategy")
-    server = "" if strategy in ("?", "fedavg") else f", {strategy} (server lr {_setting(command, 'server-lr')})"
-    return f"{rounds} x {local}{server}"
+    strategy, tau = _setting(command, "strategy"), _setting(command, "server-tau")
+    server = "" if strategy in ("?", "fedavg") else (
+        f", {strategy} (server lr {_setting(command, 'server-lr')}" + ("" if tau == "?" else f", tau {tau}") + ")")
+    clients = ", SGD clients" if _setting(command, "optimizer") == "sgd" else ""
+    return f"{rounds} x {local}{server}{clients}"
 
 
 def _flat(test: dict, prefix: str = "ranking-") -> tuple[dict, dict]:
