@@ -2,7 +2,7 @@
 
     python -m simulations.fed_vs_central [--epochs 10] [--rounds 10] [--local-epochs 1] \\
         [--partitioning region] [--fraction 1.0] [--fraction-evaluate 1.0] \\
-        [--strategy fedavg] [--server-lr 0.01] [--work DIR]
+        [--strategy fedavg] [--server-lr 0.01] [--set KEY=VALUE ...] [--work DIR]
 
 Both sides use the app's model and training settings (text-only item tower, dim 64, 2 layers,
 lr 0.002, batch 32) and no DP. Centralized: `fedrec train` for --epochs epochs, keeping its best
@@ -18,6 +18,9 @@ the side still missing. Writes simulations/results/fed_vs_central-<partitioning>
 .md, .png (R rounds of L local epochs; -<strategy> appended when it is not FedAvg), so runs of
 different protocols sit side by side.
 `--epochs 5 --rounds 5 --local-epochs 10` gives both sides the same optimizer steps.
+--set passes more run-config keys to the federated side: one client per user wants
+`--local-epochs 1 --strategy fedadam --set optimizer=sgd lr=1.0 weight-decay=0.0 server-tau=1e-8`
+(each client's update is then its gradient; README, Results).
 """
 
 from __future__ import annotations
