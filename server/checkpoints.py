@@ -11,11 +11,10 @@ from typing import Any
 
 import numpy as np
 from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 
-from shared.atomic import atomic_path, write_json
 from shared.errors import FedrecError
-from shared.models.checkpoint import load_checkpoint
+from shared.models.checkpoint import load_checkpoint, save_checkpoint
 from shared.models.params import load_trainable, trainable_state
 from shared.models.recommender import Recommender
 
@@ -42,11 +41,7 @@ def save_round(run_dir: Path, model: Recommender, state: ServerState,
     previous round as the latest complete one. `optimizer`: the server optimizer's state
     (server.strategy.optimizer_state), if it keeps one."""
     directory = round_dir(run_dir, state.round)
-    with atomic_path(directory) as staged:
-        model.save_pretrained(staged)
-        write_json(staged / "metrics.json", {STATE_FILE: asdict(state)})
-        if optimizer:
-            save_file(optimizer, str(staged / OPTIMIZER_FILE))
+    save_checkpoint(model, directory, {STATE_FILE: asdict(state)}, {OPTIMIZER_FILE: optimizer} if optimizer else None)
     return directory
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+from safetensors.numpy import save_file
 
 from shared.atomic import atomic_path, write_json
 from shared.data.dataset import Dataset
@@ -11,13 +15,17 @@ from shared.errors import FedrecError
 from shared.models.recommender import Recommender
 
 
-def save_checkpoint(model: Recommender, directory: Path, metrics: dict[str, Any] | None = None) -> None:
+def save_checkpoint(model: Recommender, directory: Path, metrics: dict[str, Any] | None = None,
+                    tensors: Mapping[str, dict[str, np.ndarray]] | None = None) -> None:  # fmt: skip
     """Everything is staged in a sibling temp dir and renamed into place, so a crash mid-save
-    never leaves a checkpoint that loads with half its weights."""
+    never leaves a checkpoint that loads with half its weights. `tensors`: more safetensors
+    files to keep with the model ({file name: arrays}), such as a server optimizer's state."""
     with atomic_path(Path(directory)) as staged:
         model.save_pretrained(staged)
         if metrics is not None:
             write_json(staged / "metrics.json", metrics)
+        for name, arrays in (tensors or {}).items():
+            save_file(arrays, str(staged / name))
 
 
 def load_checkpoint(directory: str | Path) -> Recommender:
