@@ -45,16 +45,36 @@ def scale(r: Report, ax_pair) -> None:  # type: ignore[no-untyped-def]
     ax_pair[1].set(title="peak RSS, GiB", xlabel="simulated clients")
 
 
+LONG_RUN = 20  # rounds past which single rounds of a sampled validation are noise
+WINDOW = 10
+
+
+def window_means(values: list[float], size: int = WINDOW) -> list[float]:
+    """Means of consecutive windows of `size` values (the last may be shorter)."""
+    return [sum(values[i : i + size]) / len(values[i : i + size]) for i in range(0, len(values), size)]
+
+
 def fed_vs_central(r: Report, ax_pair) -> None:  # type: ignore[no-untyped-def]
     c, f = r["centralized"], r["federated"]
     ax = ax_pair[0]
-    if "valid_ndcg" in c and "valid_ndcg" in f:
+    if "valid_ndcg" not in c or "valid_ndcg" not in f:  # recorded before the runner kept the curves
+        ax.text(0.5, 0.5, "no validation curves in this record", ha="center", transform=ax.transAxes)
+    elif len(f["valid_ndcg"]) <= LONG_RUN:
         ax.plot(range(1, len(c["valid_ndcg"]) + 1), c["valid_ndcg"], marker="o", label="centralized, by epoch")
         ax.plot(range(1, len(f["valid_ndcg"]) + 1), f["valid_ndcg"], marker="s", label="federated, by round")
+        ax.set(xlabel="epoch / round")
+    else:  # hundreds of rounds against a few epochs: the centralized best is the line to reach
+        rounds = range(1, len(f["valid_ndcg"]) + 1)
+        means = window_means(f["valid_ndcg"])
+        ax.plot(rounds, f["valid_ndcg"], color="C1", alpha=0.25, linewidth=0.7, label="federated, by round")
+        ax.plot([WINDOW * i + (WINDOW + 1) / 2 for i in range(len(means))], means, color="C1", marker=".",
+                label=f"federated, mean of {WINDOW} rounds")  # fmt: skip
+        ax.axhline(max(c["valid_ndcg"]), color="C0", linestyle="--",
+                   label=f"centralized, best of {len(c['valid_ndcg'])} epochs")  # fmt: skip
+        ax.set(xlabel="round")
+    if ax.lines:
         ax.legend(fontsize=8)
-    else:  # recorded before the runner kept the curves
-        ax.text(0.5, 0.5, "no validation curves in this record", ha="center", transform=ax.transAxes)
-    ax.set(title="validation full NDCG@10", xlabel="epoch / round")
+    ax.set(title="validation full NDCG@10")
     keys = list(c["test"])
     width = 0.4
     ax = ax_pair[1]
@@ -153,7 +173,7 @@ def draw(name: str, report: Report, out: Path) -> None:
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     chart(report, axes)
-    fig.text(0.01, 0.0, f"{name}, commit {report.get('provenance', {}).get('commit', '?')[:7]}", fontsize=7,
+    fig.text(0.01, -0.04, f"{name}, commit {report.get('provenance', {}).get('commit', '?')[:7]}", fontsize=7,
              ha="left", va="bottom", color="0.4")  # fmt: skip
     with atomic_path(out / f"{name}.png") as tmp:
         fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")

@@ -31,6 +31,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from simulations.charts import LONG_RUN, WINDOW, window_means
 from simulations.provenance import provenance, provenance_lines, write_results
 
 RESULTS = Path(__file__).parent / "results"
@@ -88,10 +89,10 @@ def federated(args: argparse.Namespace) -> dict:
 def federated_curve(valid: list[float]) -> str:
     """Round by round, or, for long runs, means of ten rounds: a few hundred users validating
     each round make single rounds noise."""
-    if len(valid) <= 20:
+    if len(valid) <= LONG_RUN:
         return "Federated by round: " + ", ".join(f"{v:.4f}" for v in valid) + "."
-    means = [sum(valid[i : i + 10]) / len(valid[i : i + 10]) for i in range(0, len(valid), 10)]
-    return "Federated, mean of each 10 rounds: " + ", ".join(f"{v:.4f}" for v in means) + "."
+    means = window_means(valid, WINDOW)
+    return f"Federated, mean of each {WINDOW} rounds: " + ", ".join(f"{v:.4f}" for v in means) + "."
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,36 @@
+"""Benchmark pages: long federated runs are summarised as means of ten rounds, in the Markdown
+and in the chart, because a sampled per-round validation is noise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from simulations.charts import draw, window_means
+from simulations.fed_vs_central import federated_curve
+
+
+def test_window_means_average_consecutive_windows_the_last_one_short() -> None:
+    assert window_means([1.0, 3.0, 5.0, 7.0, 9.0], size=2) == [2.0, 6.0, 9.0]
+
+
+def test_short_runs_are_listed_by_round_long_runs_by_ten_round_means() -> None:
+    assert federated_curve([0.01, 0.02]) == "Federated by round: 0.0100, 0.0200."
+    long = [0.01] * 10 + [0.03] * 10 + [0.05]
+    assert federated_curve(long) == "Federated, mean of each 10 rounds: 0.0100, 0.0300, 0.0500."
+
+
+@pytest.mark.parametrize("rounds", [5, 40])
+def test_fed_vs_central_chart_is_drawn_for_short_and_long_runs(tmp_path: Path, rounds: int) -> None:
+    test = {"full-ndcg@10": 0.05, "sampled-ndcg@10": 0.3}
+    report = {
+        "provenance": {"commit": "0" * 40},
+        "centralized": {"test": test, "valid_ndcg": [0.03, 0.04, 0.05]},
+        "federated": {"test": test, "valid_ndcg": [0.001 * r for r in range(rounds)]},
+        "ratio": {"full-ndcg@10": 1.0},
+    }
+    draw("fed_vs_central-user-test", report, tmp_path)
+    png = tmp_path / "fed_vs_central-user-test.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == [png.name]  # no temp file left behind
