@@ -89,12 +89,14 @@ def ranking_candidates(
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """`cfg.optimizer` over the trainable parameters. foreach: one fused update over all tensors;
-    per-tensor Python loops cost a one-user client about as much as its backward pass."""
+    """`cfg.optimizer` over the trainable parameters, fused: one kernel updates all the tensors.
+    Per-tensor Python loops cost a one-user client about as much as its backward pass, and the
+    fused kernels beat even foreach on this model's 55 tensors on one CPU thread (measured, step
+    with state creation: AdamW 1.3-1.8 ms vs 2.8-4.2, SGD 0.2-0.3 vs 0.5-0.6)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+        return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
 
 
 def train_epoch(
