@@ -86,12 +86,17 @@ def fed_vs_central(r: Report, ax_pair) -> None:  # type: ignore[no-untyped-def]
 
 
 def overhead(r: Report, ax_pair) -> None:  # type: ignore[no-untyped-def]
-    labels = ["trivial app", "fedrec", "fedrec without\nlocal work"]
-    values = [r["trivial"]["updates_per_second_median"], r["fedrec"]["updates_per_second_median"],
-              r["fedrec"]["updates_per_second_without_local_work_median"]]  # fmt: skip
+    # Without local work is derived only when ClientApps ran one at a time (simulations/overhead.py).
+    derived = r["ratio_without_local_work"] is not None
+    labels = ["trivial app", "fedrec"] + (["fedrec without\nlocal work"] if derived else [])
+    values = [r["trivial"]["updates_per_second_median"], r["fedrec"]["updates_per_second_median"]]
+    ratios = [r["ratio"]]
+    if derived:
+        values.append(r["fedrec"]["updates_per_second_without_local_work_median"])
+        ratios.append(r["ratio_without_local_work"])
     _bars(ax_pair[0], labels, values)
     ax_pair[0].set(title="client updates per second (median of runs)")
-    _bars(ax_pair[1], ["fedrec", "without\nlocal work"], [r["ratio"], r["ratio_without_local_work"]], "{:.2f}")
+    _bars(ax_pair[1], ["fedrec", "without\nlocal work"][: len(ratios)], ratios, "{:.2f}")
     ax_pair[1].axhline(0.5, ls="--", c="k", lw=1, label="goal 0.5")
     ax_pair[1].set(title="rate / trivial app's rate")
     ax_pair[1].legend(fontsize=8)
