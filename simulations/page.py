@@ -123,12 +123,13 @@ def cost() -> list[str]:
                          f"{s['plain']['median_ms']:.1f} ms. `python -m simulations.dp_step --device {device}`")  # fmt: skip
     for name in ("overhead", "overhead-cpus1"):
         if o := _load(name):
-            share = f"{o['client_cpus']} core per ClientApp" if o.get("client_cpus") else "one ClientApp at a time"
+            cpus = o.get("client_cpus", 0)
+            share = f"{cpus} core per ClientApp" if cpus else "one ClientApp at a time"
             without = o.get("ratio_without_local_work")
             lines.append(f"- Client updates per second, fedrec / trivial Flower app, same run ({share}): {o['ratio']:.2f} "
                          f"({o['fedrec']['updates_per_second_median']:.1f} vs {o['trivial']['updates_per_second_median']:.1f})"
                          + ("" if without is None else f"; with the clients' local work taken out: {without:.2f}")
-                         + f". `python -m simulations.overhead{' --client-cpus 1' if o.get('client_cpus') else ''}`")  # fmt: skip
+                         + f". `python -m simulations.overhead{f' --client-cpus {cpus}' if cpus else ''}`")  # fmt: skip
     if e := _load("edge_footprint"):
         lines.append(f"- One edge SuperNode (real deployment, TLS), ML-1M region {e['partition_id']} ({e['users']} users), DP: "
                      f"{e['seconds_per_round_median']:.1f} s per round (median of {e.get('repeats', 1)} runs), "
