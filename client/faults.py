@@ -44,9 +44,10 @@ def before_training(kind: str, hang_seconds: float) -> None:
         time.sleep(hang_seconds)
 
 
-def corrupt(kind: str, trained: dict[str, torch.Tensor], global_weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def corrupt(kind: str, trained: torch.Tensor, global_weights: torch.Tensor) -> torch.Tensor:
+    """The flat trained weights as this fault sends them."""
     if kind == NAN:
-        return {k: torch.full_like(v, float("nan")) for k, v in trained.items()}
+        return torch.full_like(trained, float("nan"))
     if kind == SCALED:
-        return {k: global_weights[k] + SCALE * (v - global_weights[k]) for k, v in trained.items()}
+        return global_weights + SCALE * (trained - global_weights)
     return trained

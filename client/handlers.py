@@ -24,10 +24,10 @@ from client.state import state_dir
 from client.training import local_evaluate, local_examples, local_fit
 from shared.config import FaultConfig, FederationConfig, PrivacyConfig, TrainConfig, from_run_config
 from shared.data.dataset import CATALOG_KEY, check_catalog
-from shared.models.params import load_trainable, trainable_state
+from shared.models.params import flat_trainable, load_flat, num_trainable
 from shared.privacy.accounting import privacy_unit
 from shared.privacy.central import CLIPPING_NORM_KEY, UNIFORM_WEIGHT, clip_update
-from shared.wire import from_record, to_record
+from shared.wire import flat_record, weights_vector
 
 MANY_NODES = 64
 
@@ -54,12 +54,13 @@ def train(msg: Message, context: Context) -> Message:
     config = msg.content["config"]
     check_catalog(local.dataset, str(config.get(CATALOG_KEY, "")))
     model = local_model(context.run_config, local.dataset)
-    global_weights = from_record(model, msg.content["arrays"])
-    load_trainable(model, global_weights)  # copies: global_weights stays the round's start
+    global_weights = weights_vector(msg.content["arrays"], num_trainable(model))
+    load_flat(model, global_weights)  # copies: global_weights stays the round's start
     server_round = int(config.get("server-round", 0))
     fault = fault_for(from_run_config(FaultConfig, context.run_config), int(context.run_config.get("seed", 42)),
                       server_round, local.partition_id)  # fmt: skip
-    before_training(fault, 2 * from_run_config(FederationConfig, context.run_config).round_timeout)
+    fed = from_run_config(FederationConfig, context.run_config)
+    before_training(fault, 2 * fed.round_timeout)
     dp = from_run_config(PrivacyConfig, context.run_config).dp
     unit = privacy_unit(local.scheme) if dp else "user"
     data = local_examples(model, local, unit)
@@ -77,10 +78,10 @@ def train(msg: Message, context: Context) -> Message:
         # killed between training and replying has its spending on disk (tests/test_privacy.py).
         state = record_round(state, plan, server_round, eps)
         save_state(state, state_path(state_dir(context), state.client_id), context)
-    arrays = corrupt(fault, trainable_state(model), global_weights)  # a no-op unless rehearsing faults
+    weights = corrupt(fault, flat_trainable(model), global_weights)  # a no-op unless rehearsing faults
     if CLIPPING_NORM_KEY in config:  # central DP: the server noises the average of clipped updates
-        arrays = clip_update(arrays, global_weights, float(config[CLIPPING_NORM_KEY]))
-    content = RecordDict({"arrays": to_record(arrays), "metrics": MetricRecord({**metrics, UNIFORM_WEIGHT: 1})})
+        weights = clip_update(weights, global_weights, float(config[CLIPPING_NORM_KEY]))
+    content = RecordDict({"arrays": flat_record(weights), "metrics": MetricRecord({**metrics, UNIFORM_WEIGHT: 1})})
     if state is not None:
         content["privacy"] = privacy_record(state, local.partition_id)
     return Message(content, reply_to=msg)
@@ -90,7 +91,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     local = local_data(context.run_config, context.node_config)
     check_catalog(local.dataset, str(msg.content["config"].get(CATALOG_KEY, "")))
     model = local_model(context.run_config, local.dataset)
-    load_trainable(model, from_record(model, msg.content["arrays"]))
+    load_flat(model, weights_vector(msg.content["arrays"], num_trainable(model)))
     stage = str(msg.content["config"].get("stage", "valid"))
     cfg = train_config(context.run_config)
     set_threads(cfg, context.node_config)

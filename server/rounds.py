@@ -27,9 +27,9 @@ from server.validation import Rejection, RoundUpdates, validate_updates
 from shared.atomic import write_json
 from shared.config import FederationConfig, SecureAggregationConfig
 from shared.data.dataset import CATALOG_KEY
-from shared.models.params import flatten, load_trainable, trainable_state
+from shared.models.params import load_flat, num_trainable, trainable_state
 from shared.models.recommender import Recommender
-from shared.wire import from_record, to_record
+from shared.wire import to_record, weights_vector
 
 log = logging.getLogger("flwr.fedrec")
 SELECT = "ranking-full-ndcg@10"  # the two-stage model's validation NDCG@10
@@ -61,7 +61,7 @@ def _collect(
     sampled = list(strategy.configure_train(server_round, arrays, ConfigRecord(sent), active))
     replies = send_and_receive(grid, sampled, cfg.round_timeout)
     candidates = [m for m in replies if not declined(m)]
-    kept, rejections = validate_updates(candidates, model, flatten(from_record(model, arrays)), cfg.max_update_norm_ratio)
+    kept, rejections = validate_updates(candidates, weights_vector(arrays, num_trainable(model)), cfg.max_update_norm_ratio)
     privacy.record(server_round, replies, {r.node_id: r.reason for r in rejections})
     return RoundUpdates(replies, kept, rejections, sampled)
 
@@ -137,7 +137,7 @@ def run_rounds(
         new_arrays, train_metrics = strategy.aggregate_train(server_round, trained)
         if new_arrays is not None:
             arrays = new_arrays
-            load_trainable(model, from_record(model, arrays))
+            load_flat(model, weights_vector(arrays, num_trainable(model)))
         else:
             log.warning("round %d: the strategy did not aggregate; the global model is unchanged", server_round)
         t_train = time.perf_counter() - t0

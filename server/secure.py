@@ -41,8 +41,8 @@ from server.privacy import PrivacyTracker, declined, is_central_dp
 from server.validation import Rejection, RoundUpdates, validate_updates
 from shared.config import SecureAggregationConfig
 from shared.errors import FedrecError
-from shared.models.params import flatten
-from shared.wire import WEIGHTS, from_record
+from shared.models.params import num_trainable
+from shared.wire import WEIGHTS, weights_vector
 
 log = logging.getLogger("flwr.fedrec")
 ROBUST = ("fedmedian", "fedtrimmedavg", "krum")
@@ -134,16 +134,16 @@ def secure_updates(
     masked = [sum(len(b) for b in m.content.config_records[RECORD_KEY_CONFIGS][Key.MASKED_PARAMETERS])
               for m in replies if not m.has_error() and RECORD_KEY_CONFIGS in m.content.config_records]  # fmt: skip
     candidates = [m for m in replies if not declined(m)]
-    failed = validate_updates([m for m in candidates if m.has_error()], model, torch.zeros(0), 0)[1]
+    failed = validate_updates([m for m in candidates if m.has_error()], torch.zeros(0), 0)[1]
     answered = [m for m in candidates if not m.has_error()]
     if adapter.mean is None:
         log.warning("round %d: secure aggregation halted: too few clients answered to unmask the sum", server_round)
         halted = [Rejection(int(m.metadata.src_node_id), "secure aggregation halted") for m in answered]
         return RoundUpdates(replies, [], failed + halted, adapter.sampled, max(masked, default=0))
     # Each reply now carries the round's mean, so only the mean's finiteness can be checked.
-    global_flat = flatten(from_record(model, arrays))
+    global_flat = weights_vector(arrays, num_trainable(model))
     new_weights = ArrayRecord({WEIGHTS: Array((global_flat.numpy() + adapter.mean).astype(np.float32))})
     for msg in answered:  # the round's own replies, rewritten: nothing else reads them afterwards
         msg.content = RecordDict({"arrays": new_weights, "metrics": msg.content["metrics"]})
-    kept, refused = validate_updates(answered, model, global_flat, 0)
+    kept, refused = validate_updates(answered, global_flat, 0)
     return RoundUpdates(replies, kept, failed + refused, adapter.sampled, max(masked, default=0))

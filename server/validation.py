@@ -2,7 +2,7 @@
 
 Refused, each with its reason:
 - a reply that is an error (a client that crashed) or carries no weights;
-- weights of another key, dtype or length than the model's (`shared.wire.from_record`);
+- weights of another key, dtype or length than the model's (`shared.wire.weights_vector`);
 - NaN or Inf anywhere;
 - an update (trained minus global weights) whose L2 norm exceeds `max_norm_ratio` times the
   round's median update norm: a client that scales its update to drag the average.
@@ -13,14 +13,14 @@ worth trusting and the norm check is skipped.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from flwr.app import Message
 
 from shared.errors import FedrecError
-from shared.models.params import flatten
-from shared.wire import from_record
+from shared.wire import weights_vector
 
 MIN_FOR_MEDIAN = 3
 
@@ -42,31 +42,37 @@ class RoundUpdates:
     upload_bytes: int = 0  # under SecAgg+, one client's masked vector (else the weights' size)
 
 
-def _problem(model: torch.nn.Module, msg: Message) -> tuple[str, torch.Tensor | None]:
+def _problem(msg: Message, global_flat: torch.Tensor) -> tuple[str, float]:
+    """Why the reply cannot be aggregated ('' if it can), and its update's L2 norm."""
     if msg.has_error():
-        return f"client error: {msg.error.reason[:200]}", None
+        return f"client error: {msg.error.reason[:200]}", 0.0
     if "arrays" not in msg.content:
-        return "no weights in the reply", None
+        return "no weights in the reply", 0.0
     try:
-        flat = flatten(from_record(model, msg.content["arrays"]))
+        flat = weights_vector(msg.content["arrays"], global_flat.numel())
     except FedrecError as err:
-        return f"malformed weights: {err}", None
-    if not torch.isfinite(flat).all():
-        return f"non-finite weights: {int((~torch.isfinite(flat)).sum())} NaN/Inf values", None
-    return "", flat
+        return f"malformed weights: {err}", 0.0
+    # In float64 the norm of finite float32 values cannot overflow: it is finite exactly when
+    # every weight is, which saves a separate scan (a quarter of the check's time).
+    norm = float(torch.linalg.vector_norm(flat.double() - global_flat))
+    if not math.isfinite(norm):
+        return f"non-finite weights: {int((~torch.isfinite(flat)).sum())} NaN/Inf values", 0.0
+    return "", norm
 
 
 def validate_updates(
-    replies: list[Message], model: torch.nn.Module, global_flat: torch.Tensor, max_norm_ratio: float
+    replies: list[Message], global_flat: torch.Tensor, max_norm_ratio: float
 ) -> tuple[list[Message], list[Rejection]]:
-    """The replies whose updates may be aggregated, and a Rejection for each of the others."""
+    """The replies whose updates may be aggregated, and a Rejection for each of the others;
+    `global_flat` is the round's global weights (`shared.wire.weights_vector`)."""
     checked, rejected = [], []
+    global_flat = global_flat.double()
     for msg in replies:
-        reason, flat = _problem(model, msg)
+        reason, norm = _problem(msg, global_flat)
         if reason:
             rejected.append(Rejection(int(msg.metadata.src_node_id), reason))
         else:
-            checked.append((msg, float(torch.linalg.vector_norm((flat - global_flat).double()))))
+            checked.append((msg, norm))
     if max_norm_ratio > 0 and len(checked) >= MIN_FOR_MEDIAN:
         median = float(torch.tensor([n for _, n in checked]).median())
         bar = max_norm_ratio * median

@@ -29,19 +29,31 @@ WEIGHTS = "weights"
 def to_record(state: dict[str, torch.Tensor]) -> ArrayRecord:
     from shared.models.params import flatten
 
-    return ArrayRecord({WEIGHTS: Array(flatten(state).numpy())})
+    return flat_record(flatten(state))
 
 
-def from_record(model: torch.nn.Module, record: ArrayRecord) -> OrderedDict[str, torch.Tensor]:
-    """The named trainable tensors of `model` from a record `to_record` wrote; anything else
+def flat_record(flat: torch.Tensor) -> ArrayRecord:
+    """The record of a vector `flatten` or `flat_trainable` made."""
+    return ArrayRecord({WEIGHTS: Array(flat.numpy())})
+
+
+def weights_vector(record: ArrayRecord, size: int) -> torch.Tensor:
+    """The flat vector of `size` trainable weights from a record `to_record` wrote; anything else
     (extra or missing keys, another dtype or length) is refused with the reason."""
     import torch
 
-    from shared.models.params import unflatten
-
     if set(record.keys()) != {WEIGHTS}:
         raise FedrecError(f"arrays {sorted(record.keys())[:3]}: expected exactly '{WEIGHTS}'")
-    array = record[WEIGHTS].numpy()
+    array = record[WEIGHTS].numpy()  # deserialized afresh: the vector shares nothing with the message
     if array.dtype != np.float32:
         raise FedrecError(f"weights of dtype {array.dtype}, expected float32")
-    return unflatten(model, torch.from_numpy(np.ascontiguousarray(array)))
+    if array.shape != (size,):
+        raise FedrecError(f"weights vector of shape {array.shape}, expected ({size},)")
+    return torch.from_numpy(array)
+
+
+def from_record(model: torch.nn.Module, record: ArrayRecord) -> OrderedDict[str, torch.Tensor]:
+    """`weights_vector` cut into the model's named trainable tensors."""
+    from shared.models.params import num_trainable, unflatten
+
+    return unflatten(model, weights_vector(record, num_trainable(model)))

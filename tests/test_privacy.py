@@ -250,13 +250,12 @@ def test_server_stops_sampling_exhausted_clients(tmp_path: Path) -> None:
 def test_central_dp_clips_the_whole_update_to_the_norm() -> None:
     from shared.privacy.central import clip_update
 
-    start = {"a": torch.zeros(3), "b": torch.ones(2)}
-    trained = {"a": torch.tensor([3.0, 0.0, 0.0]), "b": torch.tensor([1.0, 5.0])}  # update norm 5
+    start = torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0])  # two layers' weights, flat: [a | b]
+    trained = torch.tensor([3.0, 0.0, 0.0, 1.0, 5.0])  # update (3, 0, 0 | 0, 4): norm 5
     clipped = clip_update(trained, start, 1.0)
-    norm = torch.sqrt(sum(((clipped[k] - start[k]) ** 2).sum() for k in start))
-    assert float(norm) == pytest.approx(1.0)
-    assert torch.allclose(clipped["a"], torch.tensor([0.6, 0.0, 0.0]))
-    assert clip_update(trained, start, 10.0)["b"].tolist() == [1.0, 5.0]  # within the norm: unchanged
+    assert float(torch.linalg.vector_norm(clipped - start)) == pytest.approx(1.0)
+    assert torch.allclose(clipped, torch.tensor([0.6, 0.0, 0.0, 1.0, 1.8]))
+    assert clip_update(trained, start, 10.0).tolist() == trained.tolist()  # within the norm: unchanged
 
 
 @pytest.mark.parametrize("n", [1, 7, 165, 170, 600, 6040])

@@ -6,8 +6,8 @@ import torch
 from flwr.app import Array, ArrayRecord
 
 from shared.errors import FedrecError
-from shared.models.params import trainable_state
-from shared.wire import WEIGHTS, from_record, to_record
+from shared.models.params import flat_trainable, flatten, load_flat, trainable_state
+from shared.wire import WEIGHTS, from_record, to_record, weights_vector
 
 
 class Tiny(torch.nn.Module):
@@ -37,3 +37,14 @@ def test_round_trip_is_exact_and_carries_only_trainable_parameters() -> None:
 def test_a_record_of_another_shape_is_refused(record: ArrayRecord) -> None:
     with pytest.raises(FedrecError):
         from_record(Tiny(), record)
+
+
+def test_the_flat_helpers_agree_with_the_named_tensors() -> None:
+    model, other = Tiny(), Tiny()
+    flat = flat_trainable(model)
+    assert torch.equal(flat, flatten(trainable_state(model)))
+    assert torch.equal(weights_vector(to_record(trainable_state(model)), flat.numel()), flat)
+    load_flat(other, flat)
+    assert all(torch.equal(a, b) for a, b in zip(trainable_state(other).values(), trainable_state(model).values()))
+    with pytest.raises(FedrecError, match="expected"):
+        load_flat(other, flat[:-1])

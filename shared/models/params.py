@@ -38,14 +38,40 @@ def flatten(state: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.cat([v.detach().reshape(-1).float().cpu() for v in state.values()])
 
 
-def unflatten(model: torch.nn.Module, flat: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
-    """The inverse of `flatten(trainable_state(model))`: the vector cut back into named tensors."""
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    expected = sum(p.numel() for _, p in params)
+def num_trainable(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def flat_trainable(model: torch.nn.Module) -> torch.Tensor:
+    """`flatten(trainable_state(model))` in one copy instead of two."""
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters() if p.requires_grad]).float().cpu()
+
+
+def check_flat(model: torch.nn.Module, flat: torch.Tensor) -> None:
+    expected = num_trainable(model)
     if flat.dim() != 1 or flat.numel() != expected:
         raise FedrecError(f"weights vector of shape {tuple(flat.shape)}, expected ({expected},)")
+
+
+def load_flat(model: torch.nn.Module, flat: torch.Tensor) -> None:
+    """Copy the vector `flatten` made into the model's trainable parameters. A one-user client
+    loads the global weights for every message: going through named tensors (`unflatten` +
+    `load_trainable`) cost it two copies and two module walks, ~2 ms of a ~30 ms update."""
+    check_flat(model, flat)
+    offset = 0
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.copy_(flat[offset : offset + p.numel()].view_as(p))
+                offset += p.numel()
+
+
+def unflatten(model: torch.nn.Module, flat: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+    """The inverse of `flatten(trainable_state(model))`: the vector cut back into named tensors."""
+    check_flat(model, flat)
     out, offset = OrderedDict(), 0
-    for name, p in params:
-        out[name] = flat[offset : offset + p.numel()].reshape(p.shape).clone()
-        offset += p.numel()
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            out[name] = flat[offset : offset + p.numel()].reshape(p.shape).clone()
+            offset += p.numel()
     return out

@@ -17,13 +17,12 @@ CLIPPING_NORM_KEY = KEY_CLIPPING_NORM  # set in the train config by Flower's DP 
 UNIFORM_WEIGHT = "client-weight"  # central DP's accounting needs every client to weigh the same
 
 
-def clip_update(
-    trained: dict[str, torch.Tensor], global_weights: dict[str, torch.Tensor], norm: float
-) -> dict[str, torch.Tensor]:
-    """global + (trained - global) scaled so the update's L2 norm over all arrays is <= norm."""
+def clip_update(trained: torch.Tensor, global_weights: torch.Tensor, norm: float) -> torch.Tensor:
+    """global + (trained - global) scaled so the update's L2 norm (flat weights: over the whole
+    model) is <= norm."""
     import torch
 
-    deltas = {k: trained[k] - global_weights[k] for k in trained}
-    total = torch.sqrt(sum((d.double() ** 2).sum() for d in deltas.values()))
-    scale = min(1.0, norm / float(total)) if float(total) > 0 else 1.0
-    return {k: global_weights[k] + deltas[k] * scale for k in trained}
+    delta = trained - global_weights
+    total = float(torch.linalg.vector_norm(delta.double()))
+    scale = min(1.0, norm / total) if total > 0 else 1.0
+    return global_weights + delta * scale
