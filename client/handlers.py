@@ -1,7 +1,7 @@
 """What the ClientApp does with a message (client/app.py routes to these): unpack the message,
 call plain functions, pack the reply.
 
-train:    global trainable arrays in -> local epochs (DP-SGD when `dp` is on) on this node's
+train:    global trainable arrays in -> local epochs or steps (DP-SGD when `dp` is on) on this node's
           examples -> trainable arrays, training metrics and this round's privacy spend out
           (never the frozen text encoder, never data). A client whose budget this round would
           overrun declines: a normal reply with status `budget-exhausted` and no arrays.
@@ -71,8 +71,8 @@ def train(msg: Message, context: Context) -> Message:
             return Message(RecordDict({"privacy": privacy_record(state, local.partition_id)}), reply_to=msg)
     cfg = train_config(context.run_config)
     set_threads(cfg, context.node_config)
-    metrics = local_fit(model, local, data, cfg, server_round,
-                        float(config.get("proximal-mu", 0.0)), dp=plan)  # fmt: skip
+    metrics = local_fit(model, local, data, cfg, server_round, float(config.get("proximal-mu", 0.0)), dp=plan,
+                        steps=fed.local_steps)  # fmt: skip
     if state is not None and plan is not None:
         # Recorded as soon as the steps are taken, before anything is built from them: a node
         # killed between training and replying has its spending on disk (tests/test_privacy.py).

@@ -99,12 +99,13 @@ def new_state(client_id: str, unit: str, num_examples: int, cfg: PrivacyConfig) 
 
 def plan_round(
     state: PrivacyState, cfg: PrivacyConfig, num_examples: int, batch_size: int,
-    local_epochs: int, planned_rounds: int,
+    local_epochs: int, planned_rounds: int, local_steps: int = 0,
 ) -> tuple[PrivacyState, RoundPlan]:  # fmt: skip
-    """This round's (sigma, q, steps). sigma is calibrated on the first round only, so that
-    `planned_rounds` such rounds end within the budget, and then kept."""
+    """This round's (sigma, q, steps): `local_steps` steps, or else `local_epochs` epochs of
+    1/q. sigma is calibrated on the first round only, so that `planned_rounds` such rounds end
+    within the budget, and then kept."""
     q = min(1.0, batch_size / max(num_examples, 1))
-    steps = local_epochs * max(1, round(1 / q))
+    steps = local_steps or local_epochs * max(1, round(1 / q))
     if state.noise_multiplier == 0:
         remaining = max(planned_rounds - len(state.history), 1)
         sigma = calibrate_sigma(state.budget, state.delta, q, remaining * steps, state.accountant)
@@ -146,7 +147,8 @@ def private_round(
     state = replace(state, budget=min(state.budget, cfg.target_epsilon))
     fed = from_run_config(FederationConfig, context.run_config)
     batch_size = int(context.run_config.get("batch-size", 32))
-    state, plan = plan_round(state, cfg, num_examples, batch_size, fed.local_epochs, fed.num_server_rounds)
+    state, plan = plan_round(state, cfg, num_examples, batch_size, fed.local_epochs, fed.num_server_rounds,
+                             fed.local_steps)  # fmt: skip
     eps = epsilon_after(state, plan)
     if eps > state.budget:
         state = replace(state, status=EXHAUSTED)

@@ -29,11 +29,12 @@ def local_examples(model: Recommender, local: LocalData, unit: str) -> Sequences
 
 def local_fit(
     model: Recommender, local: LocalData, data: Sequences, cfg: TrainConfig, server_round: int,
-    proximal_mu: float = 0.0, dp: RoundPlan | None = None,
+    proximal_mu: float = 0.0, dp: RoundPlan | None = None, steps: int = 0,
 ) -> dict[str, float]:  # fmt: skip
-    """`cfg.epochs` local epochs over this node's examples `data` (see `local_examples`), with
-    `dp` as the plan's Poisson-sampled DP-SGD steps. Seeds depend on (seed, round, node) only,
-    so a resumed run repeats exactly what an uninterrupted one would have done."""
+    """`cfg.epochs` local epochs over this node's examples `data` (see `local_examples`), or
+    `steps` optimizer steps when > 0, with `dp` as the plan's Poisson-sampled DP-SGD steps (the
+    plan counts `steps` already). Seeds depend on (seed, round, node) only, so a resumed run
+    repeats exactly what an uninterrupted one would have done."""
     started = time.perf_counter()
     if len(data) == 0:
         return {"num-examples": 0, "train-loss": 0.0, "train-seconds": 0.0}
@@ -59,11 +60,12 @@ def local_fit(
             # Opacus's hooks on layers whose inputs need no gradient (the embeddings) make PyTorch
             # warn on every step; the per-sample gradients are right (tests/test_opacus.py).
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
-            for _ in range(cfg.epochs):
-                batches = None
+            passes = 1 if steps else cfg.epochs
+            for _ in range(passes):
+                batches = step_batches(len(data), cfg.batch_size, steps, rng) if steps else None
                 if dp is not None:  # Poisson sampling: what the accountant's sample rate assumes
                     batches = [np.flatnonzero(rng.random(len(data)) < dp.sample_rate)
-                               for _ in range(dp.steps // cfg.epochs)]  # fmt: skip
+                               for _ in range(dp.steps // passes)]  # fmt: skip
                 losses = train_epoch(stepped, model, optimizer, data, cfg, rng, device, batches=batches,
                                      progress=False, after_step=_proximal_step(params, anchor, proximal_mu, cfg.lr))
     finally:
@@ -74,6 +76,16 @@ def local_fit(
     # The seconds of local work let a round's time be split into training and federation overhead.
     return {"num-examples": len(data), "train-seconds": time.perf_counter() - started,
             **{f"train-{k}": v for k, v in losses.items()}}  # fmt: skip
+
+
+def step_batches(n: int, batch_size: int, steps: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """`steps` batches of row indices: `batch_size` chunks of fresh shuffles of the n rows, as
+    many shuffles as it takes, so each row is seen as evenly as the steps allow."""
+    batches: list[np.ndarray] = []
+    while len(batches) < steps:
+        order = rng.permutation(n)
+        batches += [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    return batches[:steps]
 
 
 def _proximal_step(params: list[torch.Tensor], anchor: list[torch.Tensor], mu: float, lr: float):  # type: ignore[no-untyped-def]

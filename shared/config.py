@@ -222,6 +222,9 @@ class FederationConfig:
     fraction_evaluate: float = 1.0  # per-round validation; the final test always asks every node
     min_train_nodes: int = 2
     local_epochs: int = 1
+    # Optimizer steps per round instead (batches drawn through fresh shuffles of the node's
+    # examples); 0: local-epochs full passes. Equal work per client whatever its data size.
+    local_steps: int = 0
     strategy: str = "fedavg"
     proximal_mu: float = 0.01  # FedProx only
     server_lr: float = 0.01  # FedAdam / FedYogi server learning rate (eta)
@@ -252,6 +255,8 @@ class FederationConfig:
             raise FedrecError("max-update-norm-ratio and round-retries must be >= 0")
         if int(self.local_epochs) < 1:
             raise FedrecError(f"local-epochs must be >= 1, got {self.local_epochs}")
+        if int(self.local_steps) < 0:
+            raise FedrecError(f"local-steps must be >= 0, got {self.local_steps}")
         if float(self.server_lr) <= 0 or float(self.server_tau) <= 0:
             raise FedrecError(f"server-lr and server-tau must be > 0, got {self.server_lr} and {self.server_tau}")
 

@@ -101,3 +101,34 @@ def test_parameter_mismatch_is_refused(csv_dir: Path, tmp_path: Path) -> None:
     state.pop(next(iter(state)))
     with pytest.raises(FedrecError, match="parameter mismatch"):
         load_trainable(model, state)
+
+
+def test_local_steps_take_that_many_batches_through_fresh_shuffles(csv_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    import client.training as training
+
+    cfg = run_config(csv_dir, tmp_path)
+    local = local_data(cfg, {"partition-id": 0, "num-partitions": 3})
+    model = local_model(cfg, local.dataset)
+    data = local_examples(model, local, "user")
+    seen = []
+    real = training.train_epoch
+    monkeypatch.setattr(training, "train_epoch", lambda *a, **kw: seen.append(kw["batches"]) or real(*a, **kw))
+    steps = 2 * -(-len(data) // 8) + 1  # two shuffles of batch-size 8, and one batch of a third
+    before = trainable_state(model)
+    local_fit(model, local, data, train_config(cfg), server_round=1, steps=steps)
+    (batches,) = seen
+    assert len(batches) == steps and all(0 < len(b) <= 8 for b in batches)
+    per_pass = -(-len(data) // 8)
+    for k in range(2):
+        assert sorted(np.concatenate(batches[k * per_pass : (k + 1) * per_pass])) == list(range(len(data)))
+    assert any(not torch.equal(before[k], v) for k, v in trainable_state(model).items())
+
+
+def test_local_steps_set_the_dp_steps_the_accountant_counts() -> None:
+    from client.privacy import new_state, plan_round
+    from shared.config import PrivacyConfig
+
+    cfg = PrivacyConfig(noise_multiplier=1.0)
+    state = new_state("user-0", "user", 100, cfg)
+    assert plan_round(state, cfg, 100, 10, local_epochs=2, planned_rounds=5)[1].steps == 20  # 2 epochs of 1/q
+    assert plan_round(state, cfg, 100, 10, local_epochs=2, planned_rounds=5, local_steps=3)[1].steps == 3

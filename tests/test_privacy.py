@@ -127,6 +127,13 @@ def test_dp_step_leaves_no_opacus_hooks_on_the_shared_model(csv_dir: Path, tmp_p
                                   for p in model.parameters())  # fmt: skip
 
 
+def test_local_steps_reach_the_dp_plan_through_the_train_message(csv_dir: Path, tmp_path: Path) -> None:
+    cfg = {**run_config(csv_dir, tmp_path / "cache", tmp_path / "out"), "local-steps": 3}
+    model = local_model(cfg, local_data(cfg, {"partition-id": 0, "num-partitions": 2}).dataset)
+    reply = train(train_message(model, 1), node(cfg, tmp_path / "s"))
+    assert reply.content["privacy"]["steps"] == 3
+
+
 def test_record_unit_has_one_example_per_training_interaction(csv_dir: Path, tmp_path: Path) -> None:
     cfg = {**run_config(csv_dir, tmp_path / "cache", tmp_path / "out"), "partitioning": "user", "num-partitions": 0}
     local = local_data(cfg, {"partition-id": 3})
