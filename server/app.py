@@ -13,6 +13,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from server.checkpoints import ServerState, load_optimizer, load_round
+from server.messaging import prompt_handoffs
 from server.privacy_report import write_report
 from server.rounds import run_rounds
 from server.secure import check_secure_aggregation
@@ -67,11 +68,12 @@ def main(grid: Grid, context: Context) -> None:
     log.info("run directory %s; starting at round %d of %d", run_dir, state.round + 1, fed.num_server_rounds)
     strategy = make_strategy(fed, privacy, len(list(grid.get_node_ids())))
     restore_optimizer_state(strategy, moments)
-    summary = run_rounds(
-        grid, strategy, model, fed, run_dir, state,
-        server_eval=server_evaluator(dataset) if fed.server_eval else None, catalog=catalog_fingerprint(dataset),
-        secagg=secagg,
-    )  # fmt: skip
+    with prompt_handoffs():
+        summary = run_rounds(
+            grid, strategy, model, fed, run_dir, state,
+            server_eval=server_evaluator(dataset) if fed.server_eval else None, catalog=catalog_fingerprint(dataset),
+            secagg=secagg,
+        )  # fmt: skip
     if privacy.dp or privacy.central_dp:
         try:
             report = write_report(run_dir)

@@ -88,8 +88,11 @@ def fed_vs_central(r: Report, ax_pair) -> None:  # type: ignore[no-untyped-def]
 def overhead(r: Report, ax_pair) -> None:  # type: ignore[no-untyped-def]
     # Without local work is derived only when ClientApps ran one at a time (simulations/overhead.py).
     derived = r["ratio_without_local_work"] is not None
-    labels = ["trivial app", "fedrec"] + (["fedrec without\nlocal work"] if derived else [])
-    values = [r["trivial"]["updates_per_second_median"], r["fedrec"]["updates_per_second_median"]]
+    tuned = r.get("trivial_same_switch_interval")  # recorded since the ServerApp sets the interval
+    labels = ["trivial app"] + (["trivial, fedrec's\nswitch interval"] if tuned else []) + ["fedrec"]
+    labels += ["fedrec without\nlocal work"] if derived else []
+    values = [r["trivial"]["updates_per_second_median"]] + ([tuned["updates_per_second_median"]] if tuned else [])
+    values.append(r["fedrec"]["updates_per_second_median"])
     ratios = [r["ratio"]]
     if derived:
         values.append(r["fedrec"]["updates_per_second_without_local_work_median"])

@@ -129,6 +129,8 @@ def cost() -> list[str]:
             lines.append(f"- Client updates per second, fedrec / trivial Flower app, same run ({share}): {o['ratio']:.2f} "
                          f"({o['fedrec']['updates_per_second_median']:.1f} vs {o['trivial']['updates_per_second_median']:.1f})"
                          + ("" if without is None else f"; with the clients' local work taken out: {without:.2f}")
+                         + (f"; against the trivial app with fedrec's GIL switch interval: {o['ratio_to_same_switch_interval']:.2f}"
+                            if "ratio_to_same_switch_interval" in o else "")
                          + f". `python -m simulations.overhead{f' --client-cpus {cpus}' if cpus else ''}`")  # fmt: skip
     if e := _load("edge_footprint"):
         lines.append(f"- One edge SuperNode (real deployment, TLS), ML-1M region {e['partition_id']} ({e['users']} users), DP: "

@@ -1,6 +1,7 @@
 """The trivial app: clients echo the arrays they get; the server times each round."""
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -23,6 +24,8 @@ def train(msg: Message, context: Context) -> Message:
 @server.main()
 def main(grid: Grid, context: Context) -> None:
     cfg = context.run_config
+    if float(cfg["switch-interval"]) > 0:  # what fedrec's ServerApp does (server/messaging.py)
+        sys.setswitchinterval(float(cfg["switch-interval"]))
     arrays = ArrayRecord({"w": Array(np.zeros(int(cfg["array-floats"]), dtype=np.float32))})
     strategy = FedAvg(fraction_train=float(cfg["fraction-train"]), min_train_nodes=1, min_available_nodes=1)
     rounds = []
