@@ -1,7 +1,7 @@
 """Client updates per second: fedrec's federation against a trivial Flower app, same run.
 
     python -m simulations.overhead [--dataset movielens-100k] [--rounds 4] [--fraction 0.1] \\
-        [--client-cpus 0]
+        [--client-cpus 0] [--set KEY=VALUE ...]
 
 Both apps run on one private simulation SuperLink with one SuperNode per user and the same
 fraction of nodes sampled per round. The trivial app (simulations/trivial_app) echoes an array
@@ -17,7 +17,10 @@ record shows how much of fedrec's rate the setting alone gives any app.
 --client-cpus N gives each simulated ClientApp N cores (Flower's default, 0, is 2: one ClientApp
 at a time on a 2-core machine); both apps get the same share. When ClientApps run concurrently
 their local work overlaps, so the rate without it is not derived (left null).
-Writes simulations/results/overhead.json, .md and .png (overhead-cpus<N> with --client-cpus).
+--set passes run-config keys to fedrec: a smaller model (`--set dim=16 num-layers=1 num-heads=1
+max-len=20`) measures the federation with less local work per client.
+Writes simulations/results/overhead.json, .md and .png; overhead-cpus<N> with --client-cpus and
+one '-<key><value>' per --set key in the name (overhead-dim16-...).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import tempfile
 from pathlib import Path
 
 from server.messaging import SWITCH_INTERVAL
-from shared.cli.simulate import APP_DIR
+from shared.cli.simulate import APP_DIR, parse_overrides
 from shared.config import DataConfig
 from shared.data.dataset import load_dataset
 from simulations.provenance import provenance, provenance_lines, write_results
@@ -59,7 +62,7 @@ def one_run(args: argparse.Namespace, nodes: int) -> tuple[list[dict], list[dict
         with local_superlink(work / "flwr") as env:
             ours = {"dataset": args.dataset, "partitioning": "user", "dp": False, "num-server-rounds": args.rounds,
                     "fraction-train": args.fraction, "fraction-evaluate": args.fraction, "min-train-nodes": 1,
-                    "output-dir": str(work / "out")}  # fmt: skip
+                    "output-dir": str(work / "out"), **parse_overrides(args.set)}  # fmt: skip
             if flwr_run(APP_DIR, env, nodes, ours, client_cpus=args.client_cpus) != 0:
                 raise SystemExit("overhead: error: the fedrec run failed")
             (run_dir,) = (work / "out").glob("run-*")
@@ -83,10 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="runs of both apps; medians are reported")
     parser.add_argument("--client-cpus", type=int, default=0,
                         help="cores per simulated ClientApp, both apps (0: Flower's default, 2)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more fedrec run-config keys")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.client_cpus < 0:
         parser.error(f"--client-cpus must be >= 0, got {args.client_cpus}")
+    if bad := [kv for kv in args.set if "=" not in kv or kv.startswith("=")]:
+        parser.error(f"--set takes KEY=VALUE, got '{bad[0]}'")
     nodes = load_dataset(DataConfig(dataset=args.dataset)).num_users
     concurrent = bool(args.client_cpus) and (os.cpu_count() or 1) // args.client_cpus > 1
     runs = []
@@ -106,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     overhead_rate = None if concurrent else statistics.median(r["fedrec_without_local_work"] for r in runs)
     report = {
         "provenance": provenance(), "dataset": args.dataset, "supernodes": nodes, "rounds": args.rounds,
-        "fraction_train": args.fraction, "client_cpus": args.client_cpus, "bytes_per_update": floats * 4,
+        "fraction_train": args.fraction, "client_cpus": args.client_cpus, "set": args.set, "bytes_per_update": floats * 4,
         "fedrec": {"updates_per_second_median": fedrec_rate, "local_work_ms_median": local_ms,
                    "updates_per_second_without_local_work_median": overhead_rate},
         "trivial": {"updates_per_second_median": trivial_rate},
@@ -125,13 +131,14 @@ def main(argv: list[str] | None = None) -> int:
         "| app | updates/s (median over rounds) |", "|---|---|",
         f"| trivial (echoes the arrays), Flower's defaults | {trivial_rate:.2f} |",
         f"| trivial, with fedrec's GIL switch interval ({SWITCH_INTERVAL * 1000:g} ms) | {tuned_rate:.2f} |",
-        f"| fedrec, no DP (one user's local training, {local_ms:.0f} ms a client) | {fedrec_rate:.2f} |",
+        f"| fedrec, no DP{''.join(f', {kv}' for kv in args.set)} (one user's local training, {local_ms:.0f} ms a client) | {fedrec_rate:.2f} |",
         *([] if overhead_rate is None else [f"| fedrec, its clients' local work taken out | {overhead_rate:.2f} |"]), "",
         f"Ratio fedrec / trivial: **{report['ratio']:.2f}** (goal: at least 0.5)"
         + ("" if overhead_rate is None else f"; without the local work: **{report['ratio_without_local_work']:.2f}**")
         + f". Against the trivial app with the same switch interval: {report['ratio_to_same_switch_interval']:.2f}.",
     ]) + "\n"  # fmt: skip
-    write_results(args.out, f"overhead-cpus{args.client_cpus}" if args.client_cpus else "overhead", report, md)
+    name = "overhead" + (f"-cpus{args.client_cpus}" if args.client_cpus else "")
+    write_results(args.out, name + "".join("-" + kv.replace("=", "") for kv in args.set), report, md)
     return 0
 
 
