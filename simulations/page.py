@@ -121,17 +121,19 @@ def cost() -> list[str]:
                          f"{s['dp-hooks']['ratio_to_plain']:.2f} (Opacus hooks), "
                          f"{s['dp-functorch']['ratio_to_plain']:.2f} (functorch); plain step "
                          f"{s['plain']['median_ms']:.1f} ms. `python -m simulations.dp_step --device {device}`")  # fmt: skip
-    for name in ("overhead", "overhead-cpus1"):
-        if o := _load(name):
-            cpus = o.get("client_cpus", 0)
-            share = f"{cpus} core per ClientApp" if cpus else "one ClientApp at a time"
+    for path in sorted(RESULTS.glob("overhead*.json"), key=lambda p: (p.stem != "overhead", p.stem)):
+        if o := _load(path.stem):
+            cpus, settings = o.get("client_cpus", 0), o.get("set", [])
+            share = (f"{cpus} core per ClientApp" if cpus else "one ClientApp at a time") + "".join(f", {kv}" for kv in settings)
             without = o.get("ratio_without_local_work")
-            lines.append(f"- Client updates per second, fedrec / trivial Flower app, same run ({share}): {o['ratio']:.2f} "
+            lines.append(f"- Client updates per second, fedrec / trivial Flower app, same run ({share}; "
+                         f"{o['fedrec']['local_work_ms_median']:.0f} ms of local training a client): {o['ratio']:.2f} "
                          f"({o['fedrec']['updates_per_second_median']:.1f} vs {o['trivial']['updates_per_second_median']:.1f})"
                          + ("" if without is None else f"; with the clients' local work taken out: {without:.2f}")
                          + (f"; against the trivial app with fedrec's GIL switch interval: {o['ratio_to_same_switch_interval']:.2f}"
                             if "ratio_to_same_switch_interval" in o else "")
-                         + f". `python -m simulations.overhead{f' --client-cpus {cpus}' if cpus else ''}`")  # fmt: skip
+                         + f". `python -m simulations.overhead{f' --client-cpus {cpus}' if cpus else ''}"
+                         + (f" --set {' '.join(settings)}`" if settings else "`"))  # fmt: skip
     if e := _load("edge_footprint"):
         lines.append(f"- One edge SuperNode (real deployment, TLS), ML-1M region {e['partition_id']} ({e['users']} users), DP: "
                      f"{e['seconds_per_round_median']:.1f} s per round (median of {e.get('repeats', 1)} runs), "
