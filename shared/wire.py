@@ -10,7 +10,6 @@ Both sides cut it back into named tensors with the model they already have.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -50,10 +49,3 @@ def weights_vector(record: ArrayRecord, size: int) -> torch.Tensor:
     if array.shape != (size,):
         raise FedrecError(f"weights vector of shape {array.shape}, expected ({size},)")
     return torch.from_numpy(array)
-
-
-def from_record(model: torch.nn.Module, record: ArrayRecord) -> OrderedDict[str, torch.Tensor]:
-    """`weights_vector` cut into the model's named trainable tensors."""
-    from shared.models.params import num_trainable, unflatten
-
-    return unflatten(model, weights_vector(record, num_trainable(model)))
