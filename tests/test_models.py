@@ -173,3 +173,43 @@ def test_left_padding_does_not_change_the_user_states(trained) -> None:
         together, _ = model.encode_history(torch.cat([long, short]), features.repeat(2, 1))
     assert torch.allclose(alone[0, -3:], together[1, -3:], atol=1e-5)
     assert not alone[0, :-3].any()  # padding positions carry no state
+
+
+def test_a_rows_loss_does_not_depend_on_the_other_rows_lengths(trained) -> None:
+    """The item tower reads only the columns from the batch's first used one on: a row's joint
+    loss is the same alone as beside a longer row, whose columns it then pads."""
+    model, _ = trained
+    model.eval()
+
+    def batch(history: list[int], targets: list[int]) -> dict[str, torch.Tensor]:
+        return {"history": torch.tensor([history]), "targets": torch.tensor([targets]),
+                "negatives": torch.tensor([[1, 2, 17, 18, 19]]),
+                "features": torch.zeros((1, len(model.user_features)), dtype=torch.long),
+                "rank_pos": torch.tensor([[11, 10]]), "rank_valid": torch.tensor([[True, True]]),
+                "rank_items": torch.tensor([[[16, 1, 2, 20], [15, 3, 4, 21]]])}  # fmt: skip
+
+    long = batch([0, 0, *range(3, 13)], [0, 0, *range(4, 14)])
+    short = batch([0] * 9 + [13, 14, 15], [0] * 9 + [14, 15, 16])
+    with torch.no_grad():
+        alone = model(short)["loss"]
+        together = model({k: torch.cat([long[k], short[k]]) for k in short})["loss"]
+    assert torch.allclose(alone[0], together[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("text,ids", [(True, True), (True, False), (False, True)])
+def test_catalog_vectors_are_every_items_vector(dataset, cache, text: bool, ids: bool) -> None:
+    model = build_model(dataset, ModelConfig(**{**SMALL.__dict__, "use_text": text, "use_id_embedding": ids}), cache)
+    with torch.no_grad():
+        expected = model.item_vectors(torch.arange(model.text.shape[0]))
+    assert torch.allclose(model.catalog_vectors(), expected, atol=1e-6)
+
+
+def test_the_search_catalog_is_reused_only_while_the_item_tower_is_unchanged(dataset, cache) -> None:
+    model = build_model(dataset, SMALL, cache).eval()
+    first = model.search_catalog()
+    assert model.search_catalog() is first  # the next client of the round, same global weights
+    with torch.no_grad():
+        model.text_proj.weight.mul_(1.5)  # a local step, or the next round's weights
+    moved = model.search_catalog()
+    assert not torch.allclose(moved, first)
+    assert torch.equal(moved, model.catalog_vectors())

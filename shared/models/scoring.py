@@ -36,9 +36,8 @@ class ModelScorer:
         self.batch_size = batch_size
         self.max_len = int(model.config["model"]["max_len"])
         self.top_n = int(model.config["model"]["retrieve_top_n"])
-        num_items = int(model.config["num_items"])
         with torch.no_grad():
-            self.items = model.item_vectors(torch.arange(num_items + 1, device=device))
+            self.items = model.catalog_vectors()
         self._states: dict[str, torch.Tensor] = {}
         self.retrieval = _Retrieval(self)
         self.two_stage = _TwoStage(self)

@@ -68,10 +68,11 @@ def ranking_candidates(
     was_training = model.training
     model.eval()
     states, _ = model.encode_history(batch["history"], batch["features"])
+    catalog = model.search_catalog()
     model.train(was_training)
     rank_pos = batch["rank_pos"]
     q = torch.gather(states, 1, rank_pos[:, :, None].expand(-1, -1, states.shape[-1]))
-    scores = q @ model.item_vectors(torch.arange(num_items + 1, device=q.device)).T  # (B,R,I+1)
+    scores = q @ catalog.T  # (B, R, I+1)
     scores[..., 0] = -torch.inf
     positives = torch.gather(batch["targets"], 1, rank_pos)  # (B, R)
     scores.scatter_(2, positives[..., None], -torch.inf)
