@@ -4,6 +4,9 @@ In a deployment the SuperNode starts a ClientApp process for every message, and 
 transformers and Opacus take seconds to import on a small node. Only the messages that train or
 evaluate need them, so the handlers are imported when one arrives: SecAgg+'s key-exchange and
 unmasking messages (client/secure.py) are answered without them.
+
+The handlers run with a short GIL switch interval (shared/handoffs.py): in a simulation the
+actor's training step otherwise waits on the actor's own background threads.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from flwr.clientapp import ClientApp
 from client.audit import message_audit_mod
 from client.secure import secure_aggregation_mod
 from client.state import state_dir
+from shared.handoffs import prompt_handoffs
 
 # The audit mod is outermost, so it logs exactly what leaves the node, SecAgg+'s records included.
 app = ClientApp(mods=[message_audit_mod(state_dir), secure_aggregation_mod])
@@ -23,11 +27,13 @@ app = ClientApp(mods=[message_audit_mod(state_dir), secure_aggregation_mod])
 def train(msg: Message, context: Context) -> Message:
     from client import handlers
 
-    return handlers.train(msg, context)
+    with prompt_handoffs():
+        return handlers.train(msg, context)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     from client import handlers
 
-    return handlers.evaluate(msg, context)
+    with prompt_handoffs():
+        return handlers.evaluate(msg, context)

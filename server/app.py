@@ -13,7 +13,6 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from server.checkpoints import ServerState, load_optimizer, load_round
-from server.messaging import prompt_handoffs
 from server.privacy_report import write_report
 from server.rounds import run_rounds
 from server.secure import check_secure_aggregation
@@ -25,6 +24,7 @@ from shared.config import (DataConfig, FederationConfig, ModelConfig, PrivacyCon
 from shared.data.dataset import catalog_fingerprint, load_dataset
 from shared.data.sources import default_cache_dir
 from shared.errors import FedrecError
+from shared.handoffs import prompt_handoffs
 from shared.models.recommender import Recommender
 from shared.models.training import build_model, evaluate_model, seed_everything
 

@@ -9,21 +9,13 @@ Both hurt a simulation with thousands of one-user clients:
   most of the round.
 Here at most `window` messages are in flight, a new one goes out as each reply comes back, and
 replies are polled every `poll` seconds.
-
-In a simulation this ServerApp also shares its process, and so Python's GIL, with Flower's
-simulation engine, whose dispatch loop scans every SuperNode's queue without pause. The threads
-that hand each message to the client actor and take its reply back wake several times per
-client update and each time wait up to the interpreter's switch interval (5 ms by default) for
-that loop to let go; `prompt_handoffs` shortens the wait for the run.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 
 from flwr.app import Message
 from flwr.serverapp import Grid
@@ -32,20 +24,6 @@ log = logging.getLogger("flwr.fedrec")
 WINDOW = 48
 POLL_SECONDS = 0.05
 PROGRESS_SECONDS = 30.0
-# 0.5 ms: with it (and flat weights), one-user ML-100k clients run at 0.41 of a trivial Flower
-# app's update rate, from 0.31 (simulations/results/overhead.md and its history).
-SWITCH_INTERVAL = 0.0005
-
-
-@contextmanager
-def prompt_handoffs(interval: float = SWITCH_INTERVAL) -> Iterator[None]:
-    """The interpreter's GIL switch interval set to `interval` seconds, restored afterwards."""
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(interval)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(previous)
 
 
 def send_and_receive(
