@@ -97,6 +97,7 @@ class Recommender(nn.Module, PyTorchModelHubMixin):
                 hidden_dropout_prob=float(m["dropout"]),
                 attention_probs_dropout_prob=float(m["dropout"]),
                 is_decoder=True,  # causal: position t sees the history up to t only
+                use_cache=False,  # a decoder would otherwise fill a key/value cache nobody reads
             ),
             add_pooling_layer=False,
         )
