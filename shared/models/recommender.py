@@ -165,7 +165,7 @@ class Recommender(nn.Module, PyTorchModelHubMixin):
         """catalog_vectors() for a no-grad search in eval mode (training's hard negatives), reused
         while the item tower's weights are what they were: every client of a round starts from
         the same global weights, so a process that simulates many one-step clients projects the
-        catalog once a round instead of once a client (1.1 of a one-user step's 15 ms)."""
+        catalog once a round instead of once a client."""
         tower = [p for m in (self.text_proj, self.item_id, self.item_norm, self.text_top) if m is not None
                  for p in m.parameters()]  # fmt: skip
         cached = self._search_cache
