@@ -27,12 +27,13 @@ class InjectedCrash(RuntimeError):
 
 def fault_for(cfg: FaultConfig, seed: int, server_round: int, partition_id: int) -> str:
     """This client's fault in this round, or ''."""
-    if not (cfg.fault_crash_fraction or cfg.fault_hang_fraction or cfg.fault_nan_fraction or cfg.fault_scale_fraction):
+    shares = ((CRASH, cfg.fault_crash_fraction), (HANG, cfg.fault_hang_fraction),
+              (NAN, cfg.fault_nan_fraction), (SCALED, cfg.fault_scale_fraction))  # fmt: skip
+    if not any(share for _, share in shares):
         return ""  # the usual run: no generator to seed for every message
     u = float(np.random.default_rng([seed, server_round, partition_id, 0xFA]).random())
     edge = 0.0
-    for kind, share in ((CRASH, cfg.fault_crash_fraction), (HANG, cfg.fault_hang_fraction),
-                        (NAN, cfg.fault_nan_fraction), (SCALED, cfg.fault_scale_fraction)):  # fmt: skip
+    for kind, share in shares:
         edge += float(share)
         if u < edge:
             return kind
