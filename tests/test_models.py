@@ -213,3 +213,54 @@ def test_the_search_catalog_is_reused_only_while_the_item_tower_is_unchanged(dat
     moved = model.search_catalog()
     assert not torch.allclose(moved, first)
     assert torch.equal(moved, model.catalog_vectors())
+
+
+def test_train_and_eval_set_every_modules_flag_as_nn_module_does(dataset, cache) -> None:
+    model, reference = build_model(dataset, SMALL, cache), build_model(dataset, SMALL, cache)
+    for mode in (False, True, False):
+        model.train(mode)
+        torch.nn.Module.train(reference, mode)  # the recursive walk Recommender.train replaces
+        assert [m.training for m in model.modules()] == [m.training for m in reference.modules()]
+    assert all(m.training for m in model.train().modules())
+    assert not any(m.training for m in model.eval().modules())
+
+
+def test_trainable_parameters_are_listed_once_in_the_models_order(dataset, cache) -> None:
+    from opacus import GradSampleModule
+
+    from shared.models.params import trainable_parameters
+
+    model = build_model(dataset, SMALL, cache)
+    listed = model.trainable_parameters()
+    assert listed == [p for p in model.parameters() if p.requires_grad]
+    assert model.trainable_parameters() is listed
+    wrapped = GradSampleModule(model)
+    try:
+        assert trainable_parameters(wrapped) == listed  # what Opacus steps is what travels
+    finally:
+        wrapped._close()
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_a_reset_optimizer_steps_exactly_as_a_fresh_one(dataset, cache, optimizer: str) -> None:
+    from shared.models.params import flat_trainable, load_flat
+    from shared.models.training import make_optimizer, reset_optimizer
+
+    cfg = TrainConfig(optimizer=optimizer, lr=1e-2)
+    model = build_model(dataset, SMALL, cache)
+    start = flat_trainable(model)
+    params = model.trainable_parameters()
+
+    def one_step(opt: torch.optim.Optimizer, grads: list[torch.Tensor]) -> torch.Tensor:
+        load_flat(model, start)
+        for p, g in zip(params, grads):
+            p.grad = g.clone()
+        opt.step()
+        return flat_trainable(model)
+
+    gen = torch.Generator().manual_seed(0)
+    first, second = ([torch.randn(p.shape, generator=gen) for p in params] for _ in range(2))
+    reused = make_optimizer(model, cfg)
+    one_step(reused, first)  # leaves moments and a step count behind
+    reset_optimizer(reused)
+    assert torch.equal(one_step(reused, second), one_step(make_optimizer(model, cfg), second))

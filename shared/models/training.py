@@ -20,6 +20,7 @@ from shared.config import ModelConfig, TrainConfig
 from shared.data.dataset import Dataset
 from shared.eval.protocols import evaluate_full, evaluate_sampled, sampled_candidates
 from shared.models.batches import Sequences, base_batch, feature_names, training_sequences
+from shared.models.params import trainable_parameters
 from shared.models.recommender import FORMAT_VERSION, Recommender
 from shared.models.scoring import ModelScorer
 from shared.models.text_encoder import item_embeddings
@@ -94,10 +95,26 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     Per-tensor Python loops cost a one-user client about as much as its backward pass, and the
     fused kernels beat even foreach on this model's 55 tensors on one CPU thread (measured, step
     with state creation: AdamW 1.3-1.8 ms vs 2.8-4.2, SGD 0.2-0.3 vs 0.5-0.6)."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = trainable_parameters(model)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+
+
+def reset_optimizer(optimizer: torch.optim.Optimizer) -> None:
+    """Back to the state `make_optimizer` built it in, for a process that trains one client after
+    another. A fresh Adam's first step creates its step count and moments as zeros; zeroing the
+    ones it has is the same start without 3 allocations per parameter (0.6 ms of a one-user
+    client's ~15). Any other optimizer, or state on another device than its parameters, is
+    cleared and rebuilt by its next step."""
+    tensors = [t for state in optimizer.state.values() for t in state.values() if isinstance(t, torch.Tensor)]
+    first = optimizer.param_groups[0]["params"][0]
+    if not tensors:
+        return
+    if isinstance(optimizer, torch.optim.Adam) and all(t.device == first.device for t in tensors):
+        torch._foreach_zero_(tensors)
+    else:
+        optimizer.state.clear()
 
 
 def train_epoch(
