@@ -108,9 +108,9 @@ def reset_optimizer(optimizer: torch.optim.Optimizer) -> None:
     client's ~15). Any other optimizer, or state on another device than its parameters, is
     cleared and rebuilt by its next step."""
     tensors = [t for state in optimizer.state.values() for t in state.values() if isinstance(t, torch.Tensor)]
-    first = optimizer.param_groups[0]["params"][0]
     if not tensors:
         return
+    first = optimizer.param_groups[0]["params"][0]
     if isinstance(optimizer, torch.optim.Adam) and all(t.device == first.device for t in tensors):
         torch._foreach_zero_(tensors)
     else:
