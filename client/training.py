@@ -58,6 +58,7 @@ def local_fit(
                                 max_grad_norm=dp.max_grad_norm,
                                 expected_batch_size=max(1, round(dp.sample_rate * len(data))))  # fmt: skip
     losses: dict[str, float] = {}
+    num_items = int(model.config["num_items"])
     try:
         with warnings.catch_warnings():
             # Opacus's hooks on layers whose inputs need no gradient (the embeddings) make PyTorch
@@ -69,7 +70,7 @@ def local_fit(
                 if dp is not None:  # Poisson sampling: what the accountant's sample rate assumes
                     batches = [np.flatnonzero(rng.random(len(data)) < dp.sample_rate)
                                for _ in range(dp.steps // passes)]  # fmt: skip
-                losses = train_epoch(stepped, model, optimizer, data, cfg, rng, device, batches=batches,
+                losses = train_epoch(stepped, num_items, optimizer, data, cfg, rng, device, batches=batches,
                                      progress=False, after_step=_proximal_step(params, anchor, proximal_mu, cfg.lr))
     finally:
         if isinstance(stepped, GradSampleModule):

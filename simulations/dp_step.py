@@ -2,8 +2,8 @@
 
     python -m simulations.dp_step [--dataset movielens-1m] [--repeats 30] [--device auto]
 
-A "step" is what a client does per batch: the ranker's candidate search, the forward pass of
-the joint loss, backward, and the optimizer step. DP adds per-example gradients, clipping and
+A "step" is what a client does per batch: the forward pass of the joint loss (with the ranker's
+candidate search), backward, and the optimizer step. DP adds per-example gradients, clipping and
 noise. Opacus grad-sample modes compared: hooks (the default) and functorch. Ghost clipping is
 not among them: it needs the loss as `criterion(output, target)`, and the joint retrieval +
 ranking loss samples its own negatives inside the model. Batches come from a random sample of
@@ -29,7 +29,7 @@ from shared.config import DataConfig, ModelConfig, TrainConfig
 from shared.data.dataset import load_dataset
 from shared.data.sources import default_cache_dir
 from shared.models.batches import base_batch, training_sequences
-from shared.models.training import build_model, ranking_candidates
+from shared.models.training import build_model
 from simulations.provenance import provenance, write_results
 
 RESULTS = Path(__file__).parent / "results"
@@ -56,7 +56,6 @@ def time_steps(mode: str, dataset, users, device: str, repeats: int) -> list[flo
         if device == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        batch["rank_items"] = ranking_candidates(model, batch, cfg, rng)
         optimizer.zero_grad(set_to_none=True)
         stepped(batch)["loss"].mean().backward()
         optimizer.step()

@@ -208,11 +208,63 @@ def test_the_search_catalog_is_reused_only_while_the_item_tower_is_unchanged(dat
     model = build_model(dataset, SMALL, cache).eval()
     first = model.search_catalog()
     assert model.search_catalog() is first  # the next client of the round, same global weights
+    assert model.train().search_catalog() is first  # an item tower without dropout: same vectors
+    model.eval()
     with torch.no_grad():
         model.text_proj.weight.mul_(1.5)  # a local step, or the next round's weights
     moved = model.search_catalog()
     assert not torch.allclose(moved, first)
     assert torch.equal(moved, model.catalog_vectors())
+
+
+def test_a_text_finetuned_models_search_catalog_is_its_eval_mode_catalog(dataset, cache) -> None:
+    config = ModelConfig(dim=16, num_layers=1, max_len=12, dropout=0.5, text_finetune_layers=1)
+    model = build_model(dataset, config, cache).train()
+    searched = model.search_catalog()
+    assert model.training and all(m.training for m in model.modules())  # still training after
+    with torch.no_grad():
+        assert torch.equal(searched, model.eval().catalog_vectors())  # no dropout sample
+
+
+def ranking_batch(dataset, model, seed: int = 0) -> dict[str, torch.Tensor]:
+    from shared.models.batches import base_batch, training_sequences
+
+    data = training_sequences(dataset, np.arange(dataset.num_users), SMALL.max_len)
+    cfg = TrainConfig(num_negatives=5, rank_positions=3, rank_hard_negatives=2, rank_random_negatives=4)
+    return base_batch(data, np.arange(6), dataset.num_items, cfg, np.random.default_rng(seed))
+
+
+def test_hard_negatives_are_the_querys_top_items_outside_its_sequence(dataset, cache, monkeypatch) -> None:
+    import shared.models.recommender as recommender
+
+    monkeypatch.setattr(recommender, "HARD_NEGATIVE_POOL", 2)  # a pool of two: both are drawn
+    model = build_model(dataset, SMALL, cache).eval()
+    batch = ranking_batch(dataset, model)
+    batch["rank_pick"] = torch.tensor([0, 1]).expand(*batch["rank_pos"].shape, 2)
+    queries = torch.randn(*batch["rank_pos"].shape, SMALL.dim)
+    candidates = model.ranking_candidates(queries, batch)
+    assert candidates.shape == (*batch["rank_pos"].shape, 1 + 2 + 4)
+    assert torch.equal(candidates[..., 0], torch.gather(batch["targets"], 1, batch["rank_pos"]))
+    assert torch.equal(candidates[..., 3:], batch["rank_random"])
+    catalog = model.catalog_vectors().detach()
+    for b, r in np.ndindex(*batch["rank_pos"].shape):
+        seen = set(batch["history"][b].tolist()) | set(batch["targets"][b].tolist()) | {0}
+        ranked = [int(i) for i in (catalog @ queries[b, r]).argsort(descending=True) if int(i) not in seen]
+        assert candidates[b, r, 1:3].tolist() == ranked[:2]
+
+
+def test_the_forward_picks_the_rankers_candidates_from_its_own_states(trained, dataset) -> None:
+    model, _ = trained
+    model.eval()  # no dropout: the forward's states are encode_history's
+    batch = ranking_batch(dataset, model)
+    with torch.no_grad():
+        states, _ = model.encode_history(batch["history"], batch["features"])
+        queries = torch.gather(states, 1, batch["rank_pos"][..., None].expand(-1, -1, SMALL.dim))
+        given = model({**batch, "rank_items": model.ranking_candidates(queries, batch)})["loss"]
+        picked = model(batch)["loss"]
+        other = dict(batch, rank_items=model.ranking_candidates(queries, ranking_batch(dataset, model, seed=1)))
+        assert torch.equal(picked, given)
+        assert not torch.equal(picked, model(other)["loss"])  # the candidates do matter
 
 
 def test_train_and_eval_set_every_modules_flag_as_nn_module_does(dataset, cache) -> None:

@@ -12,7 +12,7 @@ from shared.data.dataset import build_dataset
 from shared.data.readers import read_directory
 from shared.models.batches import base_batch, training_sequences
 from shared.models.text_encoder import bert_layer, load_text_model
-from shared.models.training import build_model, ranking_candidates
+from shared.models.training import build_model
 
 
 def dp_step(model, private, optimizer, loader, data, cfg, check) -> None:
@@ -23,7 +23,6 @@ def dp_step(model, private, optimizer, loader, data, cfg, check) -> None:
         if len(rows) == 0:
             continue
         batch = base_batch(data, rows.numpy(), model.config["num_items"], cfg, rng)
-        batch["rank_items"] = ranking_candidates(model, batch, cfg, rng)
         optimizer.zero_grad()
         private(batch)["loss"].mean().backward()
         check()

@@ -13,7 +13,7 @@ import torch
 
 from shared.config import TrainConfig
 from shared.data.dataset import Dataset
-from shared.models.recommender import USER_FEATURES
+from shared.models.recommender import HARD_NEGATIVE_POOL, USER_FEATURES
 
 
 def left_pad(sequences: list[np.ndarray], length: int) -> np.ndarray:
@@ -94,7 +94,8 @@ def eval_histories(dataset: Dataset, users: np.ndarray, stage: str, max_len: int
 def base_batch(
     data: Sequences, rows: np.ndarray, num_items: int, cfg: TrainConfig, rng: np.random.Generator
 ) -> dict[str, torch.Tensor]:
-    """Everything but the ranker's candidates, which need the current model (see training)."""
+    """One training batch. The ranker's hard negatives need the model's states, so the batch
+    carries only the draws that pick them (see Recommender.ranking_candidates)."""
     history, targets = data.history[rows], data.targets[rows]
     b, length = targets.shape
     negatives = rng.integers(1, num_items + 1, size=(b, cfg.num_negatives))
@@ -108,6 +109,9 @@ def base_batch(
         chosen = np.concatenate([valid[-1:], others])
         rank_pos[i, : len(chosen)] = chosen
         rank_valid[i, : len(chosen)] = True
+    pool = min(HARD_NEGATIVE_POOL, num_items - 1)
+    pick = rng.random((b, r, pool)).argsort(-1)[..., : cfg.rank_hard_negatives]
+    uniform = rng.integers(1, num_items + 1, size=(b, r, cfg.rank_random_negatives))
     return {
         "history": torch.from_numpy(history),
         "targets": torch.from_numpy(targets),
@@ -115,4 +119,6 @@ def base_batch(
         "features": torch.from_numpy(data.features[rows]),
         "rank_pos": torch.from_numpy(rank_pos),
         "rank_valid": torch.from_numpy(rank_valid),
+        "rank_pick": torch.from_numpy(pick),
+        "rank_random": torch.from_numpy(uniform),
     }

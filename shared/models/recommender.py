@@ -33,6 +33,7 @@ from shared.errors import FedrecError
 FORMAT_VERSION = 1  # bump when a saved checkpoint can no longer be read by this code
 TEXT_DIM = 384
 USER_FEATURES = ("age", "gender", "occupation", "region")
+HARD_NEGATIVE_POOL = 100  # the ranker's hard negatives are drawn from the retrieval top-100
 
 
 def year_buckets(years: torch.Tensor) -> torch.Tensor:
@@ -187,19 +188,24 @@ class Recommender(nn.Module, PyTorchModelHubMixin):
 
     @torch.no_grad()
     def search_catalog(self) -> torch.Tensor:
-        """catalog_vectors() for a no-grad search in eval mode (training's hard negatives), reused
-        while the item tower's weights are what they were: every client of a round starts from
-        the same global weights, so a process that simulates many one-step clients projects the
-        catalog once a round instead of once a client."""
+        """catalog_vectors() as eval mode gives them, for a no-grad search (training's hard
+        negatives), reused while the item tower's weights are what they were: every client of a
+        round starts from the same global weights, so a process that simulates many one-step
+        clients projects the catalog once a round instead of once a client. Only fine-tuned
+        MiniLM layers have dropout in the item tower; with them, the search runs in eval mode."""
+        if self.training and self.text_top is not None:
+            self.eval()
+            try:
+                return self.search_catalog()
+            finally:
+                self.train()
         tower = [p for m in (self.text_proj, self.item_id, self.item_norm, self.text_top) if m is not None
                  for p in m.parameters()]  # fmt: skip
         cached = self._search_cache
-        if (not self.training and cached is not None and cached[1].device == self.text.device
-                and all(map(torch.equal, cached[0], tower))):  # fmt: skip
+        if cached is not None and cached[1].device == self.text.device and all(map(torch.equal, cached[0], tower)):
             return cached[1]
         vectors = self.catalog_vectors()
-        if not self.training:  # fine-tuned MiniLM layers would give a dropout sample
-            self._search_cache = ([p.detach().clone() for p in tower], vectors)
+        self._search_cache = ([p.detach().clone() for p in tower], vectors)
         return vectors
 
     def _item_vectors(self, text: torch.Tensor | None, ids: torch.Tensor | None) -> torch.Tensor:
@@ -290,7 +296,9 @@ class Recommender(nn.Module, PyTorchModelHubMixin):
         """The joint loss for one per-sample batch (see `shared.models.batches`).
 
         history (B, L), targets (B, L), negatives (B, N), features (B, F),
-        rank_pos (B, R), rank_items (B, R, C) with the positive in column 0, rank_valid (B, R).
+        rank_pos (B, R), rank_valid (B, R), and the ranker's candidates: either rank_items
+        (B, R, C) with the positive in column 0, or the draws that pick them from this pass's own
+        states (see ranking_candidates): rank_pick (B, R, H), rank_random (B, R, U).
         Returns per-sample losses (B,) so DP-SGD can clip and average them per example.
         """
         states, seq = self.encode_history(batch["history"], batch["features"])
@@ -312,15 +320,36 @@ class Recommender(nn.Module, PyTorchModelHubMixin):
         visible = (torch.arange(length, device=seq.device)[None, None, :] <= rank_pos[:, :, None]) & (
             batch["history"][:, None, :] > 0
         )
-        logits = self.rank_logits(
-            q_states, seq, visible, self.user_token(batch["features"]), batch["rank_items"]
-        )
+        candidates = batch.get("rank_items")
+        if candidates is None:
+            candidates = self.ranking_candidates(q_states.detach(), batch)
+        logits = self.rank_logits(q_states, seq, visible, self.user_token(batch["features"]), candidates)
         labels = torch.zeros_like(logits)
         labels[:, :, 0] = 1.0
         per_query = F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(-1)
         rv = batch["rank_valid"].float()
         ranking = (per_query * rv).sum(1) / rv.sum(1).clamp(min=1)
         return {"loss": retrieval + ranking, "retrieval": retrieval, "ranking": ranking}
+
+    @torch.no_grad()
+    def ranking_candidates(self, queries: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, R, 1 + H + U): the positive, H hard negatives drawn (batch["rank_pick"]) from the
+        retrieval top-100 of `queries` (B, R, d), every item of the sequence excluded, and U
+        uniform ones (batch["rank_random"]). The queries are the training pass's own states,
+        dropout included: a second, eval-mode encoding of the history for the search cost 9% of
+        a centralized ML-1M epoch and ~12% of a one-user client's step, and gave no better
+        model (simulations/results/hard-negatives.md). Per sample, as DP-SGD needs."""
+        scores = queries @ self.search_catalog().T  # (B, R, I+1)
+        scores[..., 0] = -torch.inf
+        positives = torch.gather(batch["targets"], 1, batch["rank_pos"])  # (B, R)
+        scores.scatter_(2, positives[..., None], -torch.inf)
+        # Every item of the sequence is excluded, later ones too: an item the user goes on to
+        # watch is not a negative, and labelling it one teaches the ranker to bury true positives.
+        for seen in (batch["history"], batch["targets"]):
+            scores.scatter_(2, seen[:, None, :].expand(-1, scores.shape[1], -1), -torch.inf)
+        top = scores.topk(min(HARD_NEGATIVE_POOL, scores.shape[-1] - 2), dim=-1).indices
+        hard = torch.gather(top, 2, batch["rank_pick"])
+        return torch.cat([positives[..., None], hard, batch["rank_random"]], dim=-1)
 
     # ------------------------------------------------------------------ checkpoints
 

@@ -27,8 +27,6 @@ from shared.models.text_encoder import item_embeddings
 
 log = logging.getLogger(__name__)
 
-HARD_NEGATIVE_POOL = 100  # hard negatives are drawn uniformly from the retrieval top-100
-
 
 def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
@@ -57,37 +55,6 @@ def build_model(dataset: Dataset, config: ModelConfig, cache_dir: Path) -> Recom
         torch.from_numpy(dataset.item_year),
     )
     return model
-
-
-@torch.no_grad()
-def ranking_candidates(
-    model: Recommender, batch: dict[str, torch.Tensor], cfg: TrainConfig, rng: np.random.Generator
-) -> torch.Tensor:
-    """(B, R, 1 + hard + random): the positive, hard negatives drawn from the current model's
-    top retrieval scores (excluding every item of the sequence), and uniform negatives."""
-    num_items = model.text.shape[0] - 1
-    was_training = model.training
-    model.eval()
-    states, _ = model.encode_history(batch["history"], batch["features"])
-    catalog = model.search_catalog()
-    model.train(was_training)
-    rank_pos = batch["rank_pos"]
-    q = torch.gather(states, 1, rank_pos[:, :, None].expand(-1, -1, states.shape[-1]))
-    scores = q @ catalog.T  # (B, R, I+1)
-    scores[..., 0] = -torch.inf
-    positives = torch.gather(batch["targets"], 1, rank_pos)  # (B, R)
-    scores.scatter_(2, positives[..., None], -torch.inf)
-    # Every item of the sequence is excluded, later ones too: an item the user goes on to watch
-    # is not a negative, and labelling it one teaches the ranker to bury true positives.
-    for seen in (batch["history"], batch["targets"]):
-        scores.scatter_(2, seen[:, None, :].expand(-1, scores.shape[1], -1), -torch.inf)
-    pool = min(HARD_NEGATIVE_POOL, num_items - 1)
-    top = scores.topk(pool, dim=-1).indices  # (B, R, pool)
-    pick = torch.from_numpy(rng.random(top.shape).argsort(-1)[..., : cfg.rank_hard_negatives])
-    hard = torch.gather(top, 2, pick.to(top.device))
-    shape = (*positives.shape, cfg.rank_random_negatives)
-    uniform = torch.from_numpy(rng.integers(1, num_items + 1, size=shape)).to(top.device)
-    return torch.cat([positives[..., None], hard, uniform], dim=-1)
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -119,7 +86,7 @@ def reset_optimizer(optimizer: torch.optim.Optimizer) -> None:
 
 def train_epoch(
     model: torch.nn.Module,
-    recommender: Recommender,
+    num_items: int,
     optimizer: torch.optim.Optimizer,
     data: Sequences,
     cfg: TrainConfig,
@@ -130,7 +97,7 @@ def train_epoch(
     after_step: Callable[[], None] | None = None,
 ) -> dict[str, float]:
     """One pass of the joint loss. `model` is what is stepped (the Recommender itself, or its
-    Opacus wrapper); `recommender` is the plain module, used for the no-grad candidate search.
+    Opacus wrapper) over a catalog of `num_items`.
     `batches` (row indices) default to a seeded shuffle in `batch_size` chunks. `after_step`, if
     given, runs after each optimizer step (FedProx's proximal step)."""
     if batches is None:
@@ -143,9 +110,8 @@ def train_epoch(
     for rows in bar:
         if len(rows) == 0:
             continue
-        batch = base_batch(data, rows, recommender.text.shape[0] - 1, cfg, rng)
+        batch = base_batch(data, rows, num_items, cfg, rng)
         batch = {k: v.to(device) for k, v in batch.items()}
-        batch["rank_items"] = ranking_candidates(recommender, batch, cfg, rng)
         out = model(batch)
         optimizer.zero_grad(set_to_none=True)
         loss = out["loss"].mean()
@@ -199,7 +165,7 @@ def fit(
     history: list[dict] = []
     best, best_state, stale = -1.0, None, 0
     for epoch in tqdm(range(1, cfg.epochs + 1), desc="epochs", unit="epoch"):
-        losses = train_epoch(model, model, optimizer, data, cfg, rng, device)
+        losses = train_epoch(model, dataset.num_items, optimizer, data, cfg, rng, device)
         metrics = evaluate_model(model, dataset, "valid", device)
         record = {"epoch": epoch, "loss": losses, "valid": metrics}
         history.append(record)
