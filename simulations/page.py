@@ -97,6 +97,14 @@ def utility() -> list[str]:
         privacy = "no DP" if math.isinf(eps) else f"DP epsilon {eps:g}"
         label = f"federated, {point['setting']}, {point['rounds']} rounds, {privacy}"
         lines.append(_row(label, *_flat(point["test"]), "privacy_utility.json", "federated"))
+    if h := _load("hard-negatives"):
+        pairs = [(h["runs"][f"{ds}-old"], h["runs"][f"{ds}-new"]) for ds in ("movielens-1m", "movielens-100k")]
+        lines += ["", "The ranker's hard negatives from the training pass's own states (the default) against a "
+                  "second, eval-mode encoding of the history, single centralized runs, test two-stage full NDCG@10: "
+                  + "; ".join(f"{old['dataset']} {old['epochs']} epochs {old['test']['ranking-full']['ndcg@10']:.4f} -> "
+                              f"{new['test']['ranking-full']['ndcg@10']:.4f} ({old['seconds']} s -> {new['seconds']} s)"
+                              for old, new in pairs)
+                  + " (`hard-negatives.md`)."]  # fmt: skip
     lines += ["", "Regenerate: `python -m simulations.baselines`, `python -m simulations.centralized`, "
               "`python -m simulations.privacy_utility --setting regional|per-user ...`, "
               "`python -m simulations.fed_vs_central ...` (commands in each file).",
@@ -134,6 +142,9 @@ def cost() -> list[str]:
                             if "ratio_to_same_switch_interval" in o else "")
                          + f". `python -m simulations.overhead{f' --client-cpus {cpus}' if cpus else ''}"
                          + (f" --set {' '.join(settings)}`" if settings else "`"))  # fmt: skip
+    if (RESULTS / "overhead-repeats" / "README.md").is_file():
+        lines.append("- Every overhead run of a session, the record's repeats and an earlier commit's among them, "
+                     "pooled: `overhead-repeats/README.md`.")  # fmt: skip
     if e := _load("edge_footprint"):
         lines.append(f"- One edge SuperNode (real deployment, TLS), ML-1M region {e['partition_id']} ({e['users']} users), DP: "
                      f"{e['seconds_per_round_median']:.1f} s per round (median of {e.get('repeats', 1)} runs), "

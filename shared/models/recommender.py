@@ -129,10 +129,11 @@ class Recommender(nn.Module, PyTorchModelHubMixin):
         return self._trainable
 
     def train(self, mode: bool = True) -> Recommender:
-        """nn.Module.train over a module list taken once. The hard-negative search switches the
-        model to eval and back on every training step, and nn.Module's recursive walk costs
-        0.18 ms each time, ~4% of a one-user client's step. No submodule's train() does more than
-        set the flag (BertModel's swaps kernels, which fedrec does not use; then the walk runs)."""
+        """nn.Module.train over a module list taken once. A process that simulates one-user
+        clients sets the mode for each one (train, then evaluate), and nn.Module's recursive walk
+        costs 0.18 ms each time, a few % of such a client's step. No submodule's train() does
+        more than set the flag (BertModel's swaps kernels, which fedrec does not use; then the
+        walk runs)."""
         if getattr(self.encoder, "use_kernels", False):
             return super().train(mode)
         if self._all_modules is None:
