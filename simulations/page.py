@@ -142,6 +142,11 @@ def cost() -> list[str]:
                             if "ratio_to_same_switch_interval" in o else "")
                          + f". `python -m simulations.overhead{f' --client-cpus {cpus}' if cpus else ''}"
                          + (f" --set {' '.join(settings)}`" if settings else "`"))  # fmt: skip
+    for path in sorted(RESULTS.glob("client_step*.json")):
+        if c := _load(path.stem):
+            lines.append(f"- One-user client step alone (plain process, {c['users']} random {c['dataset']} users, "
+                         f"median of {c['repeats']} passes), commit {c['provenance']['commit'][:7]}: "
+                         f"{c['median_ms']:.2f} ms (`{path.stem}.md`). `python -m simulations.client_step`")  # fmt: skip
     if (RESULTS / "overhead-repeats" / "README.md").is_file():
         lines.append("- Every overhead run of a session, the record's repeats and an earlier commit's among them, "
                      "pooled: `overhead-repeats/README.md`.")  # fmt: skip

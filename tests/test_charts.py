@@ -65,3 +65,11 @@ def test_a_file_that_is_not_an_overhead_record_is_refused(tmp_path: Path) -> Non
     with pytest.raises(SystemExit, match=r"x.json: not a simulations.overhead record"):
         main([str(tmp_path / "x.json"), "--out", str(tmp_path / "pool.md")])
     assert not (tmp_path / "pool.md").exists()
+
+
+def test_the_client_step_runner_refuses_an_empty_measurement_before_loading_data(tmp_path: Path) -> None:
+    from simulations.client_step import main
+
+    with pytest.raises(SystemExit, match="--users and --repeats must be at least 1"):
+        main(["--dataset", "no-such-dataset", "--users", "0", "--out", str(tmp_path)])
+    assert not list(tmp_path.iterdir())
