@@ -13,7 +13,7 @@ import torch
 
 from shared.config import TrainConfig
 from shared.data.dataset import Dataset
-from shared.models.recommender import HARD_NEGATIVE_POOL, USER_FEATURES
+from shared.models.recommender import USER_FEATURES, hard_negative_pool
 
 
 def left_pad(sequences: list[np.ndarray], length: int) -> np.ndarray:
@@ -109,8 +109,7 @@ def base_batch(
         chosen = np.concatenate([valid[-1:], others])
         rank_pos[i, : len(chosen)] = chosen
         rank_valid[i, : len(chosen)] = True
-    pool = min(HARD_NEGATIVE_POOL, num_items - 1)
-    pick = rng.random((b, r, pool)).argsort(-1)[..., : cfg.rank_hard_negatives]
+    pick = rng.random((b, r, hard_negative_pool(num_items))).argsort(-1)[..., : cfg.rank_hard_negatives]
     uniform = rng.integers(1, num_items + 1, size=(b, r, cfg.rank_random_negatives))
     return {
         "history": torch.from_numpy(history),

@@ -36,6 +36,13 @@ USER_FEATURES = ("age", "gender", "occupation", "region")
 HARD_NEGATIVE_POOL = 100  # the ranker's hard negatives are drawn from the retrieval top-100
 
 
+def hard_negative_pool(num_items: int) -> int:
+    """How many retrieval top items the ranker's hard negatives are drawn from: the batch draws
+    its picks (shared.models.batches) and the model searches (ranking_candidates) with this one
+    number, so the picks always index into the pool."""
+    return min(HARD_NEGATIVE_POOL, num_items - 1)
+
+
 def year_buckets(years: torch.Tensor) -> torch.Tensor:
     """Five-year buckets from 1915; 0 for unknown years."""
     bucket = ((years - 1915).clamp(min=0) // 5 + 1).clamp(max=25)
@@ -348,7 +355,7 @@ class Recommender(nn.Module, PyTorchModelHubMixin):
         # watch is not a negative, and labelling it one teaches the ranker to bury true positives.
         for seen in (batch["history"], batch["targets"]):
             scores.scatter_(2, seen[:, None, :].expand(-1, scores.shape[1], -1), -torch.inf)
-        top = scores.topk(min(HARD_NEGATIVE_POOL, scores.shape[-1] - 2), dim=-1).indices
+        top = scores.topk(hard_negative_pool(scores.shape[-1] - 1), dim=-1).indices  # row 0: padding
         hard = torch.gather(top, 2, batch["rank_pick"])
         return torch.cat([positives[..., None], hard, batch["rank_random"]], dim=-1)
 
