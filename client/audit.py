@@ -15,22 +15,29 @@ from pathlib import Path
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
 
+from shared.config import PrivacyConfig, from_run_config
 from shared.wire import WEIGHTS
 
-ALLOWED_RECORDS = {"arrays": "ArrayRecord", "metrics": "MetricRecord", "privacy": "ConfigRecord"}
+ALLOWED_RECORDS = {"arrays": "ArrayRecord", "metrics": "MetricRecord", "privacy": "ConfigRecord",
+                   "refusal": "ConfigRecord"}  # fmt: skip
 # SecAgg+ (client/secure.py): public keys, encrypted key shares, the masked update and unmasking
 # shares, plus the legacy FitRes records its mod reads, emptied of arrays before they leave.
 SECAGG_RECORDS = {"secaggplus_configs": ("ConfigRecord", {"pk1", "pk2", "dsts", "ctxts", "masked_params", "nids", "shares"}),
                   "fitres.parameters": ("ArrayRecord", set()), "fitres.metrics": ("ConfigRecord", set()),
                   "fitres.num_examples": ("MetricRecord", {"num_examples"}), "fitres.status": ("ConfigRecord", {"code", "message"})}  # fmt: skip
 TRAIN_METRICS = {"num-examples", "train-seconds", "train-loss", "train-retrieval", "train-ranking", "client-weight"}
+# Under DP only what is public under replace-one adjacency: the example count, and the constant
+# weight central DP asks for. A loss or a time computed from the data would leave unaccounted.
+DP_TRAIN_METRICS = {"num-examples", "client-weight"}
+REFUSAL_KEYS = {"key", "reason", "partition-id"}
 EVAL_METRIC_PARTS = ({"retrieval", "ranking"}, {"full", "sampled"}, {"hr@10", "ndcg@10", "mrr", "hr@100", "recall@100", "ndcg@100"})
 PRIVACY_KEYS = {"client-id", "partition-id", "unit", "status", "noise-multiplier", "sample-rate", "steps",
                 "max-grad-norm", "epsilon", "delta", "budget", "accountant", "history"}  # fmt: skip
 
 
-def describe(msg: Message) -> dict:
-    """A reply's structure: no values, only names, types, dtypes and shapes."""
+def describe(msg: Message, dp: bool = False) -> dict:
+    """A reply's structure: no values, only names, types, dtypes and shapes; and whether the run
+    asked for DP, which narrows what may be sent."""
     records = {}
     for name, record in msg.content.items():
         if isinstance(record, ArrayRecord):
@@ -39,11 +46,11 @@ def describe(msg: Message) -> dict:
             records[name] = {"type": type(record).__name__, "keys": {k: type(v).__name__ for k, v in record.items()}}
         else:
             records[name] = {"type": type(record).__name__}
-    return {"message_type": msg.metadata.message_type, "records": records}
+    return {"message_type": msg.metadata.message_type, "dp": dp, "records": records}
 
 
-def _metric_allowed(key: str) -> bool:
-    if key in TRAIN_METRICS:
+def _metric_allowed(key: str, dp: bool) -> bool:
+    if key in (DP_TRAIN_METRICS if dp else TRAIN_METRICS):
         return True
     parts = key.split("-", 2)
     return len(parts) == 3 and all(p in allowed for p, allowed in zip(parts, EVAL_METRIC_PARTS))
@@ -63,9 +70,12 @@ def violations(line: dict, num_weights: int) -> list[str]:
         elif name == "arrays" and rec["arrays"] != {WEIGHTS: ["float32", [num_weights]]}:
             found.append(f"arrays {rec['arrays']}")
         elif name == "metrics":
-            found += [f"metric '{k}'" for k, t in rec["keys"].items() if not _metric_allowed(k) or t not in ("int", "float")]
+            dp = bool(line.get("dp", False))
+            found += [f"metric '{k}'" for k, t in rec["keys"].items() if not _metric_allowed(k, dp) or t not in ("int", "float")]
         elif name == "privacy":
             found += [f"privacy key '{k}'" for k in rec["keys"] if k not in PRIVACY_KEYS]
+        elif name == "refusal":
+            found += [f"refusal key '{k}'" for k in rec["keys"] if k not in REFUSAL_KEYS]
     return found
 
 
@@ -82,7 +92,7 @@ def message_audit_mod(state_dir_of: Callable[[Context], Path]):  # type: ignore[
             directory = state_dir_of(context)
             directory.mkdir(parents=True, exist_ok=True)
             with open(audit_path(directory, context.node_id), "a", encoding="utf-8") as f:
-                f.write(json.dumps(describe(reply)) + "\n")
+                f.write(json.dumps(describe(reply, from_run_config(PrivacyConfig, context.run_config).dp)) + "\n")
         return reply
 
     return mod

@@ -2,12 +2,16 @@
 call plain functions, pack the reply.
 
 train:    global trainable arrays in -> local epochs or steps (DP-SGD when `dp` is on) on this node's
-          examples -> trainable arrays, training metrics and this round's privacy spend out
-          (never the frozen text encoder, never data). A client whose budget this round would
-          overrun declines: a normal reply with status `budget-exhausted` and no arrays.
+          examples -> trainable arrays, its example count and this round's privacy spend out
+          (never the frozen text encoder, never data; under DP no training loss or time either:
+          nothing computed from the data leaves unaccounted). A client whose budget this round
+          would overrun declines: a normal reply with status `budget-exhausted` and no arrays.
+          A run config that asks for less privacy than the node's policy (client/policy.py) is
+          refused: a normal reply with a `refusal` record naming the key and the reason.
 evaluate: global arrays in -> HR/NDCG/MRR of both stages on this node's held-out items out, as
           means over its users with num-examples = users, so the server's weighted average is
-          exactly the global mean
+          exactly the global mean. Under DP a node with fewer than `min-eval-users` users sends
+          no metrics (num-examples 0): a one-user client's metric is that user's own outcome.
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 import torch
-from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 from client.data import local_data, local_model
 from client.faults import before_training, corrupt, fault_for
+from client.policy import node_policy
 from client.privacy import privacy_record, private_round, record_round, save_state, state_path
 from client.state import state_dir
 from client.training import local_evaluate, local_examples, local_fit
@@ -30,6 +35,7 @@ from shared.privacy.central import CLIPPING_NORM_KEY, UNIFORM_WEIGHT, clip_updat
 from shared.wire import flat_record, weights_vector
 
 MANY_NODES = 64
+REFUSAL = "refusal"  # the reply record of a node whose policy forbids the run config
 
 
 def train_config(run_config: dict) -> TrainConfig:
@@ -61,12 +67,19 @@ def train(msg: Message, context: Context) -> Message:
                       server_round, local.partition_id)  # fmt: skip
     fed = from_run_config(FederationConfig, context.run_config)
     before_training(fault, 2 * fed.round_timeout)
-    dp = from_run_config(PrivacyConfig, context.run_config).dp
+    privacy = from_run_config(PrivacyConfig, context.run_config)
+    policy = node_policy(context.node_config, privacy)
+    refused = policy.refusal(privacy)
+    if refused is not None:  # a normal answer too: the round goes on with the other nodes
+        key, reason = refused
+        return Message(RecordDict({REFUSAL: ConfigRecord({"key": key, "reason": reason,
+                                                          "partition-id": local.partition_id})}), reply_to=msg)  # fmt: skip
+    dp = privacy.dp
     unit = privacy_unit(local.scheme) if dp else "user"
     data = local_examples(model, local, unit)
     plan = state = None
     if dp:
-        state, plan, eps = private_round(context, local, len(data), server_round)
+        state, plan, eps = private_round(context, local, len(data), server_round, policy)
         if plan is None:  # declining is a normal answer: the server stops asking this client
             return Message(RecordDict({"privacy": privacy_record(state, local.partition_id)}), reply_to=msg)
     cfg = train_config(context.run_config)
@@ -76,11 +89,15 @@ def train(msg: Message, context: Context) -> Message:
     if state is not None and plan is not None:
         # Recorded as soon as the steps are taken, before anything is built from them: a node
         # killed between training and replying has its spending on disk (tests/test_privacy.py).
-        state = record_round(state, plan, server_round, eps)
+        state = record_round(state, plan, server_round, eps, int(metrics.get("dp-steps", 0)))
         save_state(state, state_path(state_dir(context), state.client_id), context)
     weights = corrupt(fault, flat_trainable(model), global_weights)  # a no-op unless rehearsing faults
     if CLIPPING_NORM_KEY in config:  # central DP: the server noises the average of clipped updates
         weights = clip_update(weights, global_weights, float(config[CLIPPING_NORM_KEY]))
+    if dp:
+        # The example count is public under replace-one adjacency (shared/privacy/accounting.py);
+        # the loss and the seconds are not accounted for, so they stay on the node.
+        metrics = {"num-examples": metrics["num-examples"]}
     content = RecordDict({"arrays": flat_record(weights), "metrics": MetricRecord({**metrics, UNIFORM_WEIGHT: 1})})
     if state is not None:
         content["privacy"] = privacy_record(state, local.partition_id)
@@ -96,5 +113,10 @@ def evaluate(msg: Message, context: Context) -> Message:
     cfg = train_config(context.run_config)
     set_threads(cfg, context.node_config)
     device = cfg.resolved_device()
+    privacy = from_run_config(PrivacyConfig, context.run_config)
+    private = privacy.dp or privacy.central_dp or node_policy(context.node_config, privacy).dp_required
+    if private and len(local.users) < privacy.min_eval_users:
+        # Too few users for a mean to hide any one of them: nothing is sent.
+        return Message(RecordDict({"metrics": MetricRecord({"num-examples": 0})}), reply_to=msg)
     metrics = local_evaluate(model, local, stage, device)
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

@@ -21,7 +21,8 @@ from client.state import state_dir
 from shared.atomic import write_json
 from shared.config import FederationConfig, PrivacyConfig, from_run_config
 from shared.errors import FedrecError
-from shared.privacy.accounting import Spend, calibrate_sigma, default_delta, epsilon, privacy_unit
+from client.policy import NodePolicy
+from shared.privacy.accounting import Spend, calibrate_sigma, epsilon, privacy_unit
 
 ACTIVE, EXHAUSTED = "active", "budget-exhausted"
 STATE_KEY = "fedrec-privacy"
@@ -43,7 +44,7 @@ class PrivacyState:
         return self.history[-1].epsilon if self.history else 0.0
 
     def steps(self) -> list[tuple[float, float, int]]:
-        return [(s.noise_multiplier, s.sample_rate, s.steps) for s in self.history]
+        return [(s.noise_multiplier, s.sample_rate, int(s.executed_steps)) for s in self.history]
 
     def to_json(self) -> dict:
         return {**{k: getattr(self, k) for k in ("client_id", "unit", "accountant", "delta", "budget",
@@ -89,37 +90,40 @@ def save_state(state: PrivacyState, path: Path, context: Context | None = None) 
         context.state[STATE_KEY] = ConfigRecord({"json": json.dumps(state.to_json())})
 
 
-def new_state(client_id: str, unit: str, num_examples: int, cfg: PrivacyConfig) -> PrivacyState:
+def new_state(client_id: str, unit: str, cfg: PrivacyConfig) -> PrivacyState:
+    """A node's first state. Delta is the run's public one, never derived from the data."""
     return PrivacyState(
-        client_id=client_id, unit=unit, accountant=cfg.accountant,
-        delta=cfg.target_delta or default_delta(num_examples), budget=cfg.target_epsilon,
-        noise_multiplier=cfg.noise_multiplier,
+        client_id=client_id, unit=unit, accountant=cfg.accountant, delta=cfg.target_delta,
+        budget=cfg.target_epsilon, noise_multiplier=cfg.noise_multiplier,
     )  # fmt: skip
 
 
 def plan_round(
     state: PrivacyState, cfg: PrivacyConfig, num_examples: int, batch_size: int,
-    local_epochs: int, planned_rounds: int, local_steps: int = 0,
+    local_epochs: int, planned_rounds: int, local_steps: int = 0, policy: NodePolicy | None = None,
 ) -> tuple[PrivacyState, RoundPlan]:  # fmt: skip
     """This round's (sigma, q, steps): `local_steps` steps, or else `local_epochs` epochs of
     1/q. sigma is calibrated on the first round only, so that `planned_rounds` such rounds end
-    within the budget, and then kept."""
+    within the budget, raised to the node policy's floor, and then kept."""
     q = min(1.0, batch_size / max(num_examples, 1))
     steps = local_steps or local_epochs * max(1, round(1 / q))
     if state.noise_multiplier == 0:
         remaining = max(planned_rounds - len(state.history), 1)
-        sigma = calibrate_sigma(state.budget, state.delta, q, remaining * steps, state.accountant)
-        state = replace(state, noise_multiplier=sigma)
+        sigma = calibrate_sigma(state.budget, state.delta, q, remaining * steps)
+        state = replace(state, noise_multiplier=policy.noise_floor(sigma) if policy else sigma)
     return state, RoundPlan(state.noise_multiplier, q, steps, cfg.max_grad_norm)
 
 
 def epsilon_after(state: PrivacyState, plan: RoundPlan) -> float:
-    return epsilon([*state.steps(), (plan.noise_multiplier, plan.sample_rate, plan.steps)],
-                   state.delta, state.accountant)  # fmt: skip
+    return epsilon([*state.steps(), (plan.noise_multiplier, plan.sample_rate, plan.steps)], state.delta)
 
 
-def record_round(state: PrivacyState, plan: RoundPlan, server_round: int, eps: float) -> PrivacyState:
-    spend = Spend(server_round, plan.noise_multiplier, plan.sample_rate, plan.steps, plan.max_grad_norm, eps)
+def record_round(state: PrivacyState, plan: RoundPlan, server_round: int, eps: float, executed: int) -> PrivacyState:
+    """The state after this round's `executed` noisy steps (the plan's, unless training stopped
+    early); `eps` is the plan's epsilon, recomputed when fewer steps ran."""
+    if executed != plan.steps:
+        eps = epsilon_after(state, replace(plan, steps=executed))
+    spend = Spend(server_round, plan.noise_multiplier, plan.sample_rate, plan.steps, plan.max_grad_norm, eps, executed)
     return replace(state, history=(*state.history, spend))
 
 
@@ -138,17 +142,19 @@ def privacy_record(state: PrivacyState, partition_id: int) -> ConfigRecord:
 
 
 def private_round(
-    context: Context, local: LocalData, num_examples: int, server_round: int
+    context: Context, local: LocalData, num_examples: int, server_round: int, policy: NodePolicy
 ) -> tuple[PrivacyState, RoundPlan | None, float]:
-    """This round's state and plan, or no plan when the round would overrun the budget."""
+    """This round's state and plan, or no plan when the round would overrun the budget. The
+    budget is the smallest the node has ever been given: its policy's, the run config's, and
+    the one its saved state already holds (a later run never widens it)."""
     cfg = from_run_config(PrivacyConfig, context.run_config)
     path = state_path(state_dir(context), local.client_id)
-    state = load_state(path, context) or new_state(local.client_id, privacy_unit(local.scheme), num_examples, cfg)
-    state = replace(state, budget=min(state.budget, cfg.target_epsilon))
+    state = load_state(path, context) or new_state(local.client_id, privacy_unit(local.scheme), cfg)
+    state = replace(state, budget=min(state.budget, cfg.target_epsilon, policy.max_epsilon))
     fed = from_run_config(FederationConfig, context.run_config)
     batch_size = int(context.run_config.get("batch-size", 32))
     state, plan = plan_round(state, cfg, num_examples, batch_size, fed.local_epochs, fed.num_server_rounds,
-                             fed.local_steps)  # fmt: skip
+                             fed.local_steps, policy)  # fmt: skip
     eps = epsilon_after(state, plan)
     if eps > state.budget:
         state = replace(state, status=EXHAUSTED)

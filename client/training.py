@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 import warnings
+from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
@@ -18,13 +20,13 @@ from shared.models.batches import Sequences, interaction_examples, training_sequ
 from shared.models.recommender import Recommender
 from shared.models.params import trainable_parameters
 from shared.models.training import evaluate_model, make_optimizer, reset_optimizer, train_epoch
-from shared.privacy.accounting import RECORD
+from shared.privacy.accounting import EXAMPLE
 
 
 def local_examples(model: Recommender, local: LocalData, unit: str) -> Sequences:
-    """One example per user (a silo's user-level unit) or per interaction (record level)."""
+    """One example per user (a silo's user-level unit) or per interaction (example level)."""
     max_len = int(model.config["model"]["max_len"])
-    if unit == RECORD:
+    if unit == EXAMPLE:
         return interaction_examples(local.dataset, local.users, max_len)
     return training_sequences(local.dataset, local.users, max_len)
 
@@ -35,8 +37,13 @@ def local_fit(
 ) -> dict[str, float]:  # fmt: skip
     """`cfg.epochs` local epochs over this node's examples `data` (see `local_examples`), or
     `steps` optimizer steps when > 0, with `dp` as the plan's Poisson-sampled DP-SGD steps (the
-    plan counts `steps` already). Seeds depend on (seed, round, node) only, so a resumed run
-    repeats exactly what an uninterrupted one would have done."""
+    plan counts `steps` already).
+
+    Without DP, seeds depend on (seed, round, node) only, so a resumed run repeats exactly what
+    an uninterrupted one would have done. Under DP they must not: the server knows all three, and
+    could replay which steps sampled an example (undoing the amplification by sampling) and
+    regenerate the noise to subtract it. So under DP the sampling, the noise and everything
+    else random come from the operating system's secure source, fresh for every message."""
     started = time.perf_counter()
     if len(data) == 0:
         return {"num-examples": 0, "train-loss": 0.0, "train-seconds": 0.0}
@@ -45,8 +52,12 @@ def local_fit(
     moved = next(model.parameters()).device != torch.device(device)
     if moved:
         model.to(device)
-    seed_device(hash((cfg.seed, server_round, local.partition_id)) % 2**31, device)
-    rng = np.random.default_rng([cfg.seed, server_round, local.partition_id])
+    if dp is None:
+        seed_device(hash((cfg.seed, server_round, local.partition_id)) % 2**31, device)
+        rng = np.random.default_rng([cfg.seed, server_round, local.partition_id])
+    else:
+        seed_device(secrets.randbits(63), device)
+        rng = np.random.default_rng(secrets.randbits(128))
     params = trainable_parameters(model)
     optimizer = _optimizer(model, cfg)
     reset_optimizer(optimizer)
@@ -54,10 +65,14 @@ def local_fit(
     stepped: torch.nn.Module = model
     if dp is not None:
         stepped = GradSampleModule(model)
+        # secure_mode: Opacus's noise robust to floating-point attacks, drawn from a generator
+        # seeded from the OS (torch's default one is seeded from public values above).
+        noise = torch.Generator(device=device).manual_seed(secrets.randbits(63))
         optimizer = DPOptimizer(optimizer, noise_multiplier=dp.noise_multiplier,
-                                max_grad_norm=dp.max_grad_norm,
+                                max_grad_norm=dp.max_grad_norm, generator=noise, secure_mode=True,
                                 expected_batch_size=max(1, round(dp.sample_rate * len(data))))  # fmt: skip
     losses: dict[str, float] = {}
+    executed = 0  # DP-SGD's noisy steps, empty batches' noise-only steps included
     num_items = int(model.config["num_items"])
     try:
         with warnings.catch_warnings():
@@ -70,8 +85,11 @@ def local_fit(
                 if dp is not None:  # Poisson sampling: what the accountant's sample rate assumes
                     batches = [np.flatnonzero(rng.random(len(data)) < dp.sample_rate)
                                for _ in range(dp.steps // passes)]  # fmt: skip
+                    executed += len(batches)
+                after = _proximal_step(params, anchor, proximal_mu, cfg.lr)
                 losses = train_epoch(stepped, num_items, optimizer, data, cfg, rng, device, batches=batches,
-                                     progress=False, after_step=_proximal_step(params, anchor, proximal_mu, cfg.lr))
+                                     progress=False, after_step=after,
+                                     empty_step=_noise_step(params, optimizer, after) if dp else None)  # fmt: skip
     finally:
         if isinstance(stepped, GradSampleModule):
             stepped._close()  # the model instance serves the process's next client: no hooks left
@@ -79,6 +97,7 @@ def local_fit(
         model.cpu()
     # The seconds of local work let a round's time be split into training and federation overhead.
     return {"num-examples": len(data), "train-seconds": time.perf_counter() - started,
+            **({"dp-steps": executed} if dp is not None else {}),
             **{f"train-{k}": v for k, v in losses.items()}}  # fmt: skip
 
 
@@ -105,6 +124,23 @@ def step_batches(n: int, batch_size: int, steps: int, rng: np.random.Generator) 
         order = rng.permutation(n)
         batches += [order[i : i + batch_size] for i in range(0, n, batch_size)]
     return batches[:steps]
+
+
+def _noise_step(params: list[torch.Tensor], optimizer: torch.optim.Optimizer,
+                after_step: Callable[[], None] | None) -> Callable[[], None]:  # fmt: skip
+    """An empty Poisson batch's step: no example, so no gradient, but the noise and the update
+    as the accountant counts them (Opacus's DP data loader does the same), so the executed
+    mechanism is the analysed one: every planned step adds noise."""
+
+    def step() -> None:
+        for p in params:
+            p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if after_step:
+            after_step()
+
+    return step
 
 
 def _proximal_step(params: list[torch.Tensor], anchor: list[torch.Tensor], mu: float, lr: float):  # type: ignore[no-untyped-def]

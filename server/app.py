@@ -77,8 +77,9 @@ def main(grid: Grid, context: Context) -> None:
     if privacy.dp or privacy.central_dp:
         try:
             report = write_report(run_dir)
-            summary["privacy"] = {k: report[k] for k in ("accountant", "unit", "delta", "status_counts", "num_clients",
-                                                         "epsilon_quantiles", "all_recomputations_agree", "central")}  # fmt: skip
+            summary["privacy"] = {k: report[k] for k in ("neighbouring_relation", "accountant", "unit", "delta",
+                                                         "status_counts", "num_clients", "epsilon_quantiles",
+                                                         "all_recomputations_agree", "refusals", "central")}  # fmt: skip
         except FedrecError as err:  # a run stopped before anyone spent anything has nothing to report
             log.warning("no privacy report: %s", err)
     write_text(run_dir / "summary.md", summary_markdown(str(context.run_id), summary))

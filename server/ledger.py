@@ -38,8 +38,10 @@ def mark_resume(run_dir: Path, from_round: int) -> None:
     append(run_dir, [{"event": "resume", "round": from_round, "time": time.time()}])
 
 
-def read_ledger(run_dir: Path) -> list[dict]:
-    """Every client's entry per round, superseded attempts of resumed rounds left out."""
+def read_ledger(run_dir: Path, superseded: bool = False) -> list[dict]:
+    """Every client's entry per round, superseded attempts of resumed rounds left out unless
+    `superseded` (the report needs them: a client that trained in a round later redone has spent
+    that budget, whether or not it is sampled again)."""
     path = run_dir / LEDGER
     if not path.exists():
         return []
@@ -50,7 +52,8 @@ def read_ledger(run_dir: Path) -> list[dict]:
         except json.JSONDecodeError:
             continue  # the torn last line of a crash mid-append
         if entry.get("event") == "resume":
-            entries = [e for e in entries if e["round"] <= entry["round"]]
+            if not superseded:
+                entries = [e for e in entries if e["round"] <= entry["round"]]
         else:
             entries.append(entry)
     return entries

@@ -40,6 +40,22 @@ def ledger_entry(msg: Message, server_round: int) -> dict | None:
     }  # fmt: skip
 
 
+REFUSAL, REFUSED = "refusal", "refused"  # a node whose own privacy policy forbids the run config
+
+
+def refusal_entry(msg: Message, server_round: int) -> dict | None:
+    """The ledger line of a node that refused the run config, with its key and reason."""
+    if msg.has_error() or REFUSAL not in msg.content:
+        return None
+    r = msg.content[REFUSAL]
+    return {"round": server_round, "node_id": int(msg.metadata.src_node_id), "partition_id": int(r["partition-id"]),
+            "status": REFUSED, "key": str(r["key"]), "reason": str(r["reason"]), "time": time.time()}  # fmt: skip
+
+
+def is_refusal(msg: Message) -> bool:
+    return not msg.has_error() and REFUSAL in msg.content
+
+
 def declined(msg: Message) -> bool:
     """A normal reply that carries no update because the client's budget is spent."""
     return (not msg.has_error() and "privacy" in msg.content and "arrays" not in msg.content
@@ -51,13 +67,19 @@ class PrivacyTracker:
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
-        self.exhausted: set[int] = {e["node_id"] for e in ledger.read_ledger(run_dir) if e["status"] == EXHAUSTED}
+        self.exhausted: set[int] = {e["node_id"] for e in ledger.read_ledger(run_dir) if e.get("status") == EXHAUSTED}
 
     def record(self, server_round: int, replies: Iterable[Message], rejected: dict[int, str] | None = None) -> list[Message]:
         """Ledger the round, with the reason where the server refused a client's update (its
         spending stands: the client trained); return the replies that carry a trained update."""
         trained, entries = [], []
         for msg in replies:
+            refusal = refusal_entry(msg, server_round)
+            if refusal is not None:
+                entries.append(refusal)
+                log.warning("node %d (partition %d) refused round %d: %s: %s", refusal["node_id"],
+                            refusal["partition_id"], server_round, refusal["key"], refusal["reason"])  # fmt: skip
+                continue
             entry = ledger_entry(msg, server_round)
             if entry is not None:
                 if rejected and entry["node_id"] in rejected:

@@ -105,7 +105,8 @@ def _local_section(report: dict) -> str:
     )
     q = report["epsilon_quantiles"]
     return f"""<h2>Local DP-SGD on every client</h2>
-<p>Accountant: <b>{esc(str(report['accountant']))}</b>. Privacy unit: <b>{esc(str(report['unit']))}</b>
+<p>Neighbouring relation: <b>{esc(str(report['neighbouring_relation']))}</b>. Accountant:
+<b>{esc(str(report.get('accountant_version', report['accountant'])))}</b>. Privacy unit: <b>{esc(str(report['unit']))}</b>
 ({esc(report['unit_meaning'])}). delta (largest over clients): <b>{report['delta']:.2e}</b>.
 Rounds: {report['rounds']}. Clients: {report['num_clients']}.</p>
 <p>Final epsilon: median {q['p50']:.3f}, 95th percentile {q['p95']:.3f}, max {q['p100']:.3f}.

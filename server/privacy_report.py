@@ -1,8 +1,8 @@
 """`privacy_report.json` and a self-contained `privacy_report.html` from a run's ledger.
 
 Every epsilon in the report is the one the client computed, and the report recomputes it from
-the client's own history (sigma, q, steps per round) with the same accountant, and says whether
-they agree; anyone can repeat that with an independent accountant.
+the client's own history (sigma, q, steps per round) with Google's `dp_accounting` under the
+relation it names (replace-one), and says whether they agree; anyone can repeat that.
 """
 
 from __future__ import annotations
@@ -14,15 +14,32 @@ from typing import Any
 import numpy as np
 
 from server.ledger import read_ledger
+from server.privacy import REFUSED
 from server.privacy_html import figures, render_html
 from shared.atomic import write_json, write_text
 from shared.errors import FedrecError
-from shared.privacy.accounting import epsilon
+from shared.privacy.accounting import (ACCOUNTANT, EXAMPLE, NEIGHBOURING_RELATION, SAMPLING, USER,
+                                       accountant_version, epsilon)
 
 HISTORY_KEYS = ("round", "noise_multiplier", "sample_rate", "steps", "max_grad_norm", "epsilon")
-MAX_LINES = 20
-SCOPE = ("The guarantee covers the model updates a client sends. Aggregated evaluation metrics "
-         "(per-client HR/NDCG means) are released without noise and are outside it.")  # more clients than this are drawn as quantile bands
+# What evaluation releases, and what no epsilon here covers: said once, in every report.
+SCOPE = ("The guarantee covers the model updates a node sends (DP-SGD's output), against a curious "
+         "server, other nodes and whoever reads the final model, with the noise and the Poisson "
+         "sampling drawn from the operating system's secure source (no party holding the run "
+         "config can replay them). It does not cover: evaluation metrics, released without noise "
+         "as means over a node's users (a node with fewer than min-eval-users users sends none); "
+         "the held-out validation and test interactions that drive those metrics (they are never "
+         "trained on, and are outside the unit); a node's example count (public under replace-one "
+         "adjacency, and sent as FedAvg's weight).")
+UNIT_MEANING = {
+    EXAMPLE: ("example-level: one training example, i.e. one interaction as the target with up to max-len "
+              "earlier interactions as context and the user's side features. Not covered: a single "
+              "interaction (it is also context in up to max-len later examples) or the user as a whole "
+              "(every example carries the user's features); for those, group privacy over the examples "
+              "that contain it applies, which at this epsilon is no meaningful guarantee"),
+    USER: ("user-level within a silo: one user's whole training history and side features are one "
+           "example. Not covered: the user's two held-out interactions (validation and test items)"),
+}
 
 
 def central_block(metrics: dict) -> dict[str, Any] | None:
@@ -50,51 +67,63 @@ def build_report(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
         raise FedrecError(f"{run_dir}: no privacy ledger (privacy_ledger.jsonl) and no central DP; "
                           "was the run made with dp=true or central-dp=true?")  # fmt: skip
     if not entries:
-        return {"accountant": None, "unit": None, "delta": None, "rounds": central["history"][-1]["round"],
-                "num_clients": 0, "status_counts": {}, "epsilon_quantiles": {}, "all_recomputations_agree": True,
-                "scope": SCOPE, "clients": [], "central": central}  # fmt: skip
-    latest: dict[str, dict] = {}
-    for e in entries:
-        latest[e["client_id"]] = e  # the ledger is in round order; the last entry is current
-    clients = []
-    for cid, e in sorted(latest.items()):
-        history = [{k: h[k] for k in HISTORY_KEYS} for h in e["history"]]
-        steps = [(h["noise_multiplier"], h["sample_rate"], h["steps"]) for h in history]
-        recomputed = epsilon(steps, e["delta"], e["accountant"])
-        clients.append({
-            "client_id": cid, "unit": e["unit"], "delta": e["delta"], "epsilon": e["epsilon"],
-            "budget": e["budget"], "status": e["status"], "history": history,
-            "recomputed_epsilon": recomputed,
-            "recomputation_agrees": bool(np.isclose(recomputed, e["epsilon"], rtol=1e-6, atol=1e-9)),
-        })  # fmt: skip
+        return {"neighbouring_relation": None, "accountant": None, "unit": None, "delta": None,
+                "rounds": central["history"][-1]["round"], "num_clients": 0, "status_counts": {},
+                "epsilon_quantiles": {}, "all_recomputations_agree": True, "refusals": [], "scope": SCOPE,
+                "clients": [], "central": central}  # fmt: skip
+    clients = [_client(e) for e in _longest_histories(read_ledger(run_dir, superseded=True))]
+    refusals = [e for e in entries if e.get("status") == REFUSED]
     units = sorted({c["unit"] for c in clients})
-    accountants = sorted({e["accountant"] for e in entries})
     statuses = [c["status"] for c in clients]
     return {
-        "accountant": accountants[0] if len(accountants) == 1 else accountants,
+        "neighbouring_relation": NEIGHBOURING_RELATION,
+        "accountant": ACCOUNTANT, "accountant_version": accountant_version(),
         "unit": units[0] if len(units) == 1 else units,
-        "unit_meaning": _unit_meaning(units),
-        # Clients may differ (delta defaults per client); the weakest guarantee is the headline.
-        "delta": max(c["delta"] for c in clients),
+        "unit_meaning": "; ".join(UNIT_MEANING[u] for u in units),
+        "delta": max(c["delta"] for c in clients) if clients else None,
         "rounds": max(e["round"] for e in entries),
         "num_clients": len(clients),
         "status_counts": {s: statuses.count(s) for s in sorted(set(statuses))},
-        "epsilon_quantiles": _quantiles([c["epsilon"] for c in clients]),
+        "epsilon_quantiles": _quantiles([c["epsilon"] for c in clients]) if clients else {},
         "all_recomputations_agree": all(c["recomputation_agrees"] for c in clients),
+        "refusals": [{k: e[k] for k in ("round", "node_id", "partition_id", "key", "reason")} for e in refusals],
         "scope": SCOPE,
         "clients": clients,
         "central": central,
     }  # fmt: skip
 
 
-def _unit_meaning(units: list[str]) -> str:
-    text = {
-        "record": "record-level: one training example, i.e. one interaction as the target with "
-                  "the items before it as context; an interaction is also context in later "
-                  "examples, so its own protection follows by group privacy",
-        "user": "user-level within a silo: one user's whole history is one example",
+def _longest_histories(entries: list[dict]) -> list[dict]:
+    """Per client, the ledger line with its longest accountant history, superseded lines included:
+    a client that trained in a round that was later redone, and was not sampled again, has still
+    spent that round's budget."""
+    longest: dict[str, dict] = {}
+    for e in entries:
+        if "client_id" not in e:
+            continue  # a refusal: the node trained nothing
+        best = longest.get(e["client_id"])
+        if best is None or len(e["history"]) >= len(best["history"]):
+            longest[e["client_id"]] = e
+    return [longest[c] for c in sorted(longest)]
+
+
+def _client(e: dict) -> dict[str, Any]:
+    """One client's block: its spend, recomputed from its history by the accountant, and what its
+    guarantee is (relation, mechanism, sampling, unit and what the unit leaves out)."""
+    history = [{k: h[k] for k in HISTORY_KEYS} | {"executed_steps": h.get("executed_steps", h["steps"])}
+               for h in e["history"]]  # fmt: skip
+    steps = [(h["noise_multiplier"], h["sample_rate"], h["executed_steps"]) for h in history]
+    recomputed = epsilon(steps, e["delta"])
+    return {
+        "client_id": e["client_id"], "unit": e["unit"], "unit_does_not_cover": UNIT_MEANING[e["unit"]].split("Not covered: ")[1],
+        "neighbouring_relation": NEIGHBOURING_RELATION, "mechanism": "DP-SGD: per-example clipping, Gaussian noise",
+        "sampling": SAMPLING, "accountant": accountant_version(), "delta": e["delta"], "epsilon": e["epsilon"],
+        "budget": e["budget"], "status": e["status"], "history": history,
+        "planned_noisy_steps": sum(h["steps"] for h in history),
+        "executed_noisy_steps": sum(h["executed_steps"] for h in history),
+        "recomputed_epsilon": recomputed,
+        "recomputation_agrees": bool(np.isclose(recomputed, e["epsilon"], rtol=1e-6, atol=1e-9)),
     }  # fmt: skip
-    return "; ".join(text[u] for u in units)
 
 
 def _quantiles(values: list[float]) -> dict[str, float]:

@@ -20,7 +20,7 @@ from flwr.serverapp.strategy import Strategy
 from server import ledger
 from server.checkpoints import ServerState, save_round
 from server.messaging import send_and_receive
-from server.privacy import ActiveGrid, PrivacyTracker, central_spent, declined, fixed_denominator, is_central_dp
+from server.privacy import ActiveGrid, PrivacyTracker, central_spent, declined, fixed_denominator, is_central_dp, is_refusal
 from server.secure import secure_updates
 from server.strategy import optimizer_state
 from server.validation import Rejection, RoundUpdates, validate_updates
@@ -46,7 +46,12 @@ def _evaluate(
 ) -> dict[str, float]:  # fmt: skip
     """Federated evaluation: each sampled node scores the model on its own `stage` items."""
     messages = strategy.configure_evaluate(server_round, arrays, ConfigRecord({**sent, "stage": stage}), grid)
-    return _metrics(strategy.aggregate_evaluate(server_round, send_and_receive(grid, messages, timeout)))
+    replies = send_and_receive(grid, messages, timeout)
+    # A node with too few users to hide one of them sends no metrics (num-examples 0).
+    answered = [m for m in replies if m.has_error() or float(m.content["metrics"]["num-examples"]) > 0]
+    metrics = _metrics(strategy.aggregate_evaluate(server_round, answered)) if answered else {}
+    withheld = len(replies) - len(answered)
+    return {**metrics, "nodes-withheld": withheld} if withheld else metrics
 
 
 def _collect(
@@ -60,7 +65,7 @@ def _collect(
                               cfg.round_timeout, privacy)  # fmt: skip
     sampled = list(strategy.configure_train(server_round, arrays, ConfigRecord(sent), active))
     replies = send_and_receive(grid, sampled, cfg.round_timeout)
-    candidates = [m for m in replies if not declined(m)]
+    candidates = [m for m in replies if not declined(m) and not is_refusal(m)]
     kept, rejections = validate_updates(candidates, weights_vector(arrays, num_trainable(model)), cfg.max_update_norm_ratio)
     privacy.record(server_round, replies, {r.node_id: r.reason for r in rejections})
     return RoundUpdates(replies, kept, rejections, sampled)

@@ -168,7 +168,7 @@ class TrainConfig:
         return self.device
 
 
-ACCOUNTANTS = ("prv", "rdp")
+ACCOUNTANTS = ("pld",)  # dp_accounting's PLD, replace-one adjacency (shared/privacy/accounting.py)
 
 
 @dataclass(frozen=True)
@@ -179,14 +179,18 @@ class PrivacyConfig:
     target_epsilon: float = 8.0  # each client's budget, over all runs on the same private data
     noise_multiplier: float = 0.0  # sigma; 0: calibrated once so the planned rounds fit the budget
     max_grad_norm: float = 1.0  # per-example clipping norm C
-    target_delta: float = 0.0  # 0: per client, about a tenth of 1 / (its number of examples)
-    accountant: str = "prv"
+    # Public and fixed: a delta derived from a node's data size would itself disclose that size.
+    target_delta: float = 1e-6
+    accountant: str = "pld"
     # DP-FedAvg across the federation (Flower's client-side fixed-clipping wrapper): each
     # client's whole update is clipped, the server adds noise to their average.
     central_dp: bool = False
     central_noise_multiplier: float = 1.0
     central_clipping_norm: float = 1.0
     audit_messages: bool = False  # each node logs the shape of every reply it sends (client/audit.py)
+    # Under DP, a node with fewer users sends no evaluation metrics: its mean would be too close
+    # to one user's own outcome (a one-user client's metric is exactly that).
+    min_eval_users: int = 20
 
     def __post_init__(self) -> None:
         if self.central_dp and float(self.central_noise_multiplier) <= 0:
@@ -199,8 +203,8 @@ class PrivacyConfig:
             raise FedrecError(f"noise-multiplier must be >= 0 (0: calibrate), got {self.noise_multiplier}")
         if float(self.max_grad_norm) <= 0:
             raise FedrecError(f"max-grad-norm must be > 0, got {self.max_grad_norm}")
-        if self.target_delta != 0 and not 0 < float(self.target_delta) < 1:
-            raise FedrecError(f"target-delta must be in (0, 1) (0: default), got {self.target_delta}")
+        if not 0 < float(self.target_delta) <= 1e-3:
+            raise FedrecError(f"target-delta must be in (0, 1e-3], got {self.target_delta}")
         if self.accountant not in ACCOUNTANTS:
             raise FedrecError(f"accountant must be one of {', '.join(ACCOUNTANTS)}, got '{self.accountant}'")
         for name in ("target_epsilon", "noise_multiplier", "max_grad_norm", "target_delta",
@@ -208,6 +212,9 @@ class PrivacyConfig:
             object.__setattr__(self, name, float(getattr(self, name)))
         object.__setattr__(self, "dp", bool(self.dp))
         object.__setattr__(self, "central_dp", bool(self.central_dp))
+        if int(self.min_eval_users) < 1:
+            raise FedrecError(f"min-eval-users must be >= 1, got {self.min_eval_users}")
+        object.__setattr__(self, "min_eval_users", int(self.min_eval_users))
 
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedmedian", "fedtrimmedavg", "krum")

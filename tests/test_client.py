@@ -129,6 +129,6 @@ def test_local_steps_set_the_dp_steps_the_accountant_counts() -> None:
     from shared.config import PrivacyConfig
 
     cfg = PrivacyConfig(noise_multiplier=1.0)
-    state = new_state("user-0", "user", 100, cfg)
+    state = new_state("user-0", "user", cfg)
     assert plan_round(state, cfg, 100, 10, local_epochs=2, planned_rounds=5)[1].steps == 20  # 2 epochs of 1/q
     assert plan_round(state, cfg, 100, 10, local_epochs=2, planned_rounds=5, local_steps=3)[1].steps == 3

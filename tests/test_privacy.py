@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 from flwr.app import ConfigRecord, Context, Message, Metadata, RecordDict
-from opacus.accountants import create_accountant
 
 from client import privacy as budget
 from client.handlers import train
@@ -49,14 +48,21 @@ def node(cfg: dict, state_dir: Path, pid: int = 0) -> Context:
                    "state-dir": str(state_dir)}, state=RecordDict(), run_config=cfg)  # fmt: skip
 
 
-def test_epsilon_equals_opacus_accountant_stepped_through_the_same_history() -> None:
+def test_epsilon_equals_google_pld_under_replace_one_stepped_through_the_same_history() -> None:
+    """Recomputed from scratch with dp_accounting, one event per round (no compression) and a
+    finer grid than fedrec's: the same epsilon, and above add/remove's for the same history."""
+    from dp_accounting import NeighboringRelation, dp_event, pld
+
     history = [(1.1, 0.05, 20), (1.1, 0.05, 20), (0.9, 0.1, 10)]
-    for name in ("prv", "rdp"):
-        acc = create_accountant(name)
-        for sigma, q, steps in history:  # Opacus's own path: one accountant step per DP-SGD step
-            for _ in range(steps):
-                acc.step(noise_multiplier=sigma, sample_rate=q)
-        assert epsilon(history, 1e-5, name) == pytest.approx(acc.get_epsilon(delta=1e-5), rel=1e-6)
+
+    def google(relation) -> float:  # type: ignore[no-untyped-def]
+        acc = pld.PLDAccountant(neighboring_relation=relation, value_discretization_interval=1e-4)
+        for sigma, q, steps in history:
+            acc.compose(dp_event.PoissonSampledDpEvent(q, dp_event.GaussianDpEvent(sigma)), steps)
+        return acc.get_epsilon(1e-6)
+
+    assert epsilon(history, 1e-6) == pytest.approx(google(NeighboringRelation.REPLACE_ONE), rel=2e-3)
+    assert epsilon(history, 1e-6) > google(NeighboringRelation.ADD_OR_REMOVE_ONE) * 1.2
 
 
 def test_calibrated_noise_fits_the_planned_rounds_and_no_more() -> None:
@@ -134,11 +140,11 @@ def test_local_steps_reach_the_dp_plan_through_the_train_message(csv_dir: Path, 
     assert reply.content["privacy"]["steps"] == 3
 
 
-def test_record_unit_has_one_example_per_training_interaction(csv_dir: Path, tmp_path: Path) -> None:
+def test_example_unit_has_one_example_per_training_interaction(csv_dir: Path, tmp_path: Path) -> None:
     cfg = {**run_config(csv_dir, tmp_path / "cache", tmp_path / "out"), "partitioning": "user", "num-partitions": 0}
     local = local_data(cfg, {"partition-id": 3})
     model = local_model(cfg, local.dataset)
-    examples = local_examples(model, local, "record")
+    examples = local_examples(model, local, "example")
     (user,) = local.users
     assert len(examples) == len(local.dataset.train_sequence(int(user))) - 1
     assert ((examples.targets > 0).sum(axis=1) == 1).all()  # each example protects one target
@@ -175,7 +181,7 @@ def spend(client: str, r: int, eps: float, history: list, status: str = "active"
     return {"round": r, "client_id": client, "node_id": hash(client) % 1000, "partition_id": 0,
             "unit": "user", "status": status, "noise_multiplier": 1.0, "sample_rate": 0.1,
             "steps": 10, "max_grad_norm": 1.0, "epsilon": eps, "delta": 1e-4, "budget": 5.0,
-            "accountant": "prv", "history": history, "time": 0.0}  # fmt: skip
+            "accountant": "pld", "history": history, "time": 0.0}  # fmt: skip
 
 
 def history_for(rounds: int) -> list[dict]:
@@ -195,11 +201,14 @@ def test_ledger_survives_a_torn_append_and_the_report_recomputes_it(tmp_path: Pa
         f.write('{"round": 3, "client_id": "a", "epsi')  # a crash mid-append
     assert len(ledger.read_ledger(run)) == 5
     report = write_report(run)
-    assert report["accountant"] == "prv" and report["unit"] == "user" and report["central"] is None
+    assert report["accountant"] == "pld" and report["unit"] == "user" and report["central"] is None
+    assert report["neighbouring_relation"] == "replace_one"
     assert report["status_counts"] == {"active": 2, "budget-exhausted": 1}
     a = next(c for c in report["clients"] if c["client_id"] == "a")
     assert [h["round"] for h in a["history"]] == [1, 2] and a["recomputation_agrees"]
-    assert set(a) >= {"client_id", "unit", "delta", "epsilon", "budget", "status", "history"}
+    assert set(a) >= {"client_id", "unit", "delta", "epsilon", "budget", "status", "history", "neighbouring_relation",
+                      "sampling", "accountant", "unit_does_not_cover", "planned_noisy_steps", "executed_noisy_steps"}
+    assert a["planned_noisy_steps"] == a["executed_noisy_steps"] == 20
     # A client that lied about its epsilon is caught by the recomputation.
     ledger.append(run, [spend("a", 3, 0.01, history_for(3))])
     assert not write_report(run)["all_recomputations_agree"]
@@ -239,7 +248,7 @@ def test_server_stops_sampling_exhausted_clients(tmp_path: Path) -> None:
         def __init__(self, node: int, status: str) -> None:
             self.content = RecordDict({"privacy": ConfigRecord({
                 "client-id": f"iid-{node}", "partition-id": node, "unit": "user", "status": status,
-                "epsilon": 1.0, "delta": 1e-4, "budget": 1.0, "accountant": "prv",
+                "epsilon": 1.0, "delta": 1e-4, "budget": 1.0, "accountant": "pld",
                 "noise-multiplier": 1.0, "sample-rate": 0.1, "steps": 10, "max-grad-norm": 1.0,
                 "history": "[]"})})  # fmt: skip
             self.metadata = type("M", (), {"src_node_id": node})()
@@ -265,11 +274,16 @@ def test_central_dp_clips_the_whole_update_to_the_norm() -> None:
     assert clip_update(trained, start, 10.0).tolist() == trained.tolist()  # within the norm: unchanged
 
 
-@pytest.mark.parametrize("n", [1, 7, 165, 170, 600, 6040])
-def test_default_delta_stays_below_a_tenth_of_one_over_n(n) -> None:
-    from shared.privacy.accounting import default_delta
-
-    assert 0.1 / n / 1.13 < default_delta(n) <= 0.1 / n  # rounded down, by at most one grid step
+def test_delta_is_public_and_fixed_whatever_the_node_size(csv_dir: Path, tmp_path: Path) -> None:
+    """Two nodes of different sizes report the run's delta, 1e-6 by default: a delta derived from
+    the data would disclose its size."""
+    cfg = {k: v for k, v in run_config(csv_dir, tmp_path / "cache", tmp_path / "out").items()}
+    deltas = set()
+    for pid in (0, 1):
+        local = local_data(cfg, {"partition-id": pid, "num-partitions": 2})
+        reply = train(train_message(local_model(cfg, local.dataset), 1), node(cfg, tmp_path / f"s{pid}", pid))
+        deltas.add(float(reply.content["privacy"]["delta"]))
+    assert deltas == {1e-6} and PrivacyConfig().target_delta <= 1e-5
 
 
 def test_a_resume_marker_supersedes_the_entries_of_redone_rounds(tmp_path: Path) -> None:
@@ -278,3 +292,144 @@ def test_a_resume_marker_supersedes_the_entries_of_redone_rounds(tmp_path: Path)
     ledger.append(tmp_path, [spend("a", 2, 2.5, []), spend("b", 2, 2.5, [])])
     entries = ledger.read_ledger(tmp_path)
     assert sorted((e["client_id"], e["round"], e["epsilon"]) for e in entries) == [("a", 1, 1.0), ("a", 2, 2.5), ("b", 2, 2.5)]
+
+
+def test_superseded_spending_stays_in_the_report(tmp_path: Path) -> None:
+    """Client b trained in round 2, the server died, and the redone round 2 did not sample b: b's
+    round-2 spend is still its epsilon in the report."""
+    ledger.append(tmp_path, [spend(c, 1, history_for(1)[-1]["epsilon"], history_for(1)) for c in ("a", "b")])
+    ledger.append(tmp_path, [spend(c, 2, history_for(2)[-1]["epsilon"], history_for(2)) for c in ("a", "b")])
+    ledger.mark_resume(tmp_path, 1)
+    ledger.append(tmp_path, [spend("a", 2, history_for(2)[-1]["epsilon"], history_for(2))])
+    b = next(c for c in write_report(tmp_path)["clients"] if c["client_id"] == "b")
+    assert len(b["history"]) == 2 and b["epsilon"] == pytest.approx(history_for(2)[-1]["epsilon"])
+
+
+def _weights_after_one_round(cfg: dict, tmp_path: Path, name: str) -> torch.Tensor:
+    local = local_data(cfg, {"partition-id": 0, "num-partitions": 2})
+    model = local_model(cfg, local.dataset)
+    load_start = flat_trainable(model).clone()
+    reply = train(train_message(model, 1), node(cfg, tmp_path / name))
+    from shared.models.params import load_flat
+
+    load_flat(model, load_start)  # the process's model serves the next call from the same start
+    return weights_vector(reply.content["arrays"], num_trainable(model))
+
+
+def test_dp_noise_cannot_be_replayed_from_the_run_config(csv_dir: Path, tmp_path: Path) -> None:
+    """Two DP runs with one run config give different weights (noise and sampling come from the
+    OS's secure source, not from seed, round and partition, which the server knows); without
+    DP the same run config gives the same weights."""
+    cfg = run_config(csv_dir, tmp_path / "cache", tmp_path / "out")
+    first, second = (_weights_after_one_round(cfg, tmp_path, f"dp{k}") for k in (1, 2))
+    assert not torch.equal(first, second)
+    plain = {**cfg, "dp": False}
+    node_free = lambda c, d, pid=0: Context(run_id=7, node_id=1, node_config={"partition-id": 0, "num-partitions": 2},
+                                            state=RecordDict(), run_config=c)  # noqa: E731  # fmt: skip
+    local = local_data(plain, {"partition-id": 0, "num-partitions": 2})
+    model = local_model(plain, local.dataset)
+    start = flat_trainable(model).clone()
+    a = weights_vector(train(train_message(model, 1), node_free(plain, None)).content["arrays"], num_trainable(model))
+    from shared.models.params import load_flat
+
+    load_flat(model, start)
+    b = weights_vector(train(train_message(model, 1), node_free(plain, None)).content["arrays"], num_trainable(model))
+    assert torch.equal(a, b)
+
+
+def test_a_gradient_canary_is_hidden_by_noise_nobody_can_regenerate(csv_dir: Path, tmp_path: Path) -> None:
+    """White-box: with a fixed public start, the server subtracts what it can compute from public
+    values (the update of a replay with the same seed, round and partition) from the node's
+    update. With the secure source, what is left is the fresh noise, as large as the noise
+    itself; a return of seeded noise would leave (nearly) nothing."""
+    cfg = run_config(csv_dir, tmp_path / "cache", tmp_path / "out")
+    node_update = _weights_after_one_round(cfg, tmp_path, "n")
+    replay = _weights_after_one_round(cfg, tmp_path, "r")
+    local = local_data(cfg, {"partition-id": 0, "num-partitions": 2})
+    start = flat_trainable(local_model(cfg, local.dataset))
+    residual = float(torch.linalg.vector_norm(node_update - replay))
+    step = float(torch.linalg.vector_norm(node_update - start))
+    assert residual > 0.5 * step
+
+
+def test_an_empty_poisson_batch_takes_a_noise_only_step(csv_dir: Path, tmp_path: Path) -> None:
+    """q so small that every batch is empty: no example is used, yet every planned step runs
+    and adds noise, so the weights move and the history counts every step as executed."""
+    from client.privacy import RoundPlan
+    from client.training import local_fit
+    from client.handlers import train_config
+
+    cfg = run_config(csv_dir, tmp_path / "cache", tmp_path / "out")
+    local = local_data(cfg, {"partition-id": 0, "num-partitions": 2})
+    model = local_model(cfg, local.dataset)
+    data = local_examples(model, local, "user")
+    before = flat_trainable(model).clone()
+    plan = RoundPlan(noise_multiplier=1.0, sample_rate=1e-9, steps=4, max_grad_norm=1.0)
+    metrics = local_fit(model, local, data, train_config({**cfg, "optimizer": "sgd"}), 1, dp=plan)
+    assert metrics["dp-steps"] == 4
+    assert not torch.equal(before, flat_trainable(model))
+
+
+def test_under_dp_no_training_metric_leaves_the_node(csv_dir: Path, tmp_path: Path) -> None:
+    """The message audit's allow-list under DP: the example count (public under replace-one) and
+    nothing computed from the data; the reply passes it, and a loss would not."""
+    from client.app import app
+    from client.audit import audit_path, violations
+
+    cfg = {**run_config(csv_dir, tmp_path / "cache", tmp_path / "out"), "audit-messages": True}
+    local = local_data(cfg, {"partition-id": 0, "num-partitions": 2})
+    model = local_model(cfg, local.dataset)
+    app(train_message(model, 1), node(cfg, tmp_path / "s"))
+    (line,) = [json.loads(x) for x in audit_path(tmp_path / "s", 1).read_text().splitlines()]
+    assert line["dp"] and set(line["records"]["metrics"]["keys"]) == {"num-examples", "client-weight"}
+    assert violations(line, num_trainable(model)) == []
+    line["records"]["metrics"]["keys"]["train-loss"] = "float"
+    assert violations(line, num_trainable(model)) == ["metric 'train-loss'"]
+
+
+def test_a_node_refuses_a_run_config_below_its_policy_and_the_ledger_says_why(csv_dir: Path, tmp_path: Path) -> None:
+    """The node's policy, not the server's run config, decides: dp=false, or a larger epsilon than
+    the node allows, is refused with the key and the reason; the server ledgers the refusal and
+    keeps the node's updates out of the round."""
+    from client.policy import NodePolicy, write_policy
+    from server.privacy import is_refusal
+
+    state = tmp_path / "s"
+    write_policy(state, NodePolicy(max_epsilon=2.0))
+    cfg = run_config(csv_dir, tmp_path / "cache", tmp_path / "out")
+    model = local_model(cfg, local_data(cfg, {"partition-id": 0, "num-partitions": 2}).dataset)
+    for ask, key in (({"dp": False}, "dp"), ({"target-epsilon": 3.0}, "target-epsilon")):
+        reply = train(train_message(model, 1), node({**cfg, **ask}, state))
+        assert is_refusal(reply) and "arrays" not in reply.content
+        assert reply.content["refusal"]["key"] == key and reply.content["refusal"]["reason"]
+    assert not list(state.glob("privacy-iid-*.json"))  # nothing trained, nothing spent
+    tracker = PrivacyTracker(tmp_path / "run")
+    assert tracker.record(1, [reply]) == []
+    (entry,) = ledger.read_ledger(tmp_path / "run")
+    assert entry["status"] == "refused" and entry["key"] == "target-epsilon"
+    # Within the policy, the node trains, and its budget is the policy's.
+    ok = train(train_message(model, 1), node({**cfg, "target-epsilon": 2.0}, state))
+    assert "arrays" in ok.content and float(ok.content["privacy"]["budget"]) == 2.0
+
+
+def test_a_small_node_sends_no_evaluation_metrics_under_dp(csv_dir: Path, tmp_path: Path) -> None:
+    from client.handlers import evaluate
+
+    cfg = {**run_config(csv_dir, tmp_path / "cache", tmp_path / "out"), "min-eval-users": 10_000}
+    model = local_model(cfg, local_data(cfg, {"partition-id": 0, "num-partitions": 2}).dataset)
+    msg = train_message(model, 1)
+    msg.content["config"]["stage"] = "valid"
+    reply = evaluate(msg, node(cfg, tmp_path / "s"))
+    assert dict(reply.content["metrics"]) == {"num-examples": 0}
+    reply = evaluate(msg, node({**cfg, "min-eval-users": 1}, tmp_path / "s"))
+    assert reply.content["metrics"]["num-examples"] > 0 and "ranking-full-ndcg@10" in reply.content["metrics"]
+
+
+def test_the_operator_sets_the_policy_and_unset_options_keep_the_saved_ones(tmp_path: Path) -> None:
+    from client.policy import NodePolicy, node_policy, set_policy
+
+    assert set_policy(tmp_path, {"max_epsilon": 2.0, "dp_required": None}) == NodePolicy(max_epsilon=2.0)
+    assert set_policy(tmp_path, {"max_delta": 1e-7, "max_epsilon": None}) == NodePolicy(max_epsilon=2.0, max_delta=1e-7)
+    assert node_policy({"state-dir": str(tmp_path)}, PrivacyConfig()) == NodePolicy(max_epsilon=2.0, max_delta=1e-7)
+    # A simulated node (no state directory of its own) takes the run config's.
+    assert node_policy({}, PrivacyConfig(dp=False)).refusal(PrivacyConfig(dp=False)) is None

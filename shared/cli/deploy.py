@@ -52,6 +52,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     node.add_argument("--clientappio-port", type=int, default=9094)
     node.add_argument("--wait", type=float, default=60.0, help="seconds to keep retrying the SuperLink")
     node.add_argument("--insecure", action="store_true")
+    # The node's own privacy policy (client/policy.py): what it refuses whatever the server asks.
+    # Written to STATE_DIR/privacy-policy.json; options not given keep the file's (or the strict
+    # defaults: DP required, epsilon 8, delta 1e-6, clipping norm 1).
+    node.add_argument("--dp-required", action=argparse.BooleanOptionalAction, default=None,
+                      help="refuse runs without DP-SGD (default: required)")
+    node.add_argument("--max-epsilon", type=float, help="this node's privacy budget over all runs (default 8)")
+    node.add_argument("--max-delta", type=float, help="the largest delta it accepts (default 1e-6)")
+    node.add_argument("--min-noise-multiplier", type=float, help="the smallest sigma it accepts (default 0: calibrated)")
+    node.add_argument("--max-grad-norm", type=float, help="the largest clipping norm it accepts (default 1)")
     add_data_options(node)  # the federation's dataset: the catalog the node's data must use
     node.set_defaults(run=run_supernode)
 
@@ -105,6 +114,11 @@ def run_supernode(args: argparse.Namespace) -> int:
     from shared.deploy.process import exec_command
 
     insecure = _insecure(args, args.ca is not None and args.key is not None)
+    from client.policy import set_policy
+
+    policy = set_policy(args.state_dir, {k: getattr(args, k) for k in
+                                         ("dp_required", "max_epsilon", "max_delta", "min_noise_multiplier", "max_grad_norm")})  # fmt: skip
+    print(f"privacy policy of this node ({args.state_dir}): {policy.to_json()}", file=sys.stderr)
     cfg = SuperNodeConfig(args.superlink, args.data_path, args.state_dir, args.partition_id,
                           None if insecure else args.ca, None if insecure else args.key,
                           data_config(args), args.clientappio_port, args.wait,

@@ -18,7 +18,8 @@ def run(args: argparse.Namespace) -> int:
 
     report = write_report(args.run_dir, args.out)
     q = report["epsilon_quantiles"]
-    print(f"{report['num_clients']} clients, unit {report['unit']}, accountant {report['accountant']}: "
+    print(f"{report['num_clients']} clients, unit {report['unit']}, {report['neighbouring_relation']} adjacency, "
+          f"accountant {report['accountant']}: "
           f"epsilon median {q['p50']:.3f}, max {q['p100']:.3f}, delta <= {report['delta']:.2e}; "
           f"status {report['status_counts']}; recomputation agrees: {report['all_recomputations_agree']}")
     print(f"wrote {(args.out or args.run_dir) / 'privacy_report.json'} and privacy_report.html")

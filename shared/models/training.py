@@ -95,11 +95,13 @@ def train_epoch(
     batches: list[np.ndarray] | None = None,
     progress: bool = True,
     after_step: Callable[[], None] | None = None,
+    empty_step: Callable[[], None] | None = None,
 ) -> dict[str, float]:
     """One pass of the joint loss. `model` is what is stepped (the Recommender itself, or its
     Opacus wrapper) over a catalog of `num_items`.
     `batches` (row indices) default to a seeded shuffle in `batch_size` chunks. `after_step`, if
-    given, runs after each optimizer step (FedProx's proximal step)."""
+    given, runs after each optimizer step (FedProx's proximal step); `empty_step` is what an
+    empty batch does (DP-SGD's noise-only step), else it is skipped."""
     if batches is None:
         order = rng.permutation(len(data))
         batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
@@ -109,6 +111,8 @@ def train_epoch(
     bar = tqdm(batches, desc="train", unit="batch", leave=False, disable=not progress)
     for rows in bar:
         if len(rows) == 0:
+            if empty_step:
+                empty_step()
             continue
         batch = base_batch(data, rows, num_items, cfg, rng)
         batch = {k: v.to(device) for k, v in batch.items()}
