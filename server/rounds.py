@@ -18,7 +18,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from server import ledger
-from server.checkpoints import ServerState, save_round
+from server.checkpoints import ServerState, load_round, round_dir, save_round
 from server.messaging import send_and_receive
 from server.privacy import ActiveGrid, PrivacyTracker, central_spent, declined, fixed_denominator, is_central_dp, is_refusal
 from server.secure import secure_updates
@@ -66,7 +66,10 @@ def _collect(
     sampled = list(strategy.configure_train(server_round, arrays, ConfigRecord(sent), active))
     replies = send_and_receive(grid, sampled, cfg.round_timeout)
     candidates = [m for m in replies if not declined(m) and not is_refusal(m)]
-    kept, rejections = validate_updates(candidates, weights_vector(arrays, num_trainable(model)), cfg.max_update_norm_ratio)
+    # Central DP: a fixed bar just above the clipping norm (float32 rounding of a clipped update).
+    bar = 1.001 * float(strategy.clipping_norm) if is_central_dp(strategy) else 0.0  # type: ignore[attr-defined]
+    kept, rejections = validate_updates(candidates, weights_vector(arrays, num_trainable(model)),
+                                        cfg.max_update_norm_ratio, bar)  # fmt: skip
     privacy.record(server_round, replies, {r.node_id: r.reason for r in rejections})
     return RoundUpdates(replies, kept, rejections, sampled)
 
@@ -94,6 +97,15 @@ def _train_round(
                     cfg.min_train_nodes, "; sampling again" if attempt < cfg.round_retries else "")  # fmt: skip
     return None, refused, 0, (f"round {server_round}: fewer than min-train-nodes ({cfg.min_train_nodes}) valid updates "
                               f"in {cfg.round_retries + 1} attempts")  # fmt: skip
+
+
+def best_weights(run_dir: Path, state: ServerState, model: Recommender, last: ArrayRecord) -> ArrayRecord:
+    """The best validation round's global weights (its checkpoint), or `last` when that is the
+    last round or no round was validated. `model` ends holding the weights returned."""
+    if not state.best_round or state.best_round == state.round:
+        return last
+    load_round(round_dir(run_dir, state.best_round), model)
+    return to_record(trainable_state(model))
 
 
 def run_rounds(
@@ -180,10 +192,14 @@ def run_rounds(
             log.info("early stopping: %d rounds without validation gain", state.stale_rounds)
             break
 
-    # The test metrics are over every node's users, whatever per-round validation sampled.
-    strategy.fraction_evaluate = 1.0  # type: ignore[attr-defined]
-    test = _evaluate(grid, strategy, state.round, arrays, sent, "test", cfg.round_timeout)
-    summary: dict[str, Any] = {"rounds": state.round, "best_round": state.best_round,
+    # The test metrics are over every node's users, whatever per-round validation sampled (the
+    # DP wrapper samples through the strategy it wraps), on the best validation round's weights.
+    for s in (strategy, getattr(strategy, "strategy", None)):
+        if s is not None:
+            s.fraction_evaluate = 1.0  # type: ignore[attr-defined]
+    test = _evaluate(grid, strategy, state.round, best_weights(run_dir, state, model, arrays), sent, "test",
+                     cfg.round_timeout)  # fmt: skip
+    summary: dict[str, Any] = {"rounds": state.round, "best_round": state.best_round, "test_round": state.best_round or state.round,
                                "test": test, "history": state.history}  # fmt: skip
     if stopped:
         summary["stopped"] = stopped

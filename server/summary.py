@@ -11,7 +11,8 @@ def summary_markdown(run_id: str, summary: dict[str, Any]) -> str:
     test = summary["test"]
     lines = [
         f"# fedrec run {run_id}", "",
-        f"Rounds: {summary['rounds']} (best validation round: {summary['best_round']})", "",
+        f"Rounds: {summary['rounds']} (best validation round: {summary['best_round']}; "
+        f"test metrics on round {summary.get('test_round', summary['rounds'])}'s weights)", "",
         "## Test metrics (federated evaluation over every node's users)", "",
         "| stage | full HR@10 | full NDCG@10 | full MRR | sampled HR@10 | sampled NDCG@10 |",
         "|---|---|---|---|---|---|",
@@ -21,6 +22,8 @@ def summary_markdown(run_id: str, summary: dict[str, Any]) -> str:
         lines.append(f"| {label} | {get('full', 'hr@10'):.4f} | {get('full', 'ndcg@10'):.4f} | "
                      f"{get('full', 'mrr'):.4f} | {get('sampled', 'hr@10'):.4f} | "
                      f"{get('sampled', 'ndcg@10'):.4f} |")  # fmt: skip
+    if test.get("nodes-withheld"):
+        lines += ["", f"{int(test['nodes-withheld'])} node(s) had fewer than min-eval-users users and sent no metrics."]
     lines += ["", "## Rounds", "", "| round | seconds | train loss | valid NDCG@10 (two-stage) |",
               "|---|---|---|---|"]  # fmt: skip
     for r in summary["history"]:

@@ -61,10 +61,14 @@ def _problem(msg: Message, global_flat: torch.Tensor) -> tuple[str, float]:
 
 
 def validate_updates(
-    replies: list[Message], global_flat: torch.Tensor, max_norm_ratio: float
+    replies: list[Message], global_flat: torch.Tensor, max_norm_ratio: float, fixed_bar: float = 0.0
 ) -> tuple[list[Message], list[Rejection]]:
     """The replies whose updates may be aggregated, and a Rejection for each of the others;
-    `global_flat` is the round's global weights (`shared.wire.weights_vector`)."""
+    `global_flat` is the round's global weights (`shared.wire.weights_vector`). With `fixed_bar`
+    (central DP: at or above the clipping norm) an update is refused above that bar instead of a
+    multiple of the round's median: clipping already bounds every honest update, and a bar that
+    moves with the other clients' updates would make one client's inclusion depend on theirs,
+    which DP-FedAvg's analysis does not allow for."""
     checked, rejected = [], []
     global_flat = global_flat.double()
     for msg in replies:
@@ -73,6 +77,11 @@ def validate_updates(
             rejected.append(Rejection(int(msg.metadata.src_node_id), reason))
         else:
             checked.append((msg, norm))
+    if fixed_bar > 0:
+        kept = [(m, n) for m, n in checked if n <= fixed_bar]
+        rejected += [Rejection(int(m.metadata.src_node_id), f"update norm {n:.3g} > the clipping bar {fixed_bar:.3g}")
+                     for m, n in checked if n > fixed_bar]  # fmt: skip
+        return [m for m, _ in kept], rejected
     if max_norm_ratio > 0 and len(checked) >= MIN_FOR_MEDIAN:
         median = float(torch.tensor([n for _, n in checked]).median())
         bar = max_norm_ratio * median

@@ -56,3 +56,44 @@ def test_the_norm_check_needs_a_median_and_can_be_off() -> None:
     assert len(validate_updates(two, global_flat, 10.0)[0]) == 2  # too few for a median
     many = [update(model, 0.01, k) for k in range(4)] + [update(model, 100.0, 9)]
     assert len(validate_updates(many, global_flat, 0.0)[0]) == 5  # off
+
+
+def test_central_dp_refuses_above_a_fixed_bar_not_a_median() -> None:
+    """Under central DP one client's inclusion must not depend on the others' updates: with most
+    updates tiny, a clipped-size update (norm 0.15 ~ 15 x the median) is kept, and one above the
+    fixed bar is refused whatever the median."""
+    model = Tiny()
+    global_flat = flatten(trainable_state(model))
+    n = global_flat.numel() ** 0.5  # an update of `delta` everywhere has norm delta * n
+    replies = [update(model, 0.01 / n, k) for k in range(4)] + [update(model, 0.15 / n, 8), update(model, 0.5 / n, 9)]
+    kept, rejected = validate_updates(replies, global_flat, max_norm_ratio=10.0, fixed_bar=0.2)
+    assert sorted(m.metadata.src_node_id for m in kept) == [0, 1, 2, 3, 8]
+    assert [r.node_id for r in rejected] == [9] and "clipping bar" in rejected[0].reason
+    assert 8 not in {m.metadata.src_node_id for m in validate_updates(replies, global_flat, 10.0)[0]}
+
+
+def test_the_final_test_uses_the_best_validation_rounds_weights(tmp_path) -> None:
+    from conftest import make_tiny, write_csv
+
+    from server.checkpoints import ServerState, save_round
+    from server.rounds import best_weights
+    from shared.config import DataConfig, ModelConfig
+    from shared.data.dataset import load_dataset
+    from shared.models.params import load_flat
+    from shared.models.training import build_model
+    from shared.wire import weights_vector
+
+    data = write_csv(make_tiny(), tmp_path / "csv")
+    dataset = load_dataset(DataConfig(dataset="csv", data_path=str(data)))
+    model = build_model(dataset, ModelConfig(dim=16, num_layers=1, max_len=12, use_id_embedding=False), tmp_path)
+    start = flatten(trainable_state(model))
+    state = ServerState()
+    for r in (1, 2):
+        load_flat(model, start + r)
+        state.round, state.best_round = r, 1
+        save_round(tmp_path / "run", model, state)
+    last = to_record(trainable_state(model))
+    chosen = best_weights(tmp_path / "run", state, model, last)
+    assert torch.equal(weights_vector(chosen, start.numel()), start + 1)
+    state.best_round = 2
+    assert best_weights(tmp_path / "run", state, model, last) is last
