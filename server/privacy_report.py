@@ -19,7 +19,7 @@ from server.privacy_html import figures, render_html
 from shared.atomic import write_json, write_text
 from shared.errors import FedrecError
 from shared.privacy.accounting import (ACCOUNTANT, EXAMPLE, NEIGHBOURING_RELATION, SAMPLING, USER,
-                                       accountant_version, epsilon)
+                                       accountant_version, central_epsilon, epsilon)
 
 HISTORY_KEYS = ("round", "noise_multiplier", "sample_rate", "steps", "max_grad_norm", "epsilon")
 # What evaluation releases, and what no epsilon here covers: said once, in every report.
@@ -48,8 +48,13 @@ def central_block(metrics: dict) -> dict[str, Any] | None:
     if not rounds:
         return None
     last = rounds[-1]
+    # Recomputed from the number of noised releases over the whole history, resumed runs
+    # included: Flower's accountant starts again from zero in a resumed ServerApp.
+    for k, r in enumerate(rounds, start=1):
+        r["epsilon"] = central_epsilon(r["noise_multiplier"], k, r["delta"])
     return {"mechanism": "DP-FedAvg, client-side fixed clipping (Flower)", "unit": "client",
-            "accountant": f"{last['accountant']} (Flower)", "epsilon": last["epsilon"], "delta": last["delta"],
+            "neighbouring_relation": "add_remove (one client)", "releases": len(rounds),
+            "accountant": accountant_version(), "epsilon": last["epsilon"], "delta": last["delta"],
             "noise_multiplier": last["noise_multiplier"], "clipping_norm": last["clipping_norm"],
             "clients_per_round": last["clients_per_round"], "history": rounds}  # fmt: skip
 

@@ -89,7 +89,8 @@ def central_dp(strategy: FedAvg, cfg: FederationConfig, privacy: PrivacyConfig, 
 
     sampled = max(int(num_nodes * cfg.fraction_train), cfg.min_train_nodes)
     accountant = RdpAccountant(FlowerPrivacyConfig(
-        target_delta=privacy.target_delta or 0.1 / max(num_nodes, 1), population_size=max(num_nodes, 1),
+        # Public, and at most 1 / N^1.1: a delta near 1 / N could publish one client whole.
+        target_delta=min(privacy.target_delta, max(num_nodes, 1) ** -1.1), population_size=max(num_nodes, 1),
         neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
         sampling_method=SamplingMethod.NO_AMPLIFICATION,
     ))  # fmt: skip

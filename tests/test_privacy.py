@@ -433,3 +433,21 @@ def test_the_operator_sets_the_policy_and_unset_options_keep_the_saved_ones(tmp_
     assert node_policy({"state-dir": str(tmp_path)}, PrivacyConfig()) == NodePolicy(max_epsilon=2.0, max_delta=1e-7)
     # A simulated node (no state directory of its own) takes the run config's.
     assert node_policy({}, PrivacyConfig(dp=False)).refusal(PrivacyConfig(dp=False)) is None
+
+
+def test_central_epsilon_counts_every_release_across_a_resume(tmp_path: Path) -> None:
+    """A resumed ServerApp's Flower accountant restarts from zero (round 3 reads like round 1);
+    the report composes all three releases, as dp_accounting does for three Gaussian releases."""
+    from dp_accounting import NeighboringRelation, dp_event, pld
+
+    from shared.privacy.accounting import central_epsilon
+
+    flower = {"accountant": "rdp", "delta": 1e-6, "noise_multiplier": 0.8, "clipping_norm": 0.5,
+              "clients_per_round": 3, "releases": 1}  # fmt: skip
+    history = [{"round": r, "valid": {}, "central_dp": {**flower, "epsilon": e}} for r, e in ((1, 6.0), (2, 9.0), (3, 6.0))]
+    (tmp_path / "metrics.json").write_text(json.dumps({"history": history}))
+    central = write_report(tmp_path)["central"]
+    acc = pld.PLDAccountant(neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE)
+    acc.compose(dp_event.GaussianDpEvent(0.8), 3)
+    assert central["releases"] == 3 and central["epsilon"] == pytest.approx(acc.get_epsilon(1e-6), rel=2e-3)
+    assert central["epsilon"] == central_epsilon(0.8, 3, 1e-6) > central["history"][1]["epsilon"]

@@ -131,3 +131,15 @@ def _calibrate(budget: float, delta: float, q: float, steps: int) -> float:
     while epsilon([(sigma, q, steps)], delta) > budget:
         sigma *= 1.01
     return sigma
+
+
+def central_epsilon(noise_multiplier: float, releases: int, delta: float) -> float:
+    """DP-FedAvg's client-level epsilon after `releases` noised sums (sensitivity: the clipping
+    norm; noise: `noise_multiplier` x it), add/remove adjacency of one client, no amplification by
+    sampling (conservative). Computed from the round count alone, so it survives a resume."""
+    if releases <= 0:
+        return 0.0
+    acc = pld.PLDAccountant(neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
+                            value_discretization_interval=DISCRETIZATION)  # fmt: skip
+    acc.compose(dp_event.GaussianDpEvent(noise_multiplier), releases)
+    return float(acc.get_epsilon(delta))
