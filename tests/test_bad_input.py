@@ -107,3 +107,25 @@ def test_bad_partitioning_request(capsys, csv_dir: Path) -> None:
 def test_csv_dataset_without_path(capsys) -> None:
     code, msg = run(capsys, "data", "info", "--dataset", "csv")
     assert code == 2 and "--path" in msg
+
+
+@pytest.mark.parametrize("pair,key", [("target-epsilon=-1", "target-epsilon"), ("num-server-rounds=0", "num-server-rounds"),
+                                      ("strategy=fedfoo", "strategy")])  # fmt: skip
+def test_simulate_refuses_a_bad_run_config_before_anything_starts(capsys, monkeypatch, pair, key) -> None:
+    import simulations.superlink
+
+    def never(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("a SuperLink was started for a run config that cannot run")
+
+    monkeypatch.setattr(simulations.superlink, "local_superlink", never)
+    code, message = run(capsys, "simulate", "--num-supernodes", "2", "--run-config", pair)
+    assert code == 2 and key in message
+
+
+def test_one_client_per_user_defaults_to_central_dp_under_secure_aggregation() -> None:
+    from shared.cli.simulate import private_mode
+
+    config = {"partitioning": "user", "dp": True}
+    assert private_mode({}, config) == {"dp": False, "central-dp": True, "secure-aggregation": True}
+    assert private_mode({"dp": True}, config) == {}  # asked for local DP explicitly
+    assert private_mode({}, {"partitioning": "region", "dp": True}) == {}

@@ -55,6 +55,29 @@ def app_defaults() -> dict[str, Any]:
         return dict(tomllib.load(f)["tool"]["flwr"]["app"]["config"])
 
 
+def check_run_config(config: dict[str, Any]) -> None:
+    """Every key through its dataclass, before a SuperLink, Flower or Ray starts: a bad value is
+    one line naming the key, not a ServerApp error minutes later."""
+    from shared import config as configs
+
+    for cls in (configs.DataConfig, configs.PartitionConfig, configs.ModelConfig, configs.TrainConfig,
+                configs.PrivacyConfig, configs.FederationConfig, configs.FaultConfig, configs.SecureAggregationConfig):  # fmt: skip
+        from_run_config(cls, config)
+
+
+def private_mode(overrides: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """One client per user defaults to user-level central DP: DP-FedAvg through SecAgg+, so the
+    server sees only the sum of clipped updates before it adds the noise. Local DP-SGD on one
+    user's examples protects an example, not the user (README, Privacy); `dp=true` still asks
+    for it explicitly."""
+    asked = {"dp", "central-dp"} & set(overrides)
+    if config.get("partitioning") != "user" or asked or not config.get("dp"):
+        return {}
+    print("one client per user: user-level central DP (DP-FedAvg) through SecAgg+, the default private "
+          "mode here; pass dp=true for local example-level DP-SGD")  # fmt: skip
+    return {"dp": False, "central-dp": True, "secure-aggregation": True}
+
+
 def run(args: argparse.Namespace) -> int:
     from shared.data.dataset import load_dataset
     from shared.data.partition import partition_users
@@ -66,7 +89,9 @@ def run(args: argparse.Namespace) -> int:
     unknown = sorted(set(overrides) - set(app_defaults()))
     if unknown:
         raise FedrecError(f"--run-config: unknown key '{unknown[0]}' (see [tool.flwr.app.config])")
+    overrides = {**private_mode(overrides, {**app_defaults(), **overrides}), **overrides}
     config = {**app_defaults(), **overrides}
+    check_run_config(config)
     check_writable(Path(str(config["output-dir"])).resolve(), "output-dir")
     nodes = args.num_supernodes
     if not nodes:  # also fetches the dataset once, before dozens of clients race for it
