@@ -38,7 +38,7 @@ class DataConfig:
     cache_dir: str = ""
     min_interactions: int = 5
     rating_threshold: float = 0.0
-    text_columns: str = ""  # comma-separated; empty means title, year, genres where present
+    text_columns: str = ""  # comma-separated; empty means every string column but item_id
     max_users: int = 0  # keep only the first N users (scale experiments); 0: all
 
     def __post_init__(self) -> None:

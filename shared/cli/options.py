@@ -21,7 +21,9 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--min-interactions", type=int, default=5, help="drop shorter users")
     group.add_argument("--rating-threshold", type=float, default=0.0,
                        help="ratings below this are not interactions")  # fmt: skip
-    group.add_argument("--text-columns", default="", help="item columns for the item text")
+    group.add_argument("--text-columns", default="",
+                       help="item columns the item text is built from, e.g. title,author,publisher "
+                            "(default: every string column but item_id)")  # fmt: skip
 
 
 def add_partition_options(parser: argparse.ArgumentParser) -> None:

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from shared.config import DataConfig
+from shared.data.catalog import item_genres, item_texts, item_years, text_columns
 from shared.data.readers import RawData, read_directory
 from shared.data.sources import resolve
 from shared.errors import FedrecError
@@ -127,37 +128,6 @@ def _natural_order(ids: pd.Series) -> np.ndarray:
     return np.argsort(ids.to_numpy().astype(str), kind="stable")
 
 
-def item_texts(items: pd.DataFrame, columns: list[str]) -> list[str]:
-    """One sentence per item, e.g. 'Toy Story (1995). Genres: Animation, Comedy'."""
-    texts = []
-    for row in items[columns].itertuples(index=False):
-        values = dict(zip(columns, row))
-        parts = []
-        title = values.pop("title", "")
-        year = values.pop("year", "")
-        if title or year:
-            parts.append(f"{title} ({year})" if title and year else title or year)
-        for name, value in values.items():
-            if value:
-                label = name.replace("_", " ").capitalize()
-                parts.append(f"{label}: {value.replace('|', ', ')}")
-        texts.append(". ".join(parts))
-    return texts
-
-
-def _text_columns(items: pd.DataFrame, requested: list[str], where: str) -> list[str]:
-    if requested:
-        missing = [c for c in requested if c not in items.columns]
-        if missing:
-            raise FedrecError(
-                f"{where}: text column '{missing[0]}' not found "
-                f"(columns: {', '.join(c for c in items.columns if c != 'item_id')})"
-            )
-        return requested
-    preferred = [c for c in ("title", "year", "genres") if c in items.columns]
-    return preferred or [c for c in items.columns if c != "item_id"]
-
-
 def _region(zip_code: str) -> str:
     """First digit of a US zip code: ten regions. Non-US postal codes form one 'other' region."""
     return zip_code[0] if zip_code[:1].isdigit() else "other"
@@ -209,29 +179,18 @@ ITEM_FIELDS = ("item_ids", "item_text", "item_titles", "item_year", "genre_names
 
 def _own_catalog(raw: RawData, inter: pd.DataFrame, config: DataConfig) -> tuple[np.ndarray, dict]:
     """Items with at least one kept interaction, in the item file's order: each interaction's
-    item index, and the catalog's fields (ITEM_FIELDS)."""
+    item index, and the catalog's fields (ITEM_FIELDS). Any item columns will do (see
+    shared.data.catalog): side features the file lacks are left empty."""
     items = raw.items[raw.items["item_id"].isin(set(inter["item_id"])).to_numpy()]
-    items = items.reset_index(drop=True)
+    items = items.reset_index(drop=True).astype(str)
     item_code = pd.Index(items["item_id"]).get_indexer(inter["item_id"]) + 1
-    text_cols = _text_columns(items, config.text_column_list, f"{raw.directory.name} items")
-    texts = item_texts(items.astype(str), text_cols)
-    genre_lists = (
-        items["genres"].str.split("|") if "genres" in items.columns
-        else pd.Series([[]] * len(items))
-    )  # fmt: skip
-    genre_names = sorted({g for gs in genre_lists for g in gs if g})
-    genre_index = {g: k for k, g in enumerate(genre_names)}
-    multi_hot = np.zeros((len(items) + 1, len(genre_names)), dtype=np.uint8)
-    for row, gs in enumerate(genre_lists, start=1):
-        multi_hot[row, [genre_index[g] for g in gs if g]] = 1
-    year = pd.to_numeric(items["year"], errors="coerce") if "year" in items.columns else None
-    years = np.zeros(len(items) + 1, dtype=np.int64)
-    if year is not None:
-        years[1:] = year.fillna(0).to_numpy(np.int64)
+    where = f"{raw.directory.name} items"
+    texts = item_texts(items, text_columns(items, config.text_column_list, where))
+    genre_names, multi_hot = item_genres(items)
     titles = items["title"] if "title" in items.columns else items["item_id"]
     return item_code, {
         "item_ids": np.array(["<pad>", *items["item_id"]], dtype=object), "item_text": ["", *texts],
-        "item_titles": ["", *titles.astype(str)], "item_year": years, "genre_names": genre_names,
+        "item_titles": ["", *titles], "item_year": item_years(items), "genre_names": genre_names,
         "item_genres": multi_hot,
     }  # fmt: skip
 
