@@ -3,7 +3,9 @@
     item tower   t_i (frozen MiniLM text embedding, 384)  -> W t_i  (+ E_id[i])     -> v_i  (d)
     user tower   [user-feature token, v_x1 .. v_xL]  -> causal BertModel(inputs_embeds) -> h_t (d)
     retrieval    s(t, i) = <h_t, v_i> / sqrt(d)        full-catalog top-N is one matmul
-    ranking      s(t, c) + MLP([h_t, v_c, h_t*v_c, attend(v_c; v_x<=t), genres_c, year_c, user])
+    ranking      s(t, c) + MLP([h_t, v_c, h_t*v_c, attend(v_c; v_x<=t), side_c, user, h_t - attend])
+                 side_c = W_g genres_c + E_year[year_c]; a part the catalog has no data for (no
+                 genres, no known year) is left out of the model, and side_c with both
     loss         BCE(retrieval: next item vs sampled negatives) + BCE(ranking: next item vs hard
                  and random negatives)
 
@@ -43,9 +45,32 @@ def hard_negative_pool(num_items: int) -> int:
     return min(HARD_NEGATIVE_POOL, num_items - 1)
 
 
-def year_buckets(years: torch.Tensor) -> torch.Tensor:
-    """Five-year buckets from 1915; 0 for unknown years."""
-    bucket = ((years - 1915).clamp(min=0) // 5 + 1).clamp(max=25)
+# The year grid a config without `year_first`/`year_buckets` meant: 5-year buckets from 1915.
+LEGACY_YEAR_GRID = (1915, 25)
+YEAR_STEP = 5
+MAX_YEAR_BUCKETS = 400  # 2,000 years of 5-year buckets; later years share the last one
+
+
+def year_grid(years: torch.Tensor) -> tuple[int, int] | None:
+    """(first year, bucket count) of 5-year buckets covering the catalog's known years (> 0);
+    None when no year is known. The grid keeps the legacy 1915..2039 buckets and extends them
+    only where the catalog's years fall outside (books from 1600, say): MovieLens models keep
+    exactly the buckets, and so the results, they always had, and any catalog is covered."""
+    known = years[years > 0]
+    if not len(known):
+        return None
+    legacy_first, legacy_count = LEGACY_YEAR_GRID
+    # On the legacy grid's 5-year boundaries, and never later than its start.
+    first = min(legacy_first, legacy_first + YEAR_STEP * ((int(known.min()) - legacy_first) // YEAR_STEP))
+    count = max(legacy_count, (int(known.max()) - first) // YEAR_STEP + 1)
+    return first, min(count, MAX_YEAR_BUCKETS)
+
+
+def year_buckets(years: torch.Tensor, first: int = LEGACY_YEAR_GRID[0],
+                 count: int = LEGACY_YEAR_GRID[1]) -> torch.Tensor:  # fmt: skip
+    """Buckets 1..count of YEAR_STEP years from `first` (earlier and later years clamp to the
+    ends); 0 for unknown years."""
+    bucket = ((years - first).clamp(min=0) // YEAR_STEP + 1).clamp(max=count)
     return torch.where(years > 0, bucket, torch.zeros_like(bucket))
 
 
@@ -65,9 +90,15 @@ class Recommender(nn.Module, PyTorchModelHubMixin):
         self.dim = d
 
         # Item side data, frozen and saved with the weights so a checkpoint serves on its own.
+        # A catalog without genres or without known years has no such buffer (None, not saved)
+        # and no ranker part for it. A config without `use_year` predates the flag: it had years.
+        num_genres = int(config.get("num_genres") or 0)
+        self.use_year = bool(config.get("use_year", True))
+        self.year_first = int(config.get("year_first", LEGACY_YEAR_GRID[0]))
+        self.year_count = int(config.get("year_buckets", LEGACY_YEAR_GRID[1]))
         self.register_buffer("text", torch.zeros(n_items + 1, TEXT_DIM))
-        self.register_buffer("genres", torch.zeros(n_items + 1, int(config["num_genres"])))
-        self.register_buffer("year", torch.zeros(n_items + 1, dtype=torch.long))
+        self.register_buffer("genres", torch.zeros(n_items + 1, num_genres) if num_genres else None)
+        self.register_buffer("year", torch.zeros(n_items + 1, dtype=torch.long) if self.use_year else None)
 
         self.text_proj = nn.Linear(TEXT_DIM, d) if m["use_text"] else None
         # Optional fine-tuning of MiniLM's top layers: items are then encoded from the frozen
@@ -83,6 +114,12 @@ class Recommender(nn.Module, PyTorchModelHubMixin):
             self.register_buffer("text_tokens", torch.zeros(*shape, TEXT_DIM), persistent=False)
             self.register_buffer("text_mask", torch.zeros(*shape, dtype=torch.bool), persistent=False)
         self.item_id = nn.Embedding(n_items + 1, d, padding_idx=0) if m["use_id_embedding"] else None
+        # A per-item bias: the popularity prior a text-only item tower cannot express (two films
+        # with alike texts can differ 100-fold in how often they are watched). One scalar per
+        # item, zero at the start, added to every score of the item.
+        self.item_bias = nn.Embedding(n_items + 1, 1) if m.get("use_item_bias", False) else None
+        if self.item_bias is not None:
+            nn.init.zeros_(self.item_bias.weight)
         self.item_norm = nn.LayerNorm(d)
         # (item tower weights, their catalog vectors): a plain attribute, never saved or moved.
         self._search_cache: tuple[list[torch.Tensor], torch.Tensor] | None = None
@@ -114,11 +151,13 @@ class Recommender(nn.Module, PyTorchModelHubMixin):
         )
         self.encoder.embeddings.word_embeddings.requires_grad_(False)
 
-        # Ranker: candidate side features and an MLP over the user-candidate interaction.
-        self.genre_proj = nn.Linear(int(config["num_genres"]) or 1, d)
-        self.year_emb = nn.Embedding(26, d)
+        # Ranker: candidate side features (those the catalog has) and an MLP over the
+        # user-candidate interaction; without any side feature its input is one d narrower.
+        self.genre_proj = nn.Linear(num_genres, d) if num_genres else None
+        self.year_emb = nn.Embedding(self.year_count + 1, d) if self.use_year else None
+        inputs = 7 if num_genres or self.use_year else 6
         self.rank_mlp = nn.Sequential(
-            nn.Linear(7 * d, 2 * d), nn.GELU(), nn.Dropout(float(m["dropout"])),
+            nn.Linear(inputs * d, 2 * d), nn.GELU(), nn.Dropout(float(m["dropout"])),
             nn.Linear(2 * d, d), nn.GELU(), nn.Linear(d, 1),
         )  # fmt: skip
         # Zero-initialised output: the ranker starts as the retrieval score and moves away from
@@ -152,11 +191,14 @@ class Recommender(nn.Module, PyTorchModelHubMixin):
     # ------------------------------------------------------------------ towers
 
     def set_item_side(self, text: torch.Tensor, genres: torch.Tensor, years: torch.Tensor) -> None:
+        """text (I+1, 384), genres (I+1, G) multi-hot, years (I+1,) calendar years (0: unknown);
+        the parts this model has no buffer for (no genres, no years) are ignored."""
         self.text.copy_(text)
         self._set_text_tokens()
-        if genres.shape[1]:
+        if self.genres is not None:
             self.genres.copy_(genres)
-        self.year.copy_(year_buckets(years))
+        if self.year is not None:
+            self.year.copy_(year_buckets(years, self.year_first, self.year_count))
 
     def _set_text_tokens(self) -> None:
         if self.text_top is None:
@@ -268,7 +310,21 @@ class Recommender(nn.Module, PyTorchModelHubMixin):
         """<h, v> / sqrt(d) over the last axis: states (..., d), items (..., d) -> (...)."""
         return (states * items).sum(-1) * self.scale
 
+    def bias(self, items: torch.Tensor) -> torch.Tensor | float:
+        """items (...) int -> (...): the items' popularity prior, or 0 without one."""
+        return self.item_bias(items).squeeze(-1) if self.item_bias is not None else 0.0
+
     # ------------------------------------------------------------------ ranker
+
+    def side_vectors(self, candidates: torch.Tensor) -> torch.Tensor | None:
+        """candidates (...) -> (..., d): the genre and year terms the catalog has; None if none."""
+        side = None
+        if self.genre_proj is not None:
+            side = self.genre_proj(F.embedding(candidates, self.genres))
+        if self.year_emb is not None:
+            year = self.year_emb(self.year[candidates])
+            side = year if side is None else side + year
+        return side
 
     def rank_logits(
         self,
@@ -291,12 +347,13 @@ class Recommender(nn.Module, PyTorchModelHubMixin):
         weights = torch.nan_to_num(torch.softmax(attn, dim=-1))  # a query with no history: zeros
         attended = torch.einsum("brcl,bld->brcd", weights, history_vecs)
         h = states[:, :, None].expand_as(cand)
-        side = self.genre_proj(F.embedding(candidates, self.genres)) + self.year_emb(self.year[candidates])
+        side = self.side_vectors(candidates)
         u = user[:, None, None].expand_as(cand)
-        x = torch.cat([h, cand, h * cand, attended, side, u, h - attended], dim=-1)
+        parts = [h, cand, h * cand, attended, *([] if side is None else [side]), u, h - attended]
+        x = torch.cat(parts, dim=-1)
         # Residual on the retrieval logit: the ranker starts exactly as good as retrieval and
         # learns what the richer features add, instead of re-learning the dot product.
-        return self.retrieval_logits(h, cand) + self.rank_mlp(x).squeeze(-1)
+        return self.retrieval_logits(h, cand) + self.bias(candidates) + self.rank_mlp(x).squeeze(-1)
 
     # ------------------------------------------------------------------ training
 
@@ -315,8 +372,11 @@ class Recommender(nn.Module, PyTorchModelHubMixin):
 
         # Targets are padded like the history they follow: masked by `valid` before `start`.
         start = first_used_column(batch["history"])
-        pos = F.pad(self.retrieval_logits(states[:, start:], self.item_vectors(targets[:, start:])), (start, 0))
+        pos = self.retrieval_logits(states[:, start:], self.item_vectors(targets[:, start:]))
+        pos = F.pad(pos + self.bias(targets[:, start:]), (start, 0))
         neg = torch.einsum("bld,bnd->bln", states, self.item_vectors(negatives)) * self.scale
+        if self.item_bias is not None:
+            neg = neg + self.bias(negatives)[:, None, :]
         collide = (negatives[:, None, :] == targets[:, :, None]).float()
         neg_loss = (F.softplus(neg) * (1 - collide)).sum(-1) / (1 - collide).sum(-1).clamp(min=1)
         retrieval = ((F.softplus(-pos) + neg_loss) * valid).sum(1) / valid.sum(1).clamp(min=1)
@@ -347,7 +407,9 @@ class Recommender(nn.Module, PyTorchModelHubMixin):
         dropout included: a second, eval-mode encoding of the history for the search cost 9% of
         a centralized ML-1M epoch and ~12% of a one-user client's step, and gave no better
         model (simulations/results/hard-negatives.md). Per sample, as DP-SGD needs."""
-        scores = queries @ self.search_catalog().T  # (B, R, I+1)
+        scores = queries @ self.search_catalog().T * self.scale  # (B, R, I+1): retrieval's logits
+        if self.item_bias is not None:
+            scores = scores + self.item_bias.weight[:, 0].detach()
         scores[..., 0] = -torch.inf
         positives = torch.gather(batch["targets"], 1, batch["rank_pos"])  # (B, R)
         scores.scatter_(2, positives[..., None], -torch.inf)

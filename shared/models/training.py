@@ -18,10 +18,11 @@ from tqdm import tqdm
 
 from shared.config import ModelConfig, TrainConfig
 from shared.data.dataset import Dataset
+from shared.errors import FedrecError
 from shared.eval.protocols import evaluate_full, evaluate_sampled, sampled_candidates
 from shared.models.batches import Sequences, base_batch, feature_names, training_sequences
 from shared.models.params import trainable_parameters
-from shared.models.recommender import FORMAT_VERSION, Recommender
+from shared.models.recommender import FORMAT_VERSION, Recommender, year_grid
 from shared.models.scoring import ModelScorer
 from shared.models.text_encoder import item_embeddings
 
@@ -34,13 +35,24 @@ def seed_everything(seed: int) -> None:
 
 
 def build_model(dataset: Dataset, config: ModelConfig, cache_dir: Path) -> Recommender:
-    """A fresh model whose item side (text embeddings, genres, years) comes from `dataset`."""
+    """A fresh model whose item side (text embeddings, genres, years) comes from `dataset`;
+    the side features the catalog lacks (no genres, no known year) are left out of the model."""
+    if config.use_text and not config.use_id_embedding and not any(dataset.item_text):
+        raise FedrecError(
+            f"{dataset.name}: no item has any text (items.csv needs a text column such as "
+            "'title'), and without text or ID embeddings every item looks the same: add one, "
+            "or turn ID embeddings on"
+        )
     sizes = {f: len(dataset.user_feature_vocab[f]) for f in feature_names(dataset)}
+    years = torch.from_numpy(dataset.item_year)
+    grid = year_grid(years)
     model = Recommender({
         "format_version": FORMAT_VERSION,
         "model": asdict(config),
         "num_items": dataset.num_items,
         "num_genres": len(dataset.genre_names),
+        "use_year": grid is not None,
+        **({"year_first": grid[0], "year_buckets": grid[1]} if grid else {}),
         "feature_sizes": sizes,
         "dataset": dataset.name,
         "catalog": [str(i) for i in dataset.item_ids[1:]],
@@ -52,7 +64,7 @@ def build_model(dataset: Dataset, config: ModelConfig, cache_dir: Path) -> Recom
     model.set_item_side(
         torch.from_numpy(text) if text is not None else torch.zeros_like(model.text),
         torch.from_numpy(dataset.item_genres.astype(np.float32)),
-        torch.from_numpy(dataset.item_year),
+        years,
     )
     return model
 
