@@ -3,7 +3,8 @@
 - `user`:       one client per user (cross-device: every MovieLens user is a phone).
 - `region`:     first digit of the zip code, 10 regional edge servers on ML-1M.
 - `occupation`: one client per occupation.
-- `dirichlet`:  K clients, non-IID over each user's dominant genre (Dirichlet(alpha) label skew).
+- `dirichlet`:  K clients, non-IID over each user's dominant genre (Dirichlet(alpha) label skew);
+                on a catalog without genres, over each user's dominant popularity tier.
 - `iid`:        K clients of (nearly) equal size after a seeded shuffle.
 
 A user's whole history goes to exactly one client: a client is a place where data was collected,
@@ -64,14 +65,41 @@ class Partition:
         }
 
 
+POPULARITY_TIERS = 10
+
+
 def dominant_genre(dataset: Dataset) -> np.ndarray:
     """(U,) index of the genre a user watched most in training; ties go to the first genre."""
     if not dataset.genre_names:
-        raise FedrecError(f"partitioning 'dirichlet' needs item genres; {dataset.name} has none")
+        raise FedrecError(f"{dataset.name} has no item genres")
     train = dataset.train_mask
     counts = np.zeros((dataset.num_users, len(dataset.genre_names)), dtype=np.int64)
     np.add.at(counts, dataset.user_of[train], dataset.item_genres[dataset.items[train]])
     return counts.argmax(axis=1)
+
+
+def popularity_tier(dataset: Dataset, tiers: int = POPULARITY_TIERS) -> np.ndarray:
+    """(U,) the popularity tier a user's training items mostly fall in: items are ranked by
+    training interactions and cut into `tiers` groups holding equal shares of them, tier 0 the
+    few blockbusters, the last the long tail. Any catalog has it, so `dirichlet` needs nothing
+    but interactions; it skews clients by mainstream versus niche taste, as genres do by taste."""
+    train = dataset.train_mask
+    items = dataset.items[train]
+    counts = np.bincount(items, minlength=dataset.num_items + 1)[1:]
+    order = np.argsort(-counts, kind="stable")
+    # The share of training interactions on items more popular than each one.
+    before = (np.cumsum(counts[order]) - counts[order]) / max(int(counts.sum()), 1)
+    tier_of = np.zeros(dataset.num_items + 1, dtype=np.int64)
+    tier_of[order + 1] = np.minimum(before * tiers, tiers - 1).astype(np.int64)
+    per_user = np.zeros((dataset.num_users, tiers), dtype=np.int64)
+    np.add.at(per_user, (dataset.user_of[train], tier_of[items]), 1)
+    return per_user.argmax(axis=1)
+
+
+def dirichlet_labels(dataset: Dataset) -> np.ndarray:
+    """The label `dirichlet` skews clients over: the dominant genre, or, on a catalog without
+    genres, the dominant popularity tier."""
+    return dominant_genre(dataset) if dataset.genre_names else popularity_tier(dataset)
 
 
 def _feature(dataset: Dataset, name: str, scheme: str) -> np.ndarray:
@@ -116,7 +144,7 @@ def partition_users(dataset: Dataset, config: PartitionConfig) -> Partition:
             min_partition_size=1, self_balancing=False, shuffle=False, seed=config.seed,
         )  # fmt: skip
         try:
-            assignment = _flwr_partition({"user": users, "genre": dominant_genre(dataset)}, part)
+            assignment = _flwr_partition({"user": users, "genre": dirichlet_labels(dataset)}, part)
         except ValueError as err:
             raise FedrecError(f"partitioning 'dirichlet' failed: {err}") from None
         labels = [f"dirichlet-{i}" for i in range(k)]
