@@ -134,3 +134,47 @@ def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Tests never touch the network or the user's real cache."""
     monkeypatch.setenv("FEDREC_OFFLINE", "1")
     monkeypatch.setenv("FEDREC_CACHE", str(tmp_path / "cache"))
+
+
+# ---------------------------------------------------------------- your own catalog, not films
+
+AUTHORS = ["Ada Quill", "Boris Fenwick", "Cora Lindqvist", "Dmitri Vasko", "Elena Marchetti",
+           "Farid Haddad", "Greta Olsen", "Hiroshi Tanaka", "Ines Moreau", "Jonah Achebe",
+           "Katya Petrova", "Liam O'Connell", "Mina Rahman", "Nils Berg", "Olga Kowalski",
+           "Pablo Reyes"]  # fmt: skip
+SERIES = ["Dragon", "Harbour", "Glacier", "Orchard", "Rocket", "Desert", "Violin", "Jungle",
+          "Castle", "Volcano", "Meadow", "Lighthouse", "Circus", "Canyon", "Garden", "Comet"]  # fmt: skip
+WORDS = ["Silent", "River", "Winter", "Letters", "Shadow", "Morning", "Stone", "Echo", "Paper",
+         "Crown", "Salt", "Lantern", "Harvest", "Mirror", "Thread", "Ember"]  # fmt: skip
+
+
+def write_books_csv(d: Path, columns: tuple[str, ...] = ("title", "author", "year", "publisher"),
+                    num_users: int = 240, books_per_author: int = 10, seed: int = 0) -> Path:
+    """A books catalog with a planted signal and no genres: each user reads 5-8 consecutive books
+    of one author, so the next book is told by the item text (the author, or with a title-only
+    catalog the series in the title), while every book is about equally popular. `columns`: the
+    item columns written besides item_id (title-only: the title names the series). No users.csv."""
+    rng = np.random.default_rng(seed)
+    items, rows = [], []
+    for a, author in enumerate(AUTHORS):
+        for j in range(books_per_author):
+            words = rng.choice(WORDS, size=2, replace=False)
+            title = (f"{SERIES[a]} Saga, Book {j + 1}" if "author" not in columns
+                     else f"The {words[0]} {words[1]}")  # fmt: skip
+            # Years a film catalog never has: 18th-century to this year's books.
+            row = {"item_id": f"bk{a:02d}{j:02d}", "title": title, "author": author,
+                   "year": str(1760 + 15 * a + j), "publisher": f"Press {rng.integers(1, 6)}"}  # fmt: skip
+            items.append(row)
+    for u in range(num_users):
+        a = int(rng.integers(len(AUTHORS)))
+        length = int(rng.integers(5, 9))
+        start = int(rng.integers(0, books_per_author - length + 1))
+        for k, j in enumerate(range(start, start + length)):
+            rows.append((f"u{u}", f"bk{a:02d}{j:02d}", 1_600_000_000 + 1000 * u + k))
+    d.mkdir(parents=True, exist_ok=True)
+    header = ["item_id", *columns]
+    lines = [",".join(header)] + [",".join(f'"{it[c]}"' for c in header) for it in items]
+    (d / "items.csv").write_text("\n".join(lines) + "\n")
+    inter = ["user_id,item_id,timestamp"] + [f"{u},{i},{t}" for u, i, t in rows]
+    (d / "interactions.csv").write_text("\n".join(inter) + "\n")
+    return d
