@@ -100,6 +100,7 @@ class ModelConfig:
     dropout: float = 0.2
     use_text: bool = True
     use_id_embedding: bool = True
+    use_item_bias: bool = False  # a per-item scalar: the popularity prior (shared/models/recommender.py)
     retrieve_top_n: int = 100
     # Fine-tune the top N MiniLM layers inside the item tower (0: frozen, cached embeddings).
     # Costly: every item vector then runs N transformer layers; meant for GPUs or small catalogs.

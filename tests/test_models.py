@@ -316,3 +316,26 @@ def test_a_reset_optimizer_steps_exactly_as_a_fresh_one(dataset, cache, optimize
     one_step(reused, first)  # leaves moments and a step count behind
     reset_optimizer(reused)
     assert torch.equal(one_step(reused, second), one_step(make_optimizer(model, cfg), second))
+
+
+def test_the_item_bias_learns_popularity_and_scores_with_it(dataset, cache) -> None:
+    """A text-only model with the bias: after training, the most consumed items carry the larger
+    biases, and the scorer's retrieval scores include them (a model whose bias is moved by a
+    constant for one item ranks that item by exactly that much more)."""
+    torch.manual_seed(0)
+    config = ModelConfig(dim=16, num_layers=1, num_heads=2, max_len=12, retrieve_top_n=10,
+                         use_id_embedding=False, use_item_bias=True)  # fmt: skip
+    model = build_model(dataset, config, cache)
+    fit(model, dataset, TrainConfig(epochs=6, batch_size=8, lr=1e-2, patience=10, num_negatives=8))
+    counts = np.bincount(dataset.items[dataset.train_mask], minlength=dataset.num_items + 1)[1:]
+    bias = model.item_bias.weight.detach()[1:, 0].numpy()
+    top, bottom = np.argsort(-counts)[:5], np.argsort(counts)[:5]
+    assert bias[top].mean() > bias[bottom].mean()
+    scorer = ModelScorer(model, dataset)
+    states = scorer.states(np.arange(3), "test")
+    before = scorer.retrieval_scores(states)
+    with torch.no_grad():
+        model.item_bias.weight[7] += 2.5
+    after = ModelScorer(model, dataset).retrieval_scores(states)
+    assert np.allclose(after[:, 7] - before[:, 7], 2.5, atol=1e-5)
+    assert np.allclose(np.delete(after, 7, axis=1)[:, 1:], np.delete(before, 7, axis=1)[:, 1:], atol=1e-5)

@@ -35,7 +35,7 @@ def dp_step(model, private, optimizer, loader, data, cfg, check) -> None:
 def setup(tmp_path_factory):
     d = write_csv(make_tiny(num_users=20, num_items=30, seed=2), tmp_path_factory.mktemp("o") / "d")
     dataset = build_dataset(read_directory(d), DataConfig(dataset="csv", data_path=str(d)))
-    model = build_model(dataset, ModelConfig(dim=16, num_layers=1, num_heads=2, max_len=10),
+    model = build_model(dataset, ModelConfig(dim=16, num_layers=1, num_heads=2, max_len=10, use_item_bias=True),
                         tmp_path_factory.mktemp("cache"))  # fmt: skip
     return dataset, model
 

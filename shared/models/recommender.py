@@ -114,6 +114,12 @@ class Recommender(nn.Module, PyTorchModelHubMixin):
             self.register_buffer("text_tokens", torch.zeros(*shape, TEXT_DIM), persistent=False)
             self.register_buffer("text_mask", torch.zeros(*shape, dtype=torch.bool), persistent=False)
         self.item_id = nn.Embedding(n_items + 1, d, padding_idx=0) if m["use_id_embedding"] else None
+        # A per-item bias: the popularity prior a text-only item tower cannot express (two films
+        # with alike texts can differ 100-fold in how often they are watched). One scalar per
+        # item, zero at the start, added to every score of the item.
+        self.item_bias = nn.Embedding(n_items + 1, 1) if m.get("use_item_bias", False) else None
+        if self.item_bias is not None:
+            nn.init.zeros_(self.item_bias.weight)
         self.item_norm = nn.LayerNorm(d)
         # (item tower weights, their catalog vectors): a plain attribute, never saved or moved.
         self._search_cache: tuple[list[torch.Tensor], torch.Tensor] | None = None
@@ -304,6 +310,10 @@ class Recommender(nn.Module, PyTorchModelHubMixin):
         """<h, v> / sqrt(d) over the last axis: states (..., d), items (..., d) -> (...)."""
         return (states * items).sum(-1) * self.scale
 
+    def bias(self, items: torch.Tensor) -> torch.Tensor | float:
+        """items (...) int -> (...): the items' popularity prior, or 0 without one."""
+        return self.item_bias(items).squeeze(-1) if self.item_bias is not None else 0.0
+
     # ------------------------------------------------------------------ ranker
 
     def side_vectors(self, candidates: torch.Tensor) -> torch.Tensor | None:
@@ -343,7 +353,7 @@ class Recommender(nn.Module, PyTorchModelHubMixin):
         x = torch.cat(parts, dim=-1)
         # Residual on the retrieval logit: the ranker starts exactly as good as retrieval and
         # learns what the richer features add, instead of re-learning the dot product.
-        return self.retrieval_logits(h, cand) + self.rank_mlp(x).squeeze(-1)
+        return self.retrieval_logits(h, cand) + self.bias(candidates) + self.rank_mlp(x).squeeze(-1)
 
     # ------------------------------------------------------------------ training
 
@@ -362,8 +372,11 @@ class Recommender(nn.Module, PyTorchModelHubMixin):
 
         # Targets are padded like the history they follow: masked by `valid` before `start`.
         start = first_used_column(batch["history"])
-        pos = F.pad(self.retrieval_logits(states[:, start:], self.item_vectors(targets[:, start:])), (start, 0))
+        pos = self.retrieval_logits(states[:, start:], self.item_vectors(targets[:, start:]))
+        pos = F.pad(pos + self.bias(targets[:, start:]), (start, 0))
         neg = torch.einsum("bld,bnd->bln", states, self.item_vectors(negatives)) * self.scale
+        if self.item_bias is not None:
+            neg = neg + self.bias(negatives)[:, None, :]
         collide = (negatives[:, None, :] == targets[:, :, None]).float()
         neg_loss = (F.softplus(neg) * (1 - collide)).sum(-1) / (1 - collide).sum(-1).clamp(min=1)
         retrieval = ((F.softplus(-pos) + neg_loss) * valid).sum(1) / valid.sum(1).clamp(min=1)
@@ -394,7 +407,9 @@ class Recommender(nn.Module, PyTorchModelHubMixin):
         dropout included: a second, eval-mode encoding of the history for the search cost 9% of
         a centralized ML-1M epoch and ~12% of a one-user client's step, and gave no better
         model (simulations/results/hard-negatives.md). Per sample, as DP-SGD needs."""
-        scores = queries @ self.search_catalog().T  # (B, R, I+1)
+        scores = queries @ self.search_catalog().T * self.scale  # (B, R, I+1): retrieval's logits
+        if self.item_bias is not None:
+            scores = scores + self.item_bias.weight[:, 0].detach()
         scores[..., 0] = -torch.inf
         positives = torch.gather(batch["targets"], 1, batch["rank_pos"])  # (B, R)
         scores.scatter_(2, positives[..., None], -torch.inf)

@@ -38,6 +38,9 @@ class ModelScorer:
         self.top_n = int(model.config["model"]["retrieve_top_n"])
         with torch.no_grad():
             self.items = model.catalog_vectors()
+            # (I+1,) the items' popularity prior, 0 without one: part of every retrieval score.
+            all_items = torch.arange(self.items.shape[0], device=self.items.device)
+            self.item_bias = torch.as_tensor(model.bias(all_items), device=self.items.device)
         self._states: dict[str, torch.Tensor] = {}
         self.retrieval = _Retrieval(self)
         self.two_stage = _TwoStage(self)
@@ -80,7 +83,7 @@ class ModelScorer:
 
     @torch.no_grad()
     def retrieval_scores(self, states: torch.Tensor) -> np.ndarray:
-        scores = (states @ self.items.T * self.model.scale).double().cpu().numpy()
+        scores = (states @ self.items.T * self.model.scale + self.item_bias).double().cpu().numpy()
         scores[:, 0] = -np.inf
         return scores
 
