@@ -25,6 +25,7 @@ from shared.data.dataset import catalog_fingerprint, load_dataset
 from shared.data.sources import default_cache_dir
 from shared.errors import FedrecError
 from shared.handoffs import prompt_handoffs
+from shared.models.checkpoint import load_pretrained
 from shared.models.recommender import Recommender
 from shared.models.training import build_model, evaluate_model, seed_everything
 
@@ -58,6 +59,8 @@ def main(grid: Grid, context: Context) -> None:
         # same files as the clients'. No interaction leaves the server's process.
         dataset = load_dataset(data)
         model = build_model(dataset, model_cfg, data.cache_path or default_cache_dir())
+        if fed.pretrained and not fed.resume_from:  # a resumed run's weights are its checkpoint's
+            load_pretrained(fed.pretrained, model)
         state = load_round(fed.resume_from, model) if fed.resume_from else ServerState()
         moments = load_optimizer(fed.resume_from) if fed.resume_from else {}
         check_writable(fed.run_dir(context.run_id), "the run directory")

@@ -40,6 +40,9 @@ class DataConfig:
     rating_threshold: float = 0.0
     text_columns: str = ""  # comma-separated; empty means every string column but item_id
     max_users: int = 0  # keep only the first N users (scale experiments); 0: all
+    # Simulation: the share of users who authorise central use of their data (drawn with the
+    # seed); users.csv's `consent` column, when present, decides instead (shared/data/consent.py).
+    consent_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         check_dataset_name(self.dataset)
@@ -53,6 +56,9 @@ class DataConfig:
             raise FedrecError(f"max-users must be >= 0, got {self.max_users}")
         object.__setattr__(self, "max_users", int(self.max_users))
         object.__setattr__(self, "rating_threshold", float(self.rating_threshold))
+        if not 0 <= float(self.consent_fraction) <= 1:
+            raise FedrecError(f"consent-fraction must be in [0, 1], got {self.consent_fraction}")
+        object.__setattr__(self, "consent_fraction", float(self.consent_fraction))
 
     @property
     def cache_path(self) -> Path | None:
@@ -242,6 +248,8 @@ class FederationConfig:
     early_stopping_rounds: int = 0  # stop after this many rounds without validation gain; 0: off
     server_eval: bool = False  # simulation only: also evaluate on the server's copy of the data
     resume_from: str = ""  # a round checkpoint directory of an earlier run
+    # A checkpoint (e.g. `fedrec train --consented-only`) whose weights start round 1.
+    pretrained: str = ""
     round_timeout: float = 3600.0
     max_update_norm_ratio: float = 10.0  # refuse updates this far beyond the round's median norm; 0: off
     round_retries: int = 1  # re-sample a round whose valid updates fall short of min-train-nodes

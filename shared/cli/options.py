@@ -24,6 +24,9 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--text-columns", default="",
                        help="item columns the item text is built from, e.g. title,author,publisher "
                             "(default: every string column but item_id)")  # fmt: skip
+    group.add_argument("--consent-fraction", type=float, default=0.0,
+                       help="share of users who consented to central use, drawn with --seed "
+                            "(users.csv's consent column decides when present)")  # fmt: skip
 
 
 def add_partition_options(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +45,7 @@ def data_config(args: argparse.Namespace) -> DataConfig:
         min_interactions=args.min_interactions,
         rating_threshold=args.rating_threshold,
         text_columns=args.text_columns,
+        consent_fraction=args.consent_fraction,
     )
 
 

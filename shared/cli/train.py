@@ -9,7 +9,9 @@ from pathlib import Path
 
 from shared.cli.options import add_data_options, data_config, table
 from shared.config import ModelConfig, TrainConfig
+from shared.data.consent import consented_users
 from shared.data.dataset import load_dataset
+from shared.errors import FedrecError
 from shared.data.sources import default_cache_dir
 from shared.models.checkpoint import save_checkpoint
 from shared.models.training import build_model, evaluate_model, fit
@@ -69,6 +71,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_model_options(cmd)
     add_train_options(cmd)
     cmd.add_argument("--output", required=True, help="checkpoint directory to write")
+    cmd.add_argument("--consented-only", action="store_true",
+                     help="train on the users who consented to central use only: the server's "
+                          "pretraining for a federation (run config pretrained=OUTPUT)")  # fmt: skip
     cmd.set_defaults(run=run)
 
 
@@ -86,16 +91,24 @@ def run(args: argparse.Namespace) -> int:
     dataset = load_dataset(data_cfg)
     cache = data_cfg.cache_path or default_cache_dir()
     model = build_model(dataset, model_cfg, cache)
+    users = None
+    if args.consented_only:
+        users = consented_users(dataset, data_cfg.consent_fraction, train_cfg.seed)
+        if not len(users):
+            raise FedrecError("--consented-only: no user consented (give --consent-fraction, or a consent "
+                              "column in users.csv)")  # fmt: skip
+        print(f"training on the {len(users):,} of {dataset.num_users:,} users who consented")
     start = time.perf_counter()
-    history = fit(model, dataset, train_cfg)
+    history = fit(model, dataset, train_cfg, users=users)
     seconds = time.perf_counter() - start
     device = train_cfg.resolved_device()
-    test = evaluate_model(model, dataset, "test", device)
+    test = evaluate_model(model, dataset, "test", device, users=users)
     best = max(history, key=lambda r: r["valid"]["ranking"]["full"]["ndcg@10"])
     metrics = {
         "dataset": dataset.name, "epochs_run": len(history), "best_epoch": best["epoch"],
         "train_seconds": seconds, "seconds_per_epoch": seconds / max(len(history), 1),
         "test": test, "valid": best["valid"], "history": history,
+        "users": "consented" if users is not None else "all",
     }  # fmt: skip
     save_checkpoint(model.cpu(), Path(args.output), metrics)
     print(f"trained on {dataset.name}: {len(history)} epochs, best epoch {best['epoch']}, "

@@ -62,6 +62,7 @@ class Dataset:
     items: np.ndarray  # (N,) int32 item indices, time-ordered within each user
     timestamps: np.ndarray  # (N,) int64
     stats: DatasetStats
+    consent: np.ndarray | None = None  # (U,) bool: users.csv's `consent` column, when it has one
 
     @property
     def num_users(self) -> int:
@@ -237,8 +238,15 @@ def build_dataset(raw: RawData, config: DataConfig, catalog: Dataset | None = No
     order = np.lexsort((np.arange(len(inter)), timestamps, user_code))
     offsets = np.zeros(len(user_ids) + 1, dtype=np.int64)
     np.cumsum(np.bincount(user_code, minlength=len(user_ids)), out=offsets[1:])
+    consent = None
+    if raw.users is not None and "consent" in raw.users.columns:
+        from shared.data.consent import parse_consent
+
+        flags = raw.users.set_index("user_id")["consent"].reindex(pd.Index(user_ids)).fillna("0")
+        consent = parse_consent(list(flags.astype(str)), f"{raw.directory} users")
     return Dataset(
         name=config.dataset,
+        consent=consent,
         user_ids=user_ids,
         **items_part,
         user_features=features,

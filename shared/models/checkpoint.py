@@ -44,3 +44,22 @@ def check_catalog(model: Recommender, dataset: Dataset) -> None:
             f"dataset '{dataset.name}' ({len(ids)} items) does not match the checkpoint's item "
             f"catalog ({len(catalog)} items, trained on '{model.config['dataset']}')"
         )
+
+
+ARCHITECTURE = ("dim", "num_layers", "num_heads", "max_len", "use_text", "use_id_embedding", "use_item_bias",
+                "text_finetune_layers")  # fmt: skip
+
+
+def load_pretrained(directory: str | Path, model: Recommender) -> None:
+    """Start `model` from a checkpoint's weights (a federation's `pretrained`): same catalog, same
+    architecture, or a one-line refusal naming what differs."""
+    saved = load_checkpoint(directory)
+    if saved.config["catalog"] != model.config["catalog"]:
+        raise FedrecError(f"pretrained {directory}: its item catalog differs from this run's dataset")
+    mine, theirs = model.config["model"], saved.config["model"]
+    differ = [k for k in ARCHITECTURE if mine.get(k) != theirs.get(k, False if k == "use_item_bias" else None)]
+    if differ:
+        k = differ[0]
+        raise FedrecError(f"pretrained {directory}: its {k.replace('_', '-')} is {theirs.get(k)}, "
+                          f"the run's is {mine.get(k)}")  # fmt: skip
+    model.load_state_dict(saved.state_dict())

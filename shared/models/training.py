@@ -169,20 +169,23 @@ def fit(
     dataset: Dataset,
     cfg: TrainConfig,
     on_epoch: Callable[[int, dict], None] | None = None,
+    users: np.ndarray | None = None,
 ) -> list[dict]:
     """Centralized training with validation every epoch and early stopping on the two-stage
-    full-catalog NDCG@10; the best epoch's weights are restored at the end."""
+    full-catalog NDCG@10; the best epoch's weights are restored at the end. `users`: train and
+    validate on these users only (a server pretraining on the consented ones)."""
     seed_everything(cfg.seed)
     device = cfg.resolved_device()
     model.to(device)
     rng = np.random.default_rng(cfg.seed)
-    data = training_sequences(dataset, np.arange(dataset.num_users), int(model.config["model"]["max_len"]))
+    users = np.arange(dataset.num_users) if users is None else users
+    data = training_sequences(dataset, users, int(model.config["model"]["max_len"]))
     optimizer = make_optimizer(model, cfg)
     history: list[dict] = []
     best, best_state, stale = -1.0, None, 0
     for epoch in tqdm(range(1, cfg.epochs + 1), desc="epochs", unit="epoch"):
         losses = train_epoch(model, dataset.num_items, optimizer, data, cfg, rng, device)
-        metrics = evaluate_model(model, dataset, "valid", device)
+        metrics = evaluate_model(model, dataset, "valid", device, users=users)
         record = {"epoch": epoch, "loss": losses, "valid": metrics}
         history.append(record)
         score = metrics["ranking"]["full"]["ndcg@10"]

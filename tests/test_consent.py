@@ -1,0 +1,67 @@
+"""User authorization: who consented, the server's pretraining on them, and starting a federation
+from that checkpoint."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_tiny, write_csv
+
+from shared.cli import main
+from shared.config import DataConfig, ModelConfig
+from shared.data.consent import consented_users
+from shared.data.dataset import load_dataset
+from shared.errors import FedrecError
+from shared.models.checkpoint import load_checkpoint, load_pretrained
+from shared.models.params import flat_trainable
+from shared.models.training import build_model
+
+SMALL = ModelConfig(dim=16, num_layers=1, num_heads=2, max_len=12, retrieve_top_n=10, use_id_embedding=False)
+
+
+def with_consent(d: Path, flags: dict[str, str]) -> Path:
+    users = d / "users.csv"
+    rows = users.read_text().splitlines()
+    header = rows[0] + ",consent"
+    body = [f"{r},{flags.get(r.split(',')[0], '0')}" for r in rows[1:]]
+    users.write_text("\n".join([header, *body]) + "\n")
+    return d
+
+
+def test_the_consent_column_decides_and_a_bad_value_is_named(tmp_path: Path) -> None:
+    d = with_consent(write_csv(make_tiny(), tmp_path / "csv"), {"1": "yes", "2": "1", "3": "true"})
+    dataset = load_dataset(DataConfig(dataset="csv", data_path=str(d)))
+    assert [dataset.user_ids[u] for u in consented_users(dataset, 0.9, 42)] == ["1", "2", "3"]
+    with_consent(write_csv(make_tiny(), tmp_path / "bad"), {"4": "maybe"})
+    with pytest.raises(FedrecError, match="users.*consent 'maybe'"):
+        load_dataset(DataConfig(dataset="csv", data_path=str(tmp_path / "bad")))
+
+
+def test_a_consent_fraction_is_drawn_with_the_seed(tmp_path: Path) -> None:
+    from conftest import Tiny  # noqa: F401  (tiny data has no consent column)
+
+    dataset = load_dataset(DataConfig(dataset="csv", data_path=str(write_csv(make_tiny(num_users=400), tmp_path / "c"))))
+    a, b = consented_users(dataset, 0.25, 42), consented_users(dataset, 0.25, 42)
+    assert np.array_equal(a, b) and 60 < len(a) < 140
+    assert not np.array_equal(a, consented_users(dataset, 0.25, 7))
+    assert len(consented_users(dataset, 0.0, 42)) == 0
+
+
+def test_train_consented_only_then_a_federation_starts_from_it(tmp_path: Path, capsys) -> None:
+    d = write_csv(make_tiny(num_users=20), tmp_path / "csv")
+    out = tmp_path / "pre"
+    assert main(["train", "--dataset", "csv", "--path", str(d), "--cache-dir", str(tmp_path / "cache"),
+                 "--consent-fraction", "0.5", "--consented-only", "--epochs", "1", "--dim", "16",
+                 "--num-layers", "1", "--max-len", "12", "--retrieve-top-n", "10", "--no-id-embedding",
+                 "--output", str(out)]) == 0  # fmt: skip
+    assert "users who consented" in capsys.readouterr().out
+    dataset = load_dataset(DataConfig(dataset="csv", data_path=str(d)))
+    fresh = build_model(dataset, SMALL, tmp_path / "cache")
+    load_pretrained(out, fresh)
+    assert torch.equal(flat_trainable(fresh), flat_trainable(load_checkpoint(out)))
+    other = build_model(dataset, ModelConfig(dim=32, num_layers=1, num_heads=2, max_len=12, use_id_embedding=False),
+                        tmp_path / "cache")  # fmt: skip
+    with pytest.raises(FedrecError, match="pretrained .*dim is 16, the run's is 32"):
+        load_pretrained(out, other)
+    assert main(["train", "--dataset", "csv", "--path", str(d), "--consented-only", "--output", str(tmp_path / "x")]) == 2
