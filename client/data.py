@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from shared.config import DataConfig, ModelConfig, PartitionConfig, from_run_config
+from shared.config import AuditConfig, DataConfig, ModelConfig, PartitionConfig, from_run_config
 from shared.data.dataset import Dataset, load_dataset, load_node_dataset
 from shared.data.partition import Partition, partition_users
 from shared.data.sources import default_cache_dir
 from shared.errors import FedrecError
+from shared.models.batches import Sequences, feature_names
 from shared.models.recommender import Recommender
+from shared.privacy.canaries import Canaries, canary_examples, check_partitioning, joined, make_canaries
 from shared.models.training import build_model
 
 
@@ -25,6 +27,9 @@ class LocalData:
     users: np.ndarray  # indices of this node's users in `dataset`
     partition_id: int
     scheme: str  # the run's partitioning, or "node" for an edge node's own data-path
+    # Audit canaries this node trains on (shared/privacy/canaries.py): (n, length) item indices,
+    # extra training examples only, never evaluated.
+    canaries: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
 
     @property
     def client_id(self) -> str:
@@ -60,6 +65,8 @@ def local_data(run_config: Mapping[str, Any], node_config: Mapping[str, Any]) ->
         directory = Path(str(node_config["data-path"])).expanduser()
         if not directory.is_dir():
             raise FedrecError(f"node config data-path '{directory}': no such directory")
+        if from_run_config(AuditConfig, run_config).audit_canaries:
+            raise FedrecError("audit-canaries is for simulations: an edge node trains on its own data only")
         dataset = _load_node(data, str(directory.resolve()))
         return LocalData(dataset=dataset, users=np.arange(dataset.num_users), partition_id=pid, scheme=NODE)
     part = from_run_config(PartitionConfig, run_config)
@@ -71,7 +78,25 @@ def local_data(run_config: Mapping[str, Any], node_config: Mapping[str, Any]) ->
             f"gives {partition.num_partitions} partitions; set num-supernodes to "
             f"{partition.num_partitions}"
         )
-    return LocalData(dataset=dataset, users=partition.users(pid), partition_id=pid, scheme=part.partitioning)
+    audit = from_run_config(AuditConfig, run_config)
+    canaries = None
+    if audit.audit_canaries:
+        check_partitioning(part.partitioning)
+        canaries = _canaries(audit, dataset.num_items).for_partition(pid, partition.num_partitions)
+    return LocalData(dataset=dataset, users=partition.users(pid), partition_id=pid, scheme=part.partitioning,
+                     **({"canaries": canaries} if canaries is not None else {}))  # fmt: skip
+
+
+@lru_cache(maxsize=1)
+def _canaries(audit: AuditConfig, num_items: int) -> Canaries:
+    return make_canaries(audit.audit_canaries, num_items, audit.audit_seed)
+
+
+def with_canaries(data: Sequences, local: LocalData, max_len: int) -> Sequences:
+    """This node's user-level training examples `data`, then its audit canaries' (if any)."""
+    if not len(local.canaries):
+        return data
+    return joined(data, canary_examples(local.canaries, max_len, len(feature_names(local.dataset))))
 
 
 def local_model(run_config: Mapping[str, Any], dataset: Dataset) -> Recommender:

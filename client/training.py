@@ -13,7 +13,7 @@ import torch
 from opacus import GradSampleModule
 from opacus.optimizers import DPOptimizer
 
-from client.data import LocalData
+from client.data import LocalData, with_canaries
 from client.privacy import RoundPlan
 from shared.config import TrainConfig
 from shared.models.batches import Sequences, interaction_examples, training_sequences
@@ -28,7 +28,8 @@ def local_examples(model: Recommender, local: LocalData, unit: str) -> Sequences
     max_len = int(model.config["model"]["max_len"])
     if unit == EXAMPLE:
         return interaction_examples(local.dataset, local.users, max_len)
-    return training_sequences(local.dataset, local.users, max_len)
+    # An audit run's canary users train here too, never in local_evaluate (client/data.py).
+    return with_canaries(training_sequences(local.dataset, local.users, max_len), local, max_len)
 
 
 def local_fit(

@@ -19,8 +19,8 @@ from server.secure import check_secure_aggregation
 from server.strategy import check_central_dp, make_strategy, restore_optimizer_state
 from server.summary import summary_markdown
 from shared.atomic import check_writable, write_text
-from shared.config import (DataConfig, FederationConfig, ModelConfig, PrivacyConfig, SecureAggregationConfig,
-                           from_run_config)
+from shared.config import (AuditConfig, DataConfig, FederationConfig, ModelConfig, PartitionConfig, PrivacyConfig,
+                           SecureAggregationConfig, from_run_config)
 from shared.data.dataset import catalog_fingerprint, load_dataset
 from shared.data.sources import default_cache_dir
 from shared.errors import FedrecError
@@ -28,6 +28,7 @@ from shared.handoffs import prompt_handoffs
 from shared.models.checkpoint import load_pretrained
 from shared.models.recommender import Recommender
 from shared.models.training import build_model, evaluate_model, seed_everything
+from shared.privacy.canaries import check_partitioning, record_canaries
 
 log = logging.getLogger("flwr.fedrec")  # a child of Flower's logger: shown, and streamed by flwr run
 app = ServerApp()
@@ -54,6 +55,9 @@ def main(grid: Grid, context: Context) -> None:
         check_central_dp(fed, privacy)
         secagg = from_run_config(SecureAggregationConfig, context.run_config)
         check_secure_aggregation(fed.strategy, secagg)
+        audit = from_run_config(AuditConfig, context.run_config)
+        if audit.audit_canaries:
+            check_partitioning(from_run_config(PartitionConfig, context.run_config).partitioning)
         seed_everything(int(context.run_config.get("seed", 42)))
         # The catalog (item ids, texts, genres) is public; in simulation it is read from the
         # same files as the clients'. No interaction leaves the server's process.
@@ -69,6 +73,8 @@ def main(grid: Grid, context: Context) -> None:
         raise SystemExit(2) from None
     run_dir = fed.run_dir(context.run_id)
     log.info("run directory %s; starting at round %d of %d", run_dir, state.round + 1, fed.num_server_rounds)
+    if audit.audit_canaries:  # the nodes plant them (client/data.py); `fedrec audit` finds them here
+        record_canaries(run_dir, audit.audit_canaries, audit.audit_seed, dataset.num_items)
     strategy = make_strategy(fed, privacy, len(list(grid.get_node_ids())))
     restore_optimizer_state(strategy, moments)
     with prompt_handoffs():

@@ -1,32 +1,27 @@
-"""`fedrec audit --checkpoint DIR`: a membership-inference attack against a trained model."""
+"""`fedrec audit RUN_DIR`: the canary audit's epsilon lower bound for a federated run."""
 
 from __future__ import annotations
 
 import argparse
 
-from shared.cli.options import add_data_options, data_config, emit_json
-from shared.data.dataset import load_dataset
+from shared.cli.options import emit_json
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    cmd = commands.add_parser("audit", help="membership-inference attack AUC (0.5: nothing leaks)")
-    add_data_options(cmd)
-    cmd.add_argument("--checkpoint", required=True, help="a trained model directory (e.g. outputs/run-<id>/round-005)")
-    cmd.add_argument("--max-users", type=int, default=0, help="audit a sample of users (0: all)")
-    cmd.add_argument("--bootstraps", type=int, default=200)
+    cmd = commands.add_parser("audit", help="95%% epsilon lower bound from a run's canaries (audit-canaries > 0)")
+    cmd.add_argument("run_dir", metavar="RUN_DIR", help="a run made with audit-canaries > 0 (outputs/run-<id>)")
     cmd.add_argument("--json", default="", help="write the result as JSON (- for stdout)")
     cmd.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from shared.models.checkpoint import check_catalog, load_checkpoint
-    from shared.privacy.audit import membership_audit
+    from shared.privacy.audit import audit_run
 
-    model = load_checkpoint(args.checkpoint)
-    dataset = load_dataset(data_config(args))
-    check_catalog(model, dataset)
-    result = membership_audit(model, dataset, args.max_users, args.bootstraps)
-    print(f"membership inference on {args.checkpoint}: AUC {result['auc']:.3f} "
-          f"(95% CI {result['ci_low']:.3f}-{result['ci_high']:.3f}, {result['users']:,} users; 0.5 = no leak)")  # fmt: skip
-    emit_json(result, args.json)
+    r = audit_run(args.run_dir)
+    best = max(r["guesses"], key=lambda g: g["epsilon_lower_bound"])
+    reported = "no DP" if r["reported_epsilon"] is None else f"{r['reported_epsilon']:.3f} (delta {r['delta']:.1e})"
+    print(f"canary audit of {args.run_dir}: epsilon >= {r['epsilon_lower_bound']:.3f} at 95% confidence; "
+          f"reported epsilon {reported}; {r['canaries']} canaries, {r['trained_on']} trained on; "
+          f"best guess: {best['correct']} right of {best['top'] + best['bottom']}")  # fmt: skip
+    emit_json(r, args.json)
     return 0

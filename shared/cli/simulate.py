@@ -61,7 +61,8 @@ def check_run_config(config: dict[str, Any]) -> None:
     from shared import config as configs
 
     for cls in (configs.DataConfig, configs.PartitionConfig, configs.ModelConfig, configs.TrainConfig,
-                configs.PrivacyConfig, configs.FederationConfig, configs.FaultConfig, configs.SecureAggregationConfig):  # fmt: skip
+                configs.PrivacyConfig, configs.FederationConfig, configs.FaultConfig, configs.SecureAggregationConfig,
+                configs.AuditConfig):  # fmt: skip
         from_run_config(cls, config)
 
 

@@ -1,57 +1,74 @@
-"""Membership inference against a trained model: does its score give away what it trained on?
+"""The canary audit of a federated run: a 95% lower bound on epsilon, beside the reported one.
 
-A score-threshold attack (Yeom et al., CSF 2018: a member's loss is lower, so its score higher),
-per interaction, on the leave-one-out split. For each user:
-- member: the last training interaction, scored as the model scores it in training (the items
-  before it as history);
-- non-member: the test interaction, never trained on, scored the same way.
-The attack's AUC is the chance that a random member outscores a random non-member: 0.5 means
-the score leaks nothing about membership. The 95% interval is a percentile bootstrap over users.
-Both targets are "the next item given the history", so the model's general skill at next-item
-prediction is common to both; what separates them is having trained on one.
+A run made with `audit-canaries=m` trained each of m canary users (shared/privacy/canaries.py)
+with probability 1/2. Its final global model scores every canary; the auditor guesses that the
+best-scored ones were trained on and the worst-scored ones were not, and the number of right
+guesses becomes an epsilon lower bound (shared/privacy/one_run.py; Steinke, Nasr and Jagielski,
+NeurIPS 2023). A bound above the reported epsilon would refute the privacy claim; a bound well
+above 1 on a non-private run shows the audit can see memorisation at all.
 """
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+from typing import Any
+
 import numpy as np
-import torch
 from sklearn.metrics import roc_auc_score
 
-from shared.data.dataset import Dataset
-from shared.models.batches import feature_matrix, left_pad
-from shared.models.recommender import Recommender
-from shared.models.scoring import ModelScorer
+from shared.errors import FedrecError
+from shared.models.checkpoint import load_checkpoint
+from shared.privacy.canaries import canary_scores, recorded_canaries
+from shared.privacy.one_run import CONFIDENCE, audit_guesses, rules_json
 
 
-def _scores(scorer: ModelScorer, dataset: Dataset, users: np.ndarray, cut: int, batch: int = 512) -> np.ndarray:
-    """The retrieval logit of item sequence[n - cut] given the items before it, per user."""
-    out = []
-    for i in range(0, len(users), batch):
-        chunk = users[i : i + batch]
-        seqs = [dataset.sequence(int(u)) for u in chunk]
-        history = left_pad([s[: len(s) - cut] for s in seqs], scorer.max_len)
-        targets = torch.as_tensor(np.array([s[len(s) - cut] for s in seqs]))
-        states = scorer.encode(history, feature_matrix(dataset, chunk))
-        with torch.no_grad():
-            out.append(((states * scorer.items[targets]).sum(-1) * scorer.model.scale).double().cpu().numpy())
-    return np.concatenate(out)
+def final_checkpoint(run_dir: Path) -> Path:
+    """The run's last round checkpoint: the model it released."""
+    rounds = sorted(p for p in run_dir.glob("round-*") if re.fullmatch(r"round-\d+", p.name) and p.is_dir())
+    if not rounds:
+        raise FedrecError(f"{run_dir}: no round-NNN checkpoint; did the run finish a round?")
+    return rounds[-1]
 
 
-def membership_audit(model: Recommender, dataset: Dataset, max_users: int = 0, bootstraps: int = 200,
-                     seed: int = 0) -> dict[str, float | int]:  # fmt: skip
-    """AUC of the attack with its bootstrap 95% interval, over `max_users` users (0: all)."""
-    rng = np.random.default_rng(seed)
-    users = np.arange(dataset.num_users)
-    users = users[np.diff(dataset.offsets) >= 4]  # a training item with a history before it
-    if max_users and len(users) > max_users:
-        users = np.sort(rng.choice(users, max_users, replace=False))
-    scorer = ModelScorer(model, dataset)
-    members, others = _scores(scorer, dataset, users, 3), _scores(scorer, dataset, users, 1)
-    labels = np.r_[np.ones(len(users)), np.zeros(len(users))]
-    auc = float(roc_auc_score(labels, np.r_[members, others]))
-    boot = []
-    for _ in range(bootstraps):
-        pick = rng.integers(0, len(users), len(users))
-        boot.append(roc_auc_score(labels, np.r_[members[pick], others[pick]]))
-    low, high = np.percentile(boot, [2.5, 97.5])
-    return {"auc": auc, "ci_low": float(low), "ci_high": float(high), "users": int(len(users)), "bootstraps": bootstraps}
+def reported_privacy(run_dir: Path) -> tuple[float | None, float]:
+    """(epsilon, delta) the run reports for one user of a client: the largest over clients under
+    local DP (the weakest guarantee), else central DP's; (None, 0) for a run without DP."""
+    path = run_dir / "privacy_report.json"
+    if not path.exists():
+        return None, 0.0
+    report = json.loads(path.read_text())
+    if report.get("num_clients"):
+        return float(report["epsilon_quantiles"]["p100"]), float(report["delta"])
+    if report.get("central"):
+        return float(report["central"]["epsilon"]), float(report["central"]["delta"])
+    return None, 0.0
+
+
+def audit_run(run_dir: str | Path, confidence: float = CONFIDENCE) -> dict[str, Any]:
+    """Score the run's canaries with its final model and bound epsilon at `confidence`, with
+    the delta the run reports (0 without DP)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FedrecError(f"{run_dir}: no such run directory")
+    checkpoint = final_checkpoint(run_dir)
+    model = load_checkpoint(checkpoint)
+    canaries = recorded_canaries(run_dir, int(model.config["num_items"]))
+    if canaries.members.all() or not canaries.members.any():
+        raise FedrecError(f"{run_dir}: {len(canaries)} canaries, {int(canaries.members.sum())} trained on: "
+                          "the audit needs some of each (audit-canaries >= 2)")  # fmt: skip
+    epsilon, delta = reported_privacy(run_dir)
+    scores = canary_scores(model, canaries.sequences)
+    bound, rules = audit_guesses(scores, canaries.members, delta, confidence)
+    return {
+        "run_dir": str(run_dir), "checkpoint": str(checkpoint), "canaries": len(canaries),
+        "trained_on": int(canaries.members.sum()), "confidence": confidence, "delta": delta,
+        "epsilon_lower_bound": bound, "reported_epsilon": epsilon, "guesses": rules_json(rules),
+        # Not part of the bound; how far apart the two groups' scores are.
+        "attack_auc": float(roc_auc_score(canaries.members, scores)),
+        "mean_score_trained": float(scores[canaries.members].mean()),
+        "mean_score_held_out": float(scores[~canaries.members].mean()),
+        # Enough to recompute the bound with any other implementation of the theorem.
+        "scores": [round(float(s), 6) for s in scores], "members": canaries.members.astype(int).tolist(),
+    }  # fmt: skip
