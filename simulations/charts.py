@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from shared.atomic import atomic_path
 
 RESULTS = Path(__file__).parent / "results"
@@ -149,22 +151,30 @@ def baselines(r: Report, ax_pair) -> None:  # type: ignore[no-untyped-def]
         ax.set(title=f"popularity, {protocol} HR@10")
 
 
-def audit(r: Report, ax_pair) -> None:  # type: ignore[no-untyped-def]
+def canary_audit(r: Report, ax_pair) -> None:  # type: ignore[no-untyped-def]
     rows = r["rows"]
     ax = ax_pair[0]
-    ax_pair[1].remove()  # one panel says it all
-    ax.errorbar(range(len(rows)), [x["auc"] for x in rows], fmt="o",
-                yerr=[[x["auc"] - x["ci_low"] for x in rows], [x["ci_high"] - x["auc"] for x in rows]])  # fmt: skip
-    ax.axhline(0.5, ls="--", c="k", lw=1, label="0.5: nothing leaks")
-    ax.set_xticks(range(len(rows)), [x["name"].replace(", ", "\n") for x in rows], fontsize=7)
-    ax.set(title="membership-inference AUC, 95% CI")
+    _bars(ax, [x["name"] for x in rows], [x["epsilon_lower_bound"] for x in rows], "{:.2f}")
+    for i, x in enumerate(rows):
+        if x["reported_epsilon"] is not None:
+            ax.plot([i - 0.4, i + 0.4], [x["reported_epsilon"]] * 2, c="k", lw=2, label="reported epsilon")
+    ax.axhline(1.0, ls="--", c="0.5", lw=1)
+    ax.set(title="epsilon lower bound (95%), canary audit")
     ax.legend(fontsize=8)
+    for x in rows:  # the scores behind the bounds: trained-on canaries should score higher
+        scores, members = np.asarray(x["scores"]), np.asarray(x["members"], dtype=bool)
+        ax_pair[1].hist(scores[members] - np.median(scores), bins=30, histtype="step", label=f"{x['name']}: trained on")
+        ax_pair[1].hist(scores[~members] - np.median(scores), bins=30, histtype="step", ls="--",
+                        label=f"{x['name']}: held out")  # fmt: skip
+    ax_pair[1].set(title="canary scores, minus each run's median", xlabel="mean log-probability of the next item")
+    ax_pair[1].legend(fontsize=7)
 
 
 CHARTS: dict[str, Callable[[Report, Any], None]] = {
     "scale": scale, "fed_vs_central": fed_vs_central, "overhead": overhead, "serving": serving,
     "edge_footprint": edge_footprint, "federated": federated, "dp_step": dp_step,
-    "centralized": centralized, "ablations": centralized, "baselines": baselines, "audit": audit,
+    "centralized": centralized, "ablations": centralized, "baselines": baselines,
+    "canary_audit": canary_audit,
 }  # fmt: skip
 
 
