@@ -120,7 +120,7 @@ def toml_value(value: Any) -> str:
 
 def flwr_run(
     app_dir: Path, env: Mapping[str, str], num_supernodes: int, run_config: Mapping[str, Any],
-    timeout: float | None = None, client_cpus: int = 0,
+    timeout: float | None = None, client_cpus: int = 0, errors: list[str] | None = None,
 ) -> int:  # fmt: skip
     """`flwr run APP --stream` against the SuperLink whose environment is `env`. `client_cpus`
     (0: Flower's default, 2) is each simulated ClientApp's share of the cores: the number of
@@ -131,4 +131,30 @@ def flwr_run(
     if overrides:
         cmd += ["--run-config", overrides]
     log.info("%s", " ".join(cmd))
-    return subprocess.run(cmd, env=dict(env), timeout=timeout).returncode
+    code, error = run_streamed(cmd, env, timeout)
+    if errors is not None and error:
+        errors.append(error)  # the ServerApp's own reason, for the caller's last line
+    return code
+
+
+SERVER_ERROR = "fedrec: error:"  # how the ServerApp logs the error that ends it (server/app.py)
+
+
+def run_streamed(cmd: list[str], env: Mapping[str, str], timeout: float | None = None) -> tuple[int, str]:
+    """Run `cmd`, passing its output through as it comes, and return its exit status and the
+    last line in which the ServerApp stated its own error ('' if none): `flwr run --stream`
+    exits 0 even when the ServerApp it streams failed."""
+    last_error = ""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with subprocess.Popen(cmd, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          errors="replace") as proc:  # fmt: skip
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            if SERVER_ERROR in line:
+                last_error = line.split(SERVER_ERROR, 1)[1].strip()
+            if deadline is not None and time.monotonic() > deadline:
+                proc.kill()
+                raise subprocess.TimeoutExpired(cmd, timeout or 0)
+        sys.stdout.flush()
+    return proc.returncode, last_error

@@ -129,3 +129,17 @@ def test_one_client_per_user_defaults_to_central_dp_under_secure_aggregation() -
     assert private_mode({}, config) == {"dp": False, "central-dp": True, "secure-aggregation": True}
     assert private_mode({"dp": True}, config) == {}  # asked for local DP explicitly
     assert private_mode({}, {"partitioning": "region", "dp": True}) == {}
+
+
+def test_a_run_that_fails_inside_flower_ends_with_the_serverapps_own_error(capfd) -> None:
+    """`flwr run --stream` exits 0 when the ServerApp it streams fails; the streamed log's own
+    `fedrec: error:` line is what the last line reports."""
+    import os
+    import sys
+
+    from simulations.superlink import run_streamed
+
+    script = "print('INFO starting'); print('ERROR flwr.fedrec: fedrec: error: pretrained /x: no such directory')"
+    code, error = run_streamed([sys.executable, "-c", script], dict(os.environ))
+    assert code == 0 and error == "pretrained /x: no such directory"
+    assert "INFO starting" in capfd.readouterr().out  # passed through as it came

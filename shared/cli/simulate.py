@@ -103,12 +103,15 @@ def run(args: argparse.Namespace) -> int:
     before = set(output_dir.glob("run-*"))
     with tempfile.TemporaryDirectory(prefix="fedrec-flwr-") as home:
         with local_superlink(Path(home)) as env:
-            code = flwr_run(APP_DIR, env, nodes, overrides, client_cpus=args.client_cpus)
+            errors: list[str] = []
+            code = flwr_run(APP_DIR, env, nodes, overrides, client_cpus=args.client_cpus, errors=errors)
     if config["resume-from"]:  # a resumed run continues in the directory it resumes from
         runs = [Path(str(config["resume-from"])).resolve().parent]
     else:
         runs = sorted(set(output_dir.glob("run-*")) - before, key=lambda p: p.stat().st_mtime)
     if code != 0 or not runs or not (runs[-1] / "summary.md").exists():
+        if errors:  # the ServerApp's own words, not flwr's exit status (0 even then)
+            raise FedrecError(f"the federated run failed: {errors[-1]}")
         raise FedrecError(f"the federated run failed (flwr run exited {code}); see the log above")
     print((runs[-1] / "summary.md").read_text())
     print(f"results: {runs[-1]}")
