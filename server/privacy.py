@@ -130,6 +130,15 @@ def fixed_denominator(kept: list[Message], sampled: list[Message], global_arrays
                    for m in missing]  # fmt: skip
 
 
+def discard_unreleased(strategy: Strategy, server_round: int) -> None:
+    """Before a round is sampled again: forget the privacy event Flower's DP wrapper prepared for
+    the failed attempt, which it refuses to prepare twice. Nothing of that attempt was released
+    (it was never aggregated), so nothing of it is spent."""
+    pending = getattr(strategy, "_pending_events", None)
+    if isinstance(pending, dict):
+        pending.pop(server_round, None)
+
+
 def central_spent(strategy: Strategy) -> dict[str, Any] | None:
     """Flower's running account of DP-FedAvg, when the strategy is its DP wrapper."""
     spent = strategy.privacy_spent() if hasattr(strategy, "privacy_spent") else None

@@ -20,7 +20,8 @@ from flwr.serverapp.strategy import Strategy
 from server import ledger
 from server.checkpoints import ServerState, load_round, round_dir, save_round
 from server.messaging import send_and_receive
-from server.privacy import ActiveGrid, PrivacyTracker, central_spent, declined, fixed_denominator, is_central_dp, is_refusal
+from server.privacy import (ActiveGrid, PrivacyTracker, central_spent, declined, discard_unreleased, fixed_denominator,
+                            is_central_dp, is_refusal)
 from server.secure import secure_updates
 from server.strategy import optimizer_state
 from server.validation import Rejection, RoundUpdates, validate_updates
@@ -84,6 +85,8 @@ def _train_round(
     round-retries times."""
     refused: list[Rejection] = []
     for attempt in range(cfg.round_retries + 1):
+        if attempt:
+            discard_unreleased(strategy, server_round)
         updates = _collect(grid, strategy, model, arrays, cfg, privacy, server_round, sent, secagg)
         for r in updates.rejections:
             log.warning("round %d: update of node %d refused: %s", server_round, r.node_id, r.reason)

@@ -111,3 +111,26 @@ def test_central_dp_averages_over_every_sampled_client_a_dropout_counting_as_zer
     arrays, metrics = strategy.aggregate_train(1, fixed_denominator(kept, sampled, zero))
     assert np.allclose(arrays["weights"].numpy(), (1 + 2 + 3) / 5, atol=1e-6)  # not / 3: the denominator is fixed
     assert metrics["num-examples"] == 10  # the stand-ins carry the answering clients' mean metrics
+
+
+def test_a_central_dp_round_sampled_again_after_a_failed_attempt(server_task: None) -> None:
+    """Flower's DP wrapper refuses to prepare a round's privacy event twice; the failed attempt
+    released nothing, so its event is discarded and the retry is accounted once."""
+    from flwr.app import ConfigRecord
+
+    from server.privacy import discard_unreleased
+    from shared.config import PrivacyConfig
+
+    strategy = make_strategy(FederationConfig(min_train_nodes=5),
+                             PrivacyConfig(central_dp=True, central_noise_multiplier=1.0, central_clipping_norm=1.0), 5)  # fmt: skip
+    zero = ArrayRecord({"weights": Array(np.zeros(4, dtype=np.float32))})
+    list(strategy.configure_train(1, zero, ConfigRecord(), FiveNodes()))
+    with pytest.raises(ValueError, match="already has a pending privacy event"):
+        list(strategy.configure_train(1, zero, ConfigRecord(), FiveNodes()))
+    discard_unreleased(strategy, 1)
+    list(strategy.configure_train(1, zero, ConfigRecord(), FiveNodes()))
+    replies = [reply(k, 0.1) for k in range(1, 6)]
+    for msg in replies:
+        msg.content["metrics"]["client-weight"] = 1
+    strategy.aggregate_train(1, replies)
+    assert strategy.privacy_spent().num_releases == 1
