@@ -65,3 +65,14 @@ def test_train_consented_only_then_a_federation_starts_from_it(tmp_path: Path, c
     with pytest.raises(FedrecError, match="pretrained .*dim is 16, the run's is 32"):
         load_pretrained(out, other)
     assert main(["train", "--dataset", "csv", "--path", str(d), "--consented-only", "--output", str(tmp_path / "x")]) == 2
+
+
+def test_evaluate_on_the_users_who_did_not_consent(tmp_path: Path, capsys) -> None:
+    d = with_consent(write_csv(make_tiny(num_users=20), tmp_path / "csv"), {str(u): "1" for u in range(1, 6)})
+    data = ["--dataset", "csv", "--path", str(d)]
+    for users, count in (("all", 20), ("consented", 5), ("non-consented", 15)):
+        assert main(["evaluate", "--baseline", "popularity", *data, "--users", users]) == 0
+        assert f"{count:,} users: {users}" in capsys.readouterr().out
+    plain = write_csv(make_tiny(num_users=20), tmp_path / "plain")
+    assert main(["evaluate", "--baseline", "popularity", "--dataset", "csv", "--path", str(plain),
+                 "--users", "consented"]) == 2  # fmt: skip

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
+
 from shared.cli.options import add_data_options, data_config, emit_json, table
-from shared.data.dataset import STAGES, load_dataset
+from shared.data.consent import consented_users
+from shared.data.dataset import STAGES, Dataset, load_dataset
 from shared.errors import FedrecError
 from shared.eval.protocols import evaluate
 from shared.models.popularity import Popularity
 
 BASELINES = ("popularity",)
+USER_SETS = ("all", "consented", "non-consented")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -22,8 +26,24 @@ def register(commands: argparse._SubParsersAction) -> None:
     cmd.add_argument("--stage", choices=STAGES, default="test", help="which held-out item")
     cmd.add_argument("-k", type=int, default=10, help="cut-off for HR and NDCG (baselines)")
     cmd.add_argument("--device", default="auto", help="auto, cpu or cuda (checkpoints)")
+    cmd.add_argument("--users", choices=USER_SETS, default="all",
+                     help="whose held-out items: everyone, or those who did (not) consent to central "
+                          "use (--consent-fraction with --seed, or users.csv's consent column)")  # fmt: skip
+    cmd.add_argument("--seed", type=int, default=42, help="draws --consent-fraction's users")
     cmd.add_argument("--json", default="", help="write the metrics as JSON (- for stdout)")
     cmd.set_defaults(run=run)
+
+
+def chosen_users(args: argparse.Namespace, dataset: Dataset) -> np.ndarray | None:
+    """The users --users names (None: all). A private model is judged on the users whose data
+    reached it only through DP, apart from those the server pretrained on."""
+    if args.users == "all":
+        return None
+    consented = consented_users(dataset, args.consent_fraction, args.seed)
+    users = consented if args.users == "consented" else np.setdiff1d(np.arange(dataset.num_users), consented)
+    if not len(users):
+        raise FedrecError(f"--users {args.users}: no such user (give --consent-fraction, or a consent column)")
+    return users
 
 
 def format_metrics(results: dict[str, dict[str, float]]) -> str:
@@ -38,8 +58,10 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint:
         return run_checkpoint(args)
     dataset = load_dataset(data_config(args))
-    results = evaluate(dataset, Popularity.fit(dataset), args.stage, ks=(args.k,))
-    print(f"{args.baseline} on {dataset.name} ({args.stage}, {dataset.num_users:,} users)")
+    users = chosen_users(args, dataset)
+    results = evaluate(dataset, Popularity.fit(dataset), args.stage, ks=(args.k,), users=users)
+    count = dataset.num_users if users is None else len(users)
+    print(f"{args.baseline} on {dataset.name} ({args.stage}, {count:,} users: {args.users})")
     print(format_metrics(results))
     emit_json(results, args.json)
     return 0
@@ -56,8 +78,10 @@ def run_checkpoint(args: argparse.Namespace) -> int:
     dataset = load_dataset(data_config(args))
     check_catalog(model, dataset)
     device = TrainConfig(device=args.device).resolved_device()
-    results = evaluate_model(model, dataset, args.stage, device)
-    print(f"{args.checkpoint} on {dataset.name} ({args.stage}, {dataset.num_users:,} users); "
+    users = chosen_users(args, dataset)
+    results = evaluate_model(model, dataset, args.stage, device, users=users)
+    count = dataset.num_users if users is None else len(users)
+    print(f"{args.checkpoint} on {dataset.name} ({args.stage}, {count:,} users: {args.users}); "
           f"retrieval recall@100 {results['retrieval']['full']['recall@100']:.4f}")  # fmt: skip
     print(metrics_table(results))
     emit_json(results, args.json)

@@ -30,6 +30,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-text", action="store_true", help="item tower without text")
     group.add_argument("--no-id-embedding", action="store_true",
                        help="item tower from text alone (cold-start items)")  # fmt: skip
+    group.add_argument("--item-bias", action="store_true",
+                       help="a per-item bias: the popularity prior (run config use-item-bias)")  # fmt: skip
     group.add_argument("--retrieve-top-n", type=int, default=d.retrieve_top_n)
     group.add_argument("--text-finetune-layers", type=int, default=d.text_finetune_layers,
                        help="fine-tune the top N MiniLM layers (slow on CPU)")  # fmt: skip
@@ -54,6 +56,7 @@ def model_config(args: argparse.Namespace) -> ModelConfig:
         dim=args.dim, num_layers=args.num_layers, num_heads=args.num_heads, max_len=args.max_len,
         dropout=args.dropout, use_text=not args.no_text, use_id_embedding=not args.no_id_embedding,
         retrieve_top_n=args.retrieve_top_n, text_finetune_layers=args.text_finetune_layers,
+        use_item_bias=args.item_bias,
     )  # fmt: skip
 
 
