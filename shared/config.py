@@ -339,3 +339,18 @@ def _count_or_fraction(value: float) -> bool:
     """A positive whole number, or a fraction strictly between 0 and 1."""
     v = float(value)
     return 0 < v < 1 or (v >= 1 and v == int(v))
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """Canary users planted in a simulation's training data, for `fedrec audit`'s one-run
+    epsilon lower bound (shared/privacy/canaries.py, shared/privacy/one_run.py)."""
+
+    audit_canaries: int = 0  # m canaries, each trained on with probability 1/2; 0: none
+    audit_seed: int = 0  # draws the canaries and their coins
+
+    def __post_init__(self) -> None:
+        if int(self.audit_canaries) < 0:
+            raise FedrecError(f"audit-canaries must be >= 0, got {self.audit_canaries}")
+        object.__setattr__(self, "audit_canaries", int(self.audit_canaries))
+        object.__setattr__(self, "audit_seed", int(self.audit_seed))
