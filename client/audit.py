@@ -30,7 +30,10 @@ TRAIN_METRICS = {"num-examples", "train-seconds", "train-loss", "train-retrieval
 # weight central DP asks for. A loss or a time computed from the data would leave unaccounted.
 DP_TRAIN_METRICS = {"num-examples", "client-weight"}
 REFUSAL_KEYS = {"key", "reason", "partition-id"}
-EVAL_METRIC_PARTS = ({"retrieval", "ranking"}, {"full", "sampled"}, {"hr@10", "ndcg@10", "mrr", "hr@100", "recall@100", "ndcg@100"})
+# The metric names shared.eval.metrics.summarize writes at k = 10 (and 100 for retrieval).
+EVAL_METRIC_PARTS = ({"retrieval", "ranking"}, {"full", "sampled"},
+                     {"hr@10", "ndcg@10", "mrr", "hr@100", "recall@100", "ndcg@100", "precision@10",
+                      "recall@10", "f1@10", "precision@100", "f1@100"})  # fmt: skip
 PRIVACY_KEYS = {"client-id", "partition-id", "unit", "status", "noise-multiplier", "sample-rate", "steps",
                 "max-grad-norm", "epsilon", "delta", "budget", "accountant", "history"}  # fmt: skip
 

@@ -32,7 +32,7 @@ def test_evaluate_popularity_writes_both_protocols(capsys, csv_dir: Path, tmp_pa
     result = json.loads(out_json.read_text())
     assert set(result) == {"full", "sampled"}
     for block in result.values():
-        assert set(block) == {"hr@10", "ndcg@10", "mrr"}
+        assert set(block) == {"hr@10", "ndcg@10", "mrr", "precision@10", "recall@10", "f1@10"}
         assert all(0.0 <= v <= 1.0 for v in block.values())
     assert not [p for p in out_json.parent.iterdir() if p.name.startswith(".")]  # no temp left
 

@@ -16,6 +16,7 @@ from shared.eval.metrics import (
     hit_rate,
     mrr,
     ndcg,
+    precision_recall_f1,
     recall_at_k,
     summarize,
 )
@@ -45,7 +46,29 @@ def test_hit_rate_and_mrr_on_hand_computed_ranks() -> None:
     assert hit_rate(ranks, 3) == pytest.approx(2 / 3)
     assert mrr(ranks) == pytest.approx((1 + 1 / 3 + 1 / 4) / 3)
     assert ndcg(ranks, 3) == pytest.approx((1 + 1 / np.log2(4)) / 3)
-    assert summarize(ranks, (3,)) == {"hr@3": hit_rate(ranks, 3), "ndcg@3": ndcg(ranks, 3), "mrr": mrr(ranks)}
+    hr3 = hit_rate(ranks, 3)
+    assert summarize(ranks, (3,)) == pytest.approx({"hr@3": hr3, "ndcg@3": ndcg(ranks, 3), "mrr": mrr(ranks),
+                                                    "precision@3": hr3 / 3, "recall@3": hr3, "f1@3": hr3 * 2 / 4})
+
+
+def test_precision_recall_f1_with_one_held_out_item() -> None:
+    """One relevant item per user: recall@k is HR@k, precision@k HR@k / k, and the per-user
+    mean F1 equals the F1 of the mean precision and recall."""
+    ranks = np.array([0, 4, 9, 10, 50])
+    precision, recall, f1 = precision_recall_f1(ranks, 10)
+    assert recall == hit_rate(ranks, 10) == pytest.approx(0.6)
+    assert precision == pytest.approx(0.06)
+    assert f1 == pytest.approx(2 * precision * recall / (precision + recall))
+    assert precision_recall_f1(np.array([20]), 10) == (0.0, 0.0, 0.0)
+
+
+def test_the_message_audit_accepts_every_metric_a_node_reports() -> None:
+    """A DP run's audit flags any metric name off its allow-list: the new ones must be on it."""
+    from client.audit import _metric_allowed
+
+    full_retrieval = summarize(np.array([0, 3]), (10, 100))
+    for stage, protocol, block in [("retrieval", "full", full_retrieval), ("ranking", "sampled", summarize(np.array([1])))]:
+        assert all(_metric_allowed(f"{stage}-{protocol}-{k}", dp=True) for k in block)
 
 
 def test_ties_count_against_the_model() -> None:
@@ -118,7 +141,8 @@ class Oracle:
 def test_an_oracle_scores_perfectly_and_popularity_does_not(dataset) -> None:
     perfect = evaluate(dataset, Oracle(dataset), "test")
     for protocol in ("full", "sampled"):
-        assert perfect[protocol] == {"hr@10": 1.0, "ndcg@10": 1.0, "mrr": 1.0}
+        assert perfect[protocol] == pytest.approx({"hr@10": 1.0, "ndcg@10": 1.0, "mrr": 1.0, "precision@10": 0.1,
+                                                   "recall@10": 1.0, "f1@10": 2 / 11})
     pop = evaluate(dataset, Popularity.fit(dataset), "valid")
     assert 0 < pop["sampled"]["hr@10"] < 1
 

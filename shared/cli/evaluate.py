@@ -18,7 +18,7 @@ USER_SETS = ("all", "consented", "non-consented")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    cmd = commands.add_parser("evaluate", help="HR, NDCG and MRR under both protocols")
+    cmd = commands.add_parser("evaluate", help="HR, NDCG, MRR, precision, recall and F1 under both protocols")
     add_data_options(cmd)
     what = cmd.add_mutually_exclusive_group(required=True)
     what.add_argument("--baseline", choices=BASELINES, help="evaluate a baseline")

@@ -80,12 +80,16 @@ def register(commands: argparse._SubParsersAction) -> None:
     cmd.set_defaults(run=run)
 
 
+TABLE_METRICS = ("hr@10", "ndcg@10", "mrr", "precision@10", "recall@10", "f1@10")
+
+
 def metrics_table(results: dict) -> str:
     rows = []
     for stage, protocols in results.items():
         for protocol, m in protocols.items():
-            rows.append([stage, protocol, f"{m['hr@10']:.4f}", f"{m['ndcg@10']:.4f}", f"{m['mrr']:.4f}"])
-    return table(rows, ["stage", "protocol", "hr@10", "ndcg@10", "mrr"])
+            # Blank where a metrics.json written before precision/recall/F1 were reported lacks them.
+            rows.append([stage, protocol, *(f"{m[k]:.4f}" if k in m else "" for k in TABLE_METRICS)])
+    return table(rows, ["stage", "protocol", *TABLE_METRICS])
 
 
 def run(args: argparse.Namespace) -> int:

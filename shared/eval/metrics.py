@@ -74,11 +74,26 @@ def recall_at_k(top_k: np.ndarray, relevant: list[np.ndarray]) -> float:
     return float(np.mean(hits)) if hits else 0.0
 
 
+def precision_recall_f1(ranks: np.ndarray, k: int) -> tuple[float, float, float]:
+    """Precision@k, recall@k and F1@k with one held-out item per row, as both protocols have.
+
+    With a single relevant item a row's top k holds it (1 hit) or not (0): recall@k is the hit
+    rate, precision@k is the hit rate / k, and a row's F1 is 2/(k+1) on a hit. These are the
+    seed's metrics, reported beside HR and NDCG so its tables can be compared; they carry no
+    information HR@k lacks. F1 is averaged per row, which here equals the F1 of the mean
+    precision and recall (the two are proportional), and which stays exact when the federation
+    averages client means weighted by their users."""
+    hits = (ranks < k).astype(np.float64)
+    return float(np.mean(hits / k)), float(np.mean(hits)), float(np.mean(hits * 2.0 / (k + 1)))
+
+
 def summarize(ranks: np.ndarray, ks: tuple[int, ...] = (10,)) -> dict[str, float]:
-    """HR@k and NDCG@k for each k, plus MRR, keyed as in the JSON reports ('hr@10', ...)."""
+    """HR@k, NDCG@k, precision@k, recall@k and F1@k for each k, plus MRR, keyed as in the JSON
+    reports ('hr@10', 'precision@10', ...)."""
     out: dict[str, float] = {}
     for k in ks:
         out[f"hr@{k}"] = hit_rate(ranks, k)
         out[f"ndcg@{k}"] = ndcg(ranks, k)
+        out[f"precision@{k}"], out[f"recall@{k}"], out[f"f1@{k}"] = precision_recall_f1(ranks, k)
     out["mrr"] = mrr(ranks)
     return out

@@ -6,6 +6,8 @@
              uniformly with a fixed seed. This is the NCF / SASRec protocol, kept so numbers can sit
              next to the literature's.
 
+Both report HR@K, NDCG@K, precision@K, recall@K, F1@K and MRR (shared.eval.metrics.summarize).
+
 A model plugs in as a `Scorer`: any object that scores users against all items, and optionally
 against given candidates (a ranking stage re-scores only those).
 """
