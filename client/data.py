@@ -10,12 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from shared.config import AuditConfig, DataConfig, ModelConfig, PartitionConfig, from_run_config
+from shared.config import AuditConfig, DataConfig, FederationConfig, ModelConfig, PartitionConfig, from_run_config
 from shared.data.dataset import Dataset, load_dataset, load_node_dataset
 from shared.data.partition import Partition, partition_users
 from shared.data.sources import default_cache_dir
 from shared.errors import FedrecError
 from shared.models.batches import Sequences, feature_names
+from shared.models.checkpoint import load_pretrained
 from shared.models.recommender import Recommender
 from shared.privacy.canaries import Canaries, canary_examples, check_partitioning, joined, make_canaries
 from shared.models.training import build_model
@@ -105,10 +106,13 @@ def local_model(run_config: Mapping[str, Any], dataset: Dataset) -> Recommender:
     clients that process simulates in turn (building it costs more than a one-user client's
     whole evaluation). Item text embeddings come from the public catalog, cached on disk."""
     return _model(from_run_config(DataConfig, run_config), from_run_config(ModelConfig, run_config),
-                  dataset)  # fmt: skip
+                  dataset, from_run_config(FederationConfig, run_config).pretrained)  # fmt: skip
 
 
 @lru_cache(maxsize=1)
-def _model(data: DataConfig, model: ModelConfig, dataset: Dataset) -> Recommender:
+def _model(data: DataConfig, model: ModelConfig, dataset: Dataset, pretrained: str) -> Recommender:
     cache = data.cache_path or default_cache_dir()
-    return build_model(dataset, model, Path(cache))
+    built = build_model(dataset, model, Path(cache))
+    if pretrained:  # frozen weights (finetune=head) never travel: each node starts from the file
+        load_pretrained(pretrained, built)
+    return built

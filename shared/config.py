@@ -107,6 +107,9 @@ class ModelConfig:
     use_text: bool = True
     use_id_embedding: bool = True
     use_item_bias: bool = False  # a per-item scalar: the popularity prior (shared/models/recommender.py)
+    # What trains: "all", or "head" (item tower, ranker, norms and biases; the rest frozen at
+    # the `pretrained` checkpoint's values): fewer parameters, less DP noise, smaller updates.
+    finetune: str = "all"
     retrieve_top_n: int = 100
     # Fine-tune the top N MiniLM layers inside the item tower (0: frozen, cached embeddings).
     # Costly: every item vector then runs N transformer layers; meant for GPUs or small catalogs.
@@ -124,6 +127,8 @@ class ModelConfig:
             raise FedrecError(f"text-finetune-layers must be 0..6, got {self.text_finetune_layers}")
         if self.text_finetune_layers and not self.use_text:
             raise FedrecError("text-finetune-layers needs the text tower (drop --no-text)")
+        if self.finetune not in ("all", "head"):
+            raise FedrecError(f"finetune must be all or head, got '{self.finetune}'")
         if not 0 <= float(self.dropout) < 1:
             raise FedrecError(f"dropout must be in [0, 1), got {self.dropout}")
 

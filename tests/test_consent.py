@@ -76,3 +76,33 @@ def test_evaluate_on_the_users_who_did_not_consent(tmp_path: Path, capsys) -> No
     plain = write_csv(make_tiny(num_users=20), tmp_path / "plain")
     assert main(["evaluate", "--baseline", "popularity", "--dataset", "csv", "--path", str(plain),
                  "--users", "consented"]) == 2  # fmt: skip
+
+
+def test_finetune_head_trains_the_item_tower_ranker_norms_and_biases_only(tmp_path: Path) -> None:
+    """On top of a pretrained model, finetune=head freezes the user tower's attention and
+    feed-forward weights: they are neither trained nor sent, and every node takes them from the
+    pretrained file, so a node's model equals the server's."""
+    from client.data import local_model
+    from shared.config import FederationConfig  # noqa: F401  (pretrained is a federation key)
+
+    d = write_csv(make_tiny(num_users=20), tmp_path / "csv")
+    dataset = load_dataset(DataConfig(dataset="csv", data_path=str(d)))
+    full = build_model(dataset, SMALL, tmp_path / "cache")
+    head = build_model(dataset, ModelConfig(**{**SMALL.__dict__, "finetune": "head"}), tmp_path / "cache")
+    trained = {n for n, p in head.named_parameters() if p.requires_grad}
+    assert 0 < sum(p.numel() for p in head.trainable_parameters()) < 0.8 * sum(p.numel() for p in full.trainable_parameters())
+    assert "text_proj.weight" in trained and "rank_mlp.0.weight" in trained
+    assert not any("attention.self.query.weight" in n or "intermediate.dense.weight" in n for n in trained)
+    assert any("LayerNorm" in n for n in trained)
+    from shared.models.checkpoint import save_checkpoint
+
+    with torch.no_grad():
+        for p in full.parameters():
+            p.add_(0.01)
+    save_checkpoint(full, tmp_path / "pre")
+    run = {"dataset": "csv", "data-path": str(d), "cache-dir": str(tmp_path / "cache"), "dim": 16, "num-layers": 1,
+           "max-len": 12, "retrieve-top-n": 10, "use-id-embedding": False, "finetune": "head",
+           "pretrained": str(tmp_path / "pre")}  # fmt: skip
+    node = local_model(run, dataset)
+    for (name, a), b in zip(node.state_dict().items(), full.state_dict().values()):
+        assert torch.equal(a, b), name

@@ -36,6 +36,10 @@ FORMAT_VERSION = 1  # bump when a saved checkpoint can no longer be read by this
 TEXT_DIM = 384
 USER_FEATURES = ("age", "gender", "occupation", "region")
 HARD_NEGATIVE_POOL = 100  # the ranker's hard negatives are drawn from the retrieval top-100
+# finetune="head": what trains on top of a pretrained model (the rest is frozen): the item tower,
+# the ranker, and every LayerNorm and bias. DP noise grows with the number of trained
+# parameters; the user tower's attention and feed-forward weights are most of them.
+HEAD_MODULES = ("text_proj", "item_id", "item_norm", "item_bias", "rank_mlp", "genre_proj", "year_emb")
 
 
 def hard_negative_pool(num_items: int) -> int:
@@ -164,6 +168,11 @@ class Recommender(nn.Module, PyTorchModelHubMixin):
         # it only where its extra features help (see rank_logits).
         nn.init.zeros_(self.rank_mlp[-1].weight)
         nn.init.zeros_(self.rank_mlp[-1].bias)
+        if m.get("finetune", "all") == "head":
+            for name, p in self.named_parameters():
+                head = name.startswith(HEAD_MODULES) or "LayerNorm" in name or name.endswith(".bias")
+                if not head:
+                    p.requires_grad_(False)
 
     # ------------------------------------------------------------------ bookkeeping
 
