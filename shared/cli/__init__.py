@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from shared.cli import audit, data, deploy, evaluate, privacy, recommend, simulate, train
+from shared.cli import audit, catalog, data, deploy, evaluate, privacy, recommend, simulate, train
 from shared.errors import FedrecError
 
 EXIT_USER_ERROR = 2
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     data.register(commands)
+    catalog.register(commands)
     evaluate.register(commands)
     train.register(commands)
     recommend.register(commands)

@@ -13,8 +13,6 @@ interactions in a few megabytes and makes slicing a user's history O(1).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
@@ -24,9 +22,11 @@ import numpy as np
 import pandas as pd
 
 from shared.config import DataConfig
-from shared.data.catalog import item_genres, item_texts, item_years, text_columns
-from shared.data.readers import RawData, read_directory
+from shared.data.catalog import item_texts  # noqa: F401  (re-exported: tests and callers use it here)
+from shared.data.public_catalog import ITEM_FIELDS, Catalog, content_fingerprint, item_fields
+from shared.data.readers import RawData, read_directory, read_private_files
 from shared.data.sources import resolve
+from shared.data.tables import Table
 from shared.errors import FedrecError
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,9 @@ class Dataset:
     timestamps: np.ndarray  # (N,) int64
     stats: DatasetStats
     consent: np.ndarray | None = None  # (U,) bool: users.csv's `consent` column, when it has one
+    # The item-text embeddings' cache key: a catalog artifact's fingerprint, or "" (a hash of
+    # the texts: what a dataset that brings its own items has always used).
+    embedding_key: str = ""
 
     @property
     def num_users(self) -> int:
@@ -162,20 +165,20 @@ def _user_features(
     return features, vocab
 
 
-def _catalog_codes(inter: pd.DataFrame, catalog: Dataset, directory: object) -> np.ndarray:
-    """Each interaction's item index in the federation's catalog; an unknown item is an error
-    (a node's update for an item the catalog lacks would land on another item's weights)."""
-    codes = pd.Index(catalog.item_ids[1:]).get_indexer(inter["item_id"]) + 1
-    unknown = inter["item_id"][codes == 0].unique()
+def _check_known_items(raw: RawData, catalog: Catalog | Dataset, table: Table | None) -> None:
+    """Every interaction's item must be in the federation's catalog (a node's update for an item
+    the catalog lacks would land on another item's weights): the first that is not is named with
+    its file and line. Checked before any filtering, so no bad row hides in a dropped user."""
+    inter = raw.interactions
+    unknown = np.flatnonzero(~inter["item_id"].isin(set(catalog.item_ids[1:])).to_numpy())
     if len(unknown):
+        row = int(unknown[0])
+        place = f"{table.path} line {table.first_line + row}" if table is not None else str(raw.directory)
+        count = inter["item_id"].iloc[unknown].nunique()
         raise FedrecError(
-            f"{directory}: {len(unknown)} item(s) are not in the catalog of '{catalog.name}' "
-            f"(e.g. '{unknown[0]}'): a node's data must use the federation's item ids"
+            f"{place}: item_id '{inter['item_id'].iat[row]}' is not in the catalog of '{catalog.name}' "
+            f"({count} unknown item(s)): a node's data must use the federation's item ids"
         )
-    return codes
-
-
-ITEM_FIELDS = ("item_ids", "item_text", "item_titles", "item_year", "genre_names", "item_genres")
 
 
 def _own_catalog(raw: RawData, inter: pd.DataFrame, config: DataConfig) -> tuple[np.ndarray, dict]:
@@ -185,20 +188,18 @@ def _own_catalog(raw: RawData, inter: pd.DataFrame, config: DataConfig) -> tuple
     items = raw.items[raw.items["item_id"].isin(set(inter["item_id"])).to_numpy()]
     items = items.reset_index(drop=True).astype(str)
     item_code = pd.Index(items["item_id"]).get_indexer(inter["item_id"]) + 1
-    where = f"{raw.directory.name} items"
-    texts = item_texts(items, text_columns(items, config.text_column_list, where))
-    genre_names, multi_hot = item_genres(items)
-    titles = items["title"] if "title" in items.columns else items["item_id"]
-    return item_code, {
-        "item_ids": np.array(["<pad>", *items["item_id"]], dtype=object), "item_text": ["", *texts],
-        "item_titles": ["", *titles], "item_year": item_years(items), "genre_names": genre_names,
-        "item_genres": multi_hot,
-    }  # fmt: skip
+    return item_code, item_fields(items, config.text_column_list, f"{raw.directory.name} items")
 
 
-def build_dataset(raw: RawData, config: DataConfig, catalog: Dataset | None = None) -> Dataset:
+def build_dataset(
+    raw: RawData, config: DataConfig, catalog: Catalog | Dataset | None = None, table: Table | None = None
+) -> Dataset:  # fmt: skip
     """`raw` preprocessed; with `catalog` (an edge node's private data) the items, their texts
-    and the user-feature vocabularies are the catalog's, so the node's model is the federation's."""
+    and the user-feature vocabularies are the catalog's, so the node's model is the federation's.
+    `table` is the interaction file as read, for naming the line of an item the catalog lacks.
+    Filtering and the leave-one-out split are the same either way: on a node, over its users."""
+    if catalog is not None:
+        _check_known_items(raw, catalog, table)
     inter = raw.interactions
     stats_raw = (inter["user_id"].nunique(), inter["item_id"].nunique(), len(inter))
     keep = inter["rating"].isna() | (inter["rating"] >= config.rating_threshold)
@@ -226,13 +227,15 @@ def build_dataset(raw: RawData, config: DataConfig, catalog: Dataset | None = No
         inter = inter[inter["user_id"].isin(set(user_ids)).to_numpy()]
     user_code = pd.Index(user_ids).get_indexer(inter["user_id"])
 
+    embedding_key = ""
     if catalog is None:
         item_code, items_part = _own_catalog(raw, inter, config)
         features, vocab = _user_features(raw.users, user_ids)
     else:
-        item_code = _catalog_codes(inter, catalog, raw.directory)
+        item_code = pd.Index(catalog.item_ids[1:]).get_indexer(inter["item_id"]) + 1
         items_part = {k: getattr(catalog, k) for k in ITEM_FIELDS}
         features, vocab = _user_features(raw.users, user_ids, catalog.user_feature_vocab)
+        embedding_key = catalog_fingerprint(catalog) if isinstance(catalog, Catalog) and catalog.path else ""
 
     timestamps = inter["timestamp"].to_numpy(np.int64)
     order = np.lexsort((np.arange(len(inter)), timestamps, user_code))
@@ -245,7 +248,8 @@ def build_dataset(raw: RawData, config: DataConfig, catalog: Dataset | None = No
         flags = raw.users.set_index("user_id")["consent"].reindex(pd.Index(user_ids)).fillna("0")
         consent = parse_consent(list(flags.astype(str)), f"{raw.directory} users")
     return Dataset(
-        name=config.dataset,
+        name=catalog.name if catalog is not None else config.dataset,
+        embedding_key=embedding_key,
         consent=consent,
         user_ids=user_ids,
         **items_part,
@@ -271,20 +275,41 @@ def load_dataset(config: DataConfig) -> Dataset:
     return build_dataset(read_directory(directory), config)
 
 
-def load_node_dataset(directory: Path, config: DataConfig, catalog: Dataset) -> Dataset:
-    """An edge node's private data (any supported format, usually `fedrec data export-partition`'s
-    csv) indexed against the federation's catalog."""
-    return build_dataset(read_directory(directory), config, catalog)
+def load_node_dataset(directory: Path, config: DataConfig, catalog: Catalog | Dataset) -> Dataset:
+    """An edge node's private data (its interactions and users, usually `fedrec data
+    export-partition`'s csv) indexed against the federation's catalog. Only the interaction and
+    user files are read: items are the catalog's, an item it lacks is an error naming the line."""
+    table, inter, users = read_private_files(directory)
+    raw = RawData(inter, pd.DataFrame({"item_id": pd.Series([], dtype=str)}), users, "node", directory)
+    return build_dataset(raw, config, catalog, table)
 
 
-@lru_cache(maxsize=4)  # per dataset object: every message of a simulation checks it
-def catalog_fingerprint(dataset: Dataset) -> str:
+def catalog_of(dataset: Dataset) -> Catalog:
+    """The catalog a simulation derives from its one dataset (the items someone interacted with,
+    the vocabularies of its users): what both sides reach items through when there is no
+    catalog artifact."""
+    return Catalog(name=dataset.name, user_feature_vocab=dataset.user_feature_vocab,
+                   **{k: getattr(dataset, k) for k in ITEM_FIELDS})  # fmt: skip
+
+
+def empty_dataset(catalog: Catalog) -> Dataset:
+    """A dataset with the catalog's items and vocabularies and no user: what the server, which
+    holds no interaction, builds the model from."""
+    features, vocab = _user_features(None, np.array([], dtype=str), catalog.user_feature_vocab)
+    empty = np.zeros(0, dtype=np.int64)
+    return Dataset(
+        name=catalog.name, user_ids=np.array([], dtype=str), **{k: getattr(catalog, k) for k in ITEM_FIELDS},
+        user_features=features, user_feature_vocab=vocab, offsets=np.zeros(1, dtype=np.int64),
+        items=empty.astype(np.int32), timestamps=empty, stats=DatasetStats(0, 0, 0, 0, 0, 0),
+        embedding_key=catalog_fingerprint(catalog) if catalog.path else "",
+    )  # fmt: skip
+
+
+@lru_cache(maxsize=8)  # per object: every message of a simulation checks it
+def catalog_fingerprint(catalog: Catalog | Dataset) -> str:
     """Identifies the item catalog (ids, order, texts) and user-feature vocabularies: two parties
     whose fingerprints match index items and features alike."""
-    digest = hashlib.sha256()
-    for part in (list(dataset.item_ids[1:]), dataset.item_text, dataset.user_feature_vocab):
-        digest.update(json.dumps(part, sort_keys=True, default=str).encode())
-    return digest.hexdigest()[:16]
+    return content_fingerprint(catalog.item_ids, catalog.item_text, catalog.user_feature_vocab)
 
 
 def check_catalog(dataset: Dataset, expected: str) -> None:
@@ -293,5 +318,5 @@ def check_catalog(dataset: Dataset, expected: str) -> None:
     if expected and mine != expected:
         raise FedrecError(
             f"this node's item catalog ({mine}) differs from the server's ({expected}): both must "
-            "use the same dataset version and preprocessing settings"
+            "use the same catalog (`fedrec catalog build`), or the same dataset and preprocessing settings"
         )

@@ -200,12 +200,14 @@ def cache_key(texts: list[str]) -> str:
 
 
 def item_embeddings(
-    texts: list[str], cache_dir: Path, device: str = "cpu", chunk_size: int = CHUNK_SIZE
+    texts: list[str], cache_dir: Path, device: str = "cpu", chunk_size: int = CHUNK_SIZE, catalog: str = ""
 ) -> np.ndarray:
     """Cached `encode(texts)`; the cache file is written atomically. A catalog not yet cached is
     encoded chunk by chunk, each finished chunk kept under `<key>.partial/`, so an interrupted
-    encoding (Ctrl-C, a killed job) resumes where it stopped instead of starting over."""
-    path = Path(cache_dir) / "embeddings" / f"{cache_key(texts)}.npy"
+    encoding (Ctrl-C, a killed job) resumes where it stopped instead of starting over. `catalog`,
+    a catalog artifact's fingerprint (it covers the texts), keys the cache instead of the texts."""
+    key = f"{MODEL_NAME}-catalog-{catalog}" if catalog else cache_key(texts)
+    path = Path(cache_dir) / "embeddings" / f"{key}.npy"
     if path.exists():
         try:
             cached = np.load(path)

@@ -60,7 +60,7 @@ def build_model(dataset: Dataset, config: ModelConfig, cache_dir: Path) -> Recom
         # Only a model that fine-tunes the text layers needs the texts again when loaded.
         **({"item_texts": dataset.item_text[1:]} if config.text_finetune_layers else {}),
     })  # fmt: skip
-    text = item_embeddings(dataset.item_text, cache_dir) if config.use_text else None
+    text = item_embeddings(dataset.item_text, cache_dir, catalog=dataset.embedding_key) if config.use_text else None
     model.set_item_side(
         torch.from_numpy(text) if text is not None else torch.zeros_like(model.text),
         torch.from_numpy(dataset.item_genres.astype(np.float32)),
