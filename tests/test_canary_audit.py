@@ -60,10 +60,13 @@ def test_canaries_come_from_the_seed_and_half_are_trained_on() -> None:
     assert np.array_equal(a.sequences, b.sequences) and np.array_equal(a.members, b.members)
     assert not np.array_equal(make_canaries(400, 1682, seed=8).members, a.members)
     assert 160 < a.members.sum() < 240 and a.sequences.min() >= 1 and a.sequences.max() <= 1682
-    assert all(len(set(s)) == len(s) for s in a.sequences)
+    assert all(len(set(s)) == len(s) for s in np.r_[a.sequences, a.decoys])
+    # Every slot trains one example, its canary or its decoy: flipping a coin swaps one for another.
     parts = [a.for_partition(p, 3) for p in range(3)]
-    assert sum(len(p) for p in parts) == a.members.sum()
-    assert np.array_equal(np.sort(np.concatenate(parts), axis=0), np.sort(a.sequences[a.members], axis=0))
+    assert [len(p) for p in parts] == [134, 133, 133]
+    planted = np.concatenate(parts)
+    assert np.array_equal(np.sort(planted, axis=0),
+                          np.sort(np.r_[a.sequences[a.members], a.decoys[~a.members]], axis=0))  # fmt: skip
     with pytest.raises(FedrecError, match="silo partitioning"):
         check_partitioning("user")
 
@@ -74,7 +77,7 @@ def test_included_canaries_reach_a_nodes_training_and_never_its_evaluation(csv_d
     plain = local_data(base, {"partition-id": 1, "num-partitions": 3})
     local = local_data({**base, "audit-canaries": 30, "audit-seed": 3}, {"partition-id": 1, "num-partitions": 3})
     mine = make_canaries(30, plain.dataset.num_items, 3).for_partition(1, 3)
-    assert len(mine) and np.array_equal(local.canaries, mine)
+    assert len(mine) == 10 and np.array_equal(local.canaries, mine)
     assert np.array_equal(local.users, plain.users) and local.dataset is plain.dataset
     from client.data import local_model
 
@@ -129,6 +132,10 @@ def test_fedrec_audit_reads_a_run_directory(memorised, tmp_path: Path, capsys) -
                                                          "epsilon_quantiles": {"p100": 8.0}}))  # fmt: skip
     dp = audit_run(run)
     assert dp["reported_epsilon"] == 8.0 and dp["delta"] == 1e-3
+    assert dp["reported_as"] == "local DP, max over clients"
+    (run / "privacy_report.json").write_text(json.dumps({"num_clients": 0, "central": {"epsilon": 1.0, "delta": 1e-5}}))
+    central = audit_run(run)  # a canary swap is two add/remove steps of one client: group privacy
+    assert central["reported_epsilon"] == 2.0 and central["delta"] == pytest.approx((1 + np.e) * 1e-5)
     assert dp["epsilon_lower_bound"] < result["epsilon_lower_bound"]  # delta pays for rare failures
     record_canaries(run, len(canaries), 1, 999)
     with pytest.raises(FedrecError, match="catalog has"):

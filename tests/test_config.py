@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from shared.config import (
+    AuditConfig,
     FaultConfig,
     SecureAggregationConfig,
     PrivacyConfig,
@@ -21,7 +22,7 @@ from shared.errors import FedrecError
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = (DataConfig, PartitionConfig, FederationConfig, TrainConfig, ModelConfig, PrivacyConfig, FaultConfig,
-           SecureAggregationConfig)
+           SecureAggregationConfig, AuditConfig)
 
 
 def run_config() -> dict:

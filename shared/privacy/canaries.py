@@ -4,9 +4,12 @@ A canary is a made-up user: a sequence of items drawn uniformly from the catalog
 side features, so no real user looks like one and only training on it can teach a model its
 item-to-item steps. `make_canaries` draws m of them and a fair membership coin for each from the
 audit seed alone, so the auditor regenerates exactly what the nodes trained on. In a simulation,
-included canary k joins the training examples (never the evaluation users) of partition
-k mod K. Under user-level DP inside a silo (every partitioning but `user`) a canary is one
-example, one privacy unit, so the audit bounds the epsilon each client reports.
+slot k joins the training examples (never the evaluation users) of partition k mod K: canary k
+if its coin says so, else decoy k, another random user that is never scored. Flipping one coin
+then swaps one example for another, the replace-one adjacency the clients' epsilon is accounted
+under, and no silo's example count (public: FedAvg's weight) depends on the coins. Under
+user-level DP inside a silo (every partitioning but `user`) a canary is one example, one privacy
+unit, so the audit bounds the epsilon each client reports.
 
 Scoring: a canary's mean log-probability, over the full catalog, of each of its items given the
 ones before it, under the model's retrieval scores. A model that trained on a canary predicts
@@ -36,26 +39,33 @@ NOT_A_USER = -1  # the `users` entry of a canary's training example
 class Canaries:
     sequences: np.ndarray  # (m, length) item indices in 1..num_items
     members: np.ndarray  # (m,) bool: trained on
+    decoys: np.ndarray  # (m, length): trained on in place of the canaries that are not
 
     def __len__(self) -> int:
         return len(self.members)
 
     def for_partition(self, partition_id: int, num_partitions: int) -> np.ndarray:
-        """The included canaries partition `partition_id` of `num_partitions` trains on."""
-        k = np.arange(len(self))
-        return self.sequences[self.members & (k % num_partitions == partition_id)]
+        """What partition `partition_id` of `num_partitions` trains on: for each of its slots
+        k (k mod num_partitions == partition_id), canary k if it is a member, else decoy k."""
+        slots = np.arange(len(self)) % num_partitions == partition_id
+        return np.where(self.members[:, None], self.sequences, self.decoys)[slots]
 
 
 def make_canaries(count: int, num_items: int, seed: int, length: int = CANARY_LENGTH) -> Canaries:
-    """`count` canaries of `length` distinct items each, and their coins, from `seed` alone. The
-    coins come from their own stream, so they are independent of the sequences and of training."""
+    """`count` canaries and decoys of `length` distinct items each, and the canaries' coins,
+    from `seed` alone. Each comes from its own stream, so the coins are independent of the
+    sequences and of training."""
     if count < 0 or num_items < length:
         raise FedrecError(f"cannot draw {count} canaries of {length} distinct items from {num_items} items")
-    items = np.random.default_rng([seed, 0])
-    sequences = np.stack([items.choice(num_items, length, replace=False) + 1 for _ in range(count)]) if count else (
-        np.zeros((0, length), dtype=np.int64))  # fmt: skip
     members = np.random.default_rng([seed, 1]).random(count) < 0.5
-    return Canaries(sequences=sequences.astype(np.int64), members=members)
+    return Canaries(sequences=_random_users(count, num_items, length, [seed, 0]), members=members,
+                    decoys=_random_users(count, num_items, length, [seed, 2]))  # fmt: skip
+
+
+def _random_users(count: int, num_items: int, length: int, seed: list[int]) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    rows = [rng.choice(num_items, length, replace=False) + 1 for _ in range(count)]
+    return np.array(rows, dtype=np.int64).reshape(count, length)
 
 
 def check_partitioning(partitioning: str) -> None:
