@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from shared.config import AuditConfig, DataConfig, FederationConfig, ModelConfig, PartitionConfig, from_run_config
-from shared.data.dataset import Dataset, load_dataset, load_node_dataset
+from shared.data.dataset import Dataset, catalog_artifact, catalog_of, load_dataset, load_node_dataset
 from shared.data.partition import Partition, partition_users
 from shared.data.sources import default_cache_dir
 from shared.errors import FedrecError
@@ -50,14 +50,18 @@ def _load(data: DataConfig, part: PartitionConfig) -> tuple[Dataset, Partition]:
 
 
 @lru_cache(maxsize=2)
-def _load_node(data: DataConfig, directory: str) -> Dataset:
-    return load_node_dataset(Path(directory), data, load_dataset(data))
+def _load_node(data: DataConfig, directory: str, catalog: str) -> Dataset:
+    # A deployed node reads its own interaction and user files and the catalog, nothing else;
+    # filtering and the leave-one-out split happen here, over its users. Without a catalog
+    # directory (a simulation's convenience) the catalog is derived from the run's dataset.
+    public = catalog_artifact(catalog) if catalog else catalog_of(load_dataset(data))
+    return load_node_dataset(Path(directory), data, public)
 
 
 def local_data(run_config: Mapping[str, Any], node_config: Mapping[str, Any]) -> LocalData:
     """The users this node holds: every user in its node config's `data-path` (an edge node's own
-    data, on the federation's catalog), or, in simulation, partition `partition-id` of the
-    run's dataset."""
+    data, on the federation's catalog: its node config's `catalog-path`, else the run's), or, in
+    simulation, partition `partition-id` of the run's dataset."""
     if "partition-id" not in node_config:
         raise FedrecError("node config has no 'partition-id' (pass --node-config partition-id=N)")
     pid = int(node_config["partition-id"])
@@ -68,7 +72,8 @@ def local_data(run_config: Mapping[str, Any], node_config: Mapping[str, Any]) ->
             raise FedrecError(f"node config data-path '{directory}': no such directory")
         if from_run_config(AuditConfig, run_config).audit_canaries:
             raise FedrecError("audit-canaries is for simulations: an edge node trains on its own data only")
-        dataset = _load_node(data, str(directory.resolve()))
+        catalog = str(node_config.get("catalog-path") or data.catalog_path)
+        dataset = _load_node(data, str(directory.resolve()), str(Path(catalog).expanduser().resolve()) if catalog else "")
         return LocalData(dataset=dataset, users=np.arange(dataset.num_users), partition_id=pid, scheme=NODE)
     part = from_run_config(PartitionConfig, run_config)
     dataset, partition = _load(data, part)

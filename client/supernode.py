@@ -1,7 +1,8 @@
 """An edge node's SuperNode: the command that starts it, after checking what it will need.
 
-Checked before anything starts, each as one line: the node's data directory (readable, and on
-the federation's catalog), its state directory (writable), its key and the CA certificate
+Checked before anything starts, each as one line: the catalog (a `fedrec catalog build`
+directory, unchanged since: its fingerprint is what the server's messages are compared with),
+the node's data directory (its own interactions, every item in the catalog), its state directory (writable), its key and the CA certificate
 (present, unexpired), and the SuperLink (reachable: retried with exponential backoff, then
 reported). Flower's own reconnection (`--max-wait-time`) covers a SuperLink lost later.
 """
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.config import DataConfig
-from shared.data.dataset import load_dataset, load_node_dataset
+from shared.data.dataset import catalog_artifact, load_node_dataset
 from shared.deploy.credentials import check_certificate, check_private_key
 from shared.deploy.process import BIN
 from shared.errors import FedrecError
@@ -31,17 +32,20 @@ class SuperNodeConfig:
     partition_id: int
     ca: Path | None  # the CA certificate that signed the SuperLink's; None: insecure
     key: Path | None  # this node's registered private key; None: insecure
-    catalog: DataConfig  # the federation's dataset, whose item catalog the node's data must use
+    catalog: Path  # the federation's public catalog (`fedrec catalog build`), a copy on this node
+    filters: DataConfig = DataConfig()  # min-interactions, rating-threshold for the startup check
     clientappio_port: int = 9094
     wait_seconds: float = 60.0  # how long to keep trying an unreachable SuperLink
     runtime_tls: tuple[Path, Path] | None = None  # cert, key for the node's own loopback runtime API
 
 
-def check_node_data(cfg: SuperNodeConfig) -> int:
-    """Users in the node's data, after checking it reads and matches the catalog."""
+def check_node_data(cfg: SuperNodeConfig) -> tuple[int, str]:
+    """Users in the node's data and the catalog's fingerprint, after checking that the catalog is
+    intact and the data reads and uses only its items. Only these two directories are read."""
     if not cfg.data_path.is_dir():
         raise FedrecError(f"data-path {cfg.data_path}: no such directory")
-    return load_node_dataset(cfg.data_path, cfg.catalog, load_dataset(cfg.catalog)).num_users
+    catalog = catalog_artifact(str(cfg.catalog.expanduser().resolve()))
+    return load_node_dataset(cfg.data_path, cfg.filters, catalog).num_users, catalog.fingerprint
 
 
 def check_state_dir(path: Path) -> None:
@@ -87,12 +91,13 @@ def supernode_command(cfg: SuperNodeConfig) -> list[str]:
             check_certificate(cert, "node runtime certificate")
             check_private_key(key, "node runtime key")
             cmd += ["--ssl-certfile", str(cert), "--ssl-keyfile", str(key), "--ssl-ca-certfile", str(cfg.ca)]
-    users = check_node_data(cfg)
+    users, fingerprint = check_node_data(cfg)
     check_state_dir(cfg.state_dir)
-    log.info("node data %s: %d users on the catalog of %s", cfg.data_path, users, cfg.catalog.dataset)
+    log.info("node data %s: %d users on catalog %s (fingerprint %s; every message of a run is checked against it)",
+             cfg.data_path, users, cfg.catalog, fingerprint)  # fmt: skip
     wait_for_superlink(cfg.superlink, cfg.wait_seconds)
     node_config = (f"partition-id={cfg.partition_id} data-path='{cfg.data_path.resolve()}' "
-                   f"state-dir='{cfg.state_dir.resolve()}'")  # fmt: skip
+                   f"catalog-path='{cfg.catalog.expanduser().resolve()}' state-dir='{cfg.state_dir.resolve()}'")  # fmt: skip
     return cmd + [
         "--superlink", cfg.superlink, "--node-config", node_config,
         "--isolation", "subprocess", "--port", str(cfg.clientappio_port),

@@ -21,7 +21,7 @@ from server.summary import summary_markdown
 from shared.atomic import check_writable, write_text
 from shared.config import (AuditConfig, DataConfig, FederationConfig, ModelConfig, PartitionConfig, PrivacyConfig,
                            SecureAggregationConfig, from_run_config)
-from shared.data.dataset import catalog_fingerprint, load_dataset
+from shared.data.dataset import catalog_artifact, catalog_fingerprint, catalog_of, empty_dataset, load_dataset
 from shared.data.sources import default_cache_dir
 from shared.errors import FedrecError
 from shared.handoffs import prompt_handoffs
@@ -59,10 +59,15 @@ def main(grid: Grid, context: Context) -> None:
         if audit.audit_canaries:
             check_partitioning(from_run_config(PartitionConfig, context.run_config).partitioning)
         seed_everything(int(context.run_config.get("seed", 42)))
-        # The catalog (item ids, texts, genres) is public; in simulation it is read from the
-        # same files as the clients'. No interaction leaves the server's process.
-        dataset = load_dataset(data)
-        model = build_model(dataset, model_cfg, data.cache_path or default_cache_dir())
+        # The server holds the public catalog and nothing else: with catalog-path it reads that
+        # directory only, never an interaction file. A simulation without one derives the
+        # catalog from its one dataset, as its clients do (and may evaluate on it: server-eval).
+        if data.catalog_path and fed.server_eval:
+            raise FedrecError("server-eval evaluates on the server's own copy of the data; with catalog-path "
+                              "the server holds only the catalog (drop one of them)")
+        dataset = None if data.catalog_path else load_dataset(data)
+        catalog = catalog_artifact(data.catalog_path) if data.catalog_path else catalog_of(dataset)
+        model = build_model(empty_dataset(catalog), model_cfg, data.cache_path or default_cache_dir())
         if fed.pretrained and not fed.resume_from:  # a resumed run's weights are its checkpoint's
             load_pretrained(fed.pretrained, model)
         state = load_round(fed.resume_from, model) if fed.resume_from else ServerState()
@@ -74,13 +79,13 @@ def main(grid: Grid, context: Context) -> None:
     run_dir = fed.run_dir(context.run_id)
     log.info("run directory %s; starting at round %d of %d", run_dir, state.round + 1, fed.num_server_rounds)
     if audit.audit_canaries:  # the nodes plant them (client/data.py); `fedrec audit` finds them here
-        record_canaries(run_dir, audit.audit_canaries, audit.audit_seed, dataset.num_items)
+        record_canaries(run_dir, audit.audit_canaries, audit.audit_seed, catalog.num_items)
     strategy = make_strategy(fed, privacy, len(list(grid.get_node_ids())))
     restore_optimizer_state(strategy, moments)
     with prompt_handoffs():
         summary = run_rounds(
             grid, strategy, model, fed, run_dir, state,
-            server_eval=server_evaluator(dataset) if fed.server_eval else None, catalog=catalog_fingerprint(dataset),
+            server_eval=server_evaluator(dataset) if fed.server_eval else None, catalog=catalog_fingerprint(catalog),
             secagg=secagg,
         )  # fmt: skip
     if privacy.dp or privacy.central_dp:

@@ -36,6 +36,9 @@ class DataConfig:
     dataset: str = "movielens-1m"
     data_path: str = ""
     cache_dir: str = ""
+    # A public catalog directory (`fedrec catalog build`): the server reads it and nothing else;
+    # a node reads its own interactions against it. "": derived from `dataset` (simulation).
+    catalog_path: str = ""
     min_interactions: int = 5
     rating_threshold: float = 0.0
     text_columns: str = ""  # comma-separated; empty means every string column but item_id

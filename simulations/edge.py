@@ -3,7 +3,7 @@
 What the README's "Edge deployment" section does by hand, as one context manager, for the
 integration test and the edge-footprint benchmark:
 
-    with LocalDeployment(work, node_data=[dir0, dir1, dir2], catalog=["--dataset", "csv", ...]) as dep:
+    with LocalDeployment(work, node_data=[dir0, dir1, dir2], catalog=["--catalog", catalog_dir]) as dep:
         dep.flwr_run({"num-server-rounds": 2, ...})
 
 Every process is started through `fedrec deploy ...` (so its checks run too) in its own session,

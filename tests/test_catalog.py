@@ -95,3 +95,18 @@ def test_a_csv_catalog_without_a_schema_has_no_user_features(tmp_path: Path) -> 
     assert catalog.user_feature_vocab == {}
     node = load_node_dataset(source, DataConfig(dataset="csv"), catalog)
     assert node.user_features == {} and np.array_equal(node.item_ids, catalog.item_ids)
+
+
+def test_a_simulation_with_catalog_path_indexes_its_dataset_on_the_catalog(tmp_path: Path) -> None:
+    from client.data import local_data
+
+    source = write_csv(make_tiny(num_users=30, num_items=40), tmp_path / "csv")
+    assert build(source, tmp_path / "cat") == 0
+    catalog = load_catalog(tmp_path / "cat")
+    run_config = {"dataset": "csv", "data-path": str(source), "catalog-path": str(tmp_path / "cat"),
+                  "partitioning": "iid", "num-partitions": 2}  # fmt: skip
+    local = local_data(run_config, {"partition-id": 0, "num-partitions": 2})
+    assert catalog_fingerprint(local.dataset) == catalog.fingerprint and local.dataset.num_items == catalog.num_items
+    other = write_csv(make_tiny(num_users=30, num_items=40), tmp_path / "csv2")
+    with pytest.raises(FedrecError, match="describes 'csv', not 'movielens-1m'"):
+        load_dataset(DataConfig(dataset="movielens-1m", data_path=str(other), catalog_path=str(tmp_path / "cat")))

@@ -16,6 +16,7 @@ def setup(tmp_path: Path):
     source = write_csv(make_tiny(num_users=12, num_items=30), tmp_path / "global")
     assert main(["data", "export-partition", "--dataset", "csv", "--path", str(source), "--partitioning", "iid",
                  "--num-partitions", "2", "--partition-id", "0", "--out", str(tmp_path / "node")]) == 0  # fmt: skip
+    assert main(["catalog", "build", "--dataset", "csv", "--path", str(source), "--out", str(tmp_path / "catalog")]) == 0
     make_credentials(tmp_path / "creds", 1, ["127.0.0.1"])
     return source, tmp_path
 
@@ -23,7 +24,7 @@ def setup(tmp_path: Path):
 def node(source: Path, tmp: Path, **over: str) -> list[str]:
     args = {"--superlink": f"127.0.0.1:{free_port()}", "--data-path": str(tmp / "node"),
             "--state-dir": str(tmp / "state"), "--partition-id": "0", "--ca": str(tmp / "creds" / "ca.crt"),
-            "--key": str(tmp / "creds" / "node-0.key"), "--wait": "2", "--dataset": "csv", "--path": str(source),
+            "--key": str(tmp / "creds" / "node-0.key"), "--wait": "2", "--catalog": str(tmp / "catalog"),
             **over}  # fmt: skip
     return ["deploy", "supernode", *(x for kv in args.items() for x in kv)]
 
@@ -38,6 +39,7 @@ def one_line_error(capsys, expected: str) -> None:
     ({"--data-path": "/nonexistent/node"}, "no such directory"),
     ({"--ca": "/nonexistent/ca.crt"}, "no such file"),
     ({"--key": "/nonexistent/node.key"}, "no such file"),
+    ({"--catalog": "/nonexistent/catalog"}, "no catalog.json"),
 ])  # fmt: skip
 def test_missing_inputs(setup, capsys, over: dict, expected: str) -> None:
     source, tmp = setup
@@ -50,6 +52,16 @@ def test_malformed_data_path(setup, capsys) -> None:
     (tmp / "node" / "interactions.csv").write_text("who,what\n1,2\n")
     assert main(node(source, tmp)) == 2
     one_line_error(capsys, "interactions.csv")
+
+
+def test_an_item_outside_the_catalog_names_the_file_and_line(setup, capsys) -> None:
+    source, tmp = setup
+    inter = tmp / "node" / "interactions.csv"
+    lines = inter.read_text().splitlines()
+    lines[3] = lines[3].split(",")[0] + ",no-such-item," + lines[3].split(",", 2)[2]
+    inter.write_text("\n".join(lines) + "\n")
+    assert main(node(source, tmp)) == 2
+    one_line_error(capsys, "interactions.csv line 4: item_id 'no-such-item' is not in the catalog of 'csv'")
 
 
 def test_expired_certificate(setup, capsys) -> None:

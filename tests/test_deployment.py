@@ -23,11 +23,12 @@ def deployment(tmp_path_factory):
     for k in range(3):
         assert main(["data", "export-partition", "--dataset", "csv", "--path", str(source), "--partitioning",
                      "iid", "--num-partitions", "3", "--partition-id", str(k), "--out", str(work / f"data-{k}")]) == 0  # fmt: skip
+    assert main(["catalog", "build", "--dataset", "csv", "--path", str(source), "--out", str(work / "catalog")]) == 0
     env = {"FEDREC_OFFLINE": "1", "FEDREC_CACHE": str(work / "cache")}
     with LocalDeployment(work, [work / f"data-{k}" for k in range(3)],
-                         ["--dataset", "csv", "--path", str(source)], env=env) as dep:  # fmt: skip
+                         ["--catalog", str(work / "catalog")], env=env) as dep:  # fmt: skip
         rc = dep.flwr_run({
-            "dataset": "csv", "data-path": str(source), "cache-dir": str(work / "cache"),
+            "dataset": "csv", "catalog-path": str(work / "catalog"), "cache-dir": str(work / "cache"),
             "num-server-rounds": ROUNDS, "min-train-nodes": 3, "dim": 16, "num-layers": 1, "max-len": 12,
             "batch-size": 4, "num-negatives": 8, "retrieve-top-n": 10, "target-epsilon": 3.0,
             "output-dir": str(work / "out"), "audit-messages": True,

@@ -1,5 +1,6 @@
 """An edge node's data: exported partition by partition, read back on the federation's catalog."""
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -49,16 +50,46 @@ def test_export_refuses_to_overwrite_and_writes_nothing_on_error(source: Path, t
     assert not (tmp_path / "bad").exists() and not list(tmp_path.glob(".bad*"))
 
 
-def test_items_outside_the_catalog_are_refused(source: Path, tmp_path: Path) -> None:
+def test_an_export_holds_only_its_partitions_users(source: Path, tmp_path: Path) -> None:
+    from shared.config import PartitionConfig
+    from shared.data.partition import partition_users
+
+    dataset = load_dataset(DataConfig(dataset="csv", data_path=str(source)))
+    partition = partition_users(dataset, PartitionConfig(partitioning="iid", num_partitions=3))
+    for pid in range(3):
+        assert export(source, tmp_path / f"node{pid}", pid) == 0
+        mine = set(dataset.user_ids[partition.users(pid)])
+        inter = pd.read_csv(tmp_path / f"node{pid}" / "interactions.csv", dtype=str)
+        users = pd.read_csv(tmp_path / f"node{pid}" / "users.csv", dtype=str)
+        assert set(inter["user_id"]) == mine and set(users["user_id"]) == mine and len(users) == len(mine)
+        # No item file: the items are the public catalog's, which travels on its own.
+        assert sorted(p.name for p in (tmp_path / f"node{pid}").iterdir()) == ["interactions.csv", "users.csv"]
+
+
+def test_items_outside_the_catalog_are_refused_naming_the_file_and_line(source: Path, tmp_path: Path) -> None:
     assert export(source, tmp_path / "node", 0) == 0
     inter = pd.read_csv(tmp_path / "node" / "interactions.csv", dtype=str)
-    inter.loc[0, "item_id"] = "9999"
+    inter.loc[4, "item_id"] = "9999"
     inter.to_csv(tmp_path / "node" / "interactions.csv", index=False)
-    items = pd.read_csv(tmp_path / "node" / "items.csv", dtype=str)
-    pd.concat([items, pd.DataFrame([{"item_id": "9999", "title": "New"}])]).to_csv(tmp_path / "node" / "items.csv", index=False)
     catalog = load_dataset(DataConfig(dataset="csv", data_path=str(source)))
-    with pytest.raises(FedrecError, match="not in the catalog"):
+    with pytest.raises(FedrecError, match=r"interactions.csv line 6: item_id '9999' is not in the catalog"):
         load_node_dataset(tmp_path / "node", DataConfig(dataset="csv"), catalog)
+    assert main(["catalog", "build", "--dataset", "csv", "--path", str(source), "--out", str(tmp_path / "cat")]) == 0
+    with pytest.raises(FedrecError, match=r"interactions.csv line 6: item_id '9999'"):
+        local_data({"dataset": "csv"}, {"partition-id": 0, "data-path": str(tmp_path / "node"),
+                                        "catalog-path": str(tmp_path / "cat")})  # fmt: skip
+
+
+def test_a_node_on_a_catalog_artifact_reads_nothing_but_its_files_and_the_catalog(source: Path, tmp_path: Path) -> None:
+    assert export(source, tmp_path / "node", 1) == 0
+    assert main(["catalog", "build", "--dataset", "csv", "--path", str(source), "--out", str(tmp_path / "cat")]) == 0
+    shutil.rmtree(source)  # the global data is gone: the node needs only its files and the catalog
+    node = local_data({"dataset": "movielens-1m", "min-interactions": 7},
+                      {"partition-id": 1, "data-path": str(tmp_path / "node"), "catalog-path": str(tmp_path / "cat")})
+    assert node.dataset.name == "csv" and node.scheme == "node"
+    # Filtering happens on the node, over its own users.
+    inter = pd.read_csv(tmp_path / "node" / "interactions.csv", dtype=str)
+    assert node.dataset.num_users == int((inter["user_id"].value_counts() >= 7).sum()) > 0
 
 
 def test_a_missing_node_data_path_is_one_clear_error(source: Path, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from shared.cli.options import add_data_options, data_config
+from shared.config import DataConfig
 from shared.errors import FedrecError
 
 INSECURE_WARNING = ("fedrec: warning: --insecure: no TLS and no node authentication; anyone who can "
@@ -42,7 +42,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     node = sub.add_parser("supernode", help="start an edge node's SuperNode on its own data")
     node.add_argument("--superlink", required=True, help="the SuperLink, host:port")
-    node.add_argument("--data-path", type=Path, required=True, help="this node's data directory")
+    node.add_argument("--data-path", type=Path, required=True, help="this node's own data: its users only")
+    node.add_argument("--catalog", type=Path, required=True,
+                      help="the federation's public catalog (`fedrec catalog build`), copied to this node")  # fmt: skip
     node.add_argument("--state-dir", type=Path, required=True, help="this node's privacy state")
     node.add_argument("--partition-id", type=int, required=True, help="this node's number (seeds, state file)")
     node.add_argument("--ca", type=Path, help="the CA certificate that signed the SuperLink's")
@@ -61,7 +63,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     node.add_argument("--max-delta", type=float, help="the largest delta it accepts (default 1e-6)")
     node.add_argument("--min-noise-multiplier", type=float, help="the smallest sigma it accepts (default 0: calibrated)")
     node.add_argument("--max-grad-norm", type=float, help="the largest clipping norm it accepts (default 1)")
-    add_data_options(node)  # the federation's dataset: the catalog the node's data must use
+    # The startup check filters as a run will (a run's own min-interactions applies in it).
+    node.add_argument("--min-interactions", type=int, default=5, help="for the startup check of the data")
+    node.add_argument("--rating-threshold", type=float, default=0.0, help="for the startup check of the data")
     node.set_defaults(run=run_supernode)
 
 
@@ -109,6 +113,10 @@ def run_superlink(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+def _filters(args: argparse.Namespace) -> DataConfig:
+    return DataConfig(min_interactions=args.min_interactions, rating_threshold=args.rating_threshold)
+
+
 def run_supernode(args: argparse.Namespace) -> int:
     from client.supernode import SuperNodeConfig, supernode_command
     from shared.deploy.process import exec_command
@@ -121,7 +129,7 @@ def run_supernode(args: argparse.Namespace) -> int:
     print(f"privacy policy of this node ({args.state_dir}): {policy.to_json()}", file=sys.stderr)
     cfg = SuperNodeConfig(args.superlink, args.data_path, args.state_dir, args.partition_id,
                           None if insecure else args.ca, None if insecure else args.key,
-                          data_config(args), args.clientappio_port, args.wait,
+                          args.catalog, _filters(args), args.clientappio_port, args.wait,
                           (args.runtime_cert, args.runtime_key) if args.runtime_cert and args.runtime_key else None)  # fmt: skip
     exec_command(supernode_command(cfg))
     return 0  # not reached

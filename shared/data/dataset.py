@@ -23,7 +23,7 @@ import pandas as pd
 
 from shared.config import DataConfig
 from shared.data.catalog import item_texts  # noqa: F401  (re-exported: tests and callers use it here)
-from shared.data.public_catalog import ITEM_FIELDS, Catalog, content_fingerprint, item_fields
+from shared.data.public_catalog import ITEM_FIELDS, Catalog, content_fingerprint, item_fields, load_catalog
 from shared.data.readers import RawData, read_directory, read_private_files
 from shared.data.sources import resolve
 from shared.data.tables import Table
@@ -270,8 +270,16 @@ def build_dataset(
 
 
 def load_dataset(config: DataConfig) -> Dataset:
-    """Resolve, read and preprocess `config.dataset` in one call."""
+    """Resolve, read and preprocess `config.dataset` in one call; on the catalog at
+    `config.catalog_path` when there is one (its items, order and vocabularies)."""
     directory = resolve(config.dataset, config.data_path or None, config.cache_path)
+    if config.catalog_path:
+        catalog = catalog_artifact(config.catalog_path)
+        if catalog.name != config.dataset:
+            raise FedrecError(f"catalog {config.catalog_path} describes '{catalog.name}', not '{config.dataset}'")
+        table, inter, users = read_private_files(directory)
+        raw = RawData(inter, pd.DataFrame({"item_id": pd.Series([], dtype=str)}), users, "dataset", directory)
+        return build_dataset(raw, config, catalog, table)
     return build_dataset(read_directory(directory), config)
 
 
@@ -290,6 +298,12 @@ def catalog_of(dataset: Dataset) -> Catalog:
     catalog artifact."""
     return Catalog(name=dataset.name, user_feature_vocab=dataset.user_feature_vocab,
                    **{k: getattr(dataset, k) for k in ITEM_FIELDS})  # fmt: skip
+
+
+@lru_cache(maxsize=2)  # one per process and path: a simulation's clients share it
+def catalog_artifact(path: str) -> Catalog:
+    """The catalog directory at `path` (`fedrec catalog build`), loaded and checked once."""
+    return load_catalog(path)
 
 
 def empty_dataset(catalog: Catalog) -> Dataset:

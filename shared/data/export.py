@@ -1,9 +1,10 @@
 """One node's private data as a directory of the generic csv format (`fedrec data export-partition`).
 
-What an operator (or a test) lays out on an edge node: the partition's users' kept interactions,
-their side features, and the catalog rows of the items they touched. Read back with the
-federation's catalog (`load_node_dataset`), it gives the node the very sequences it holds in
-simulation. Only the region of a zip code is written: it is all the model uses.
+What an operator (or a test) lays out on an edge node: the partition's users' kept interactions
+and their side features, no other user's rows and no item file (items are the public catalog's,
+which travels separately: `fedrec catalog build`). Read back with the federation's catalog
+(`load_node_dataset`), it gives the node the very sequences it holds in simulation. Only the
+region of a zip code is written: it is all the model uses.
 """
 
 from __future__ import annotations
@@ -27,16 +28,8 @@ def _users_frame(dataset: Dataset, users: np.ndarray) -> pd.DataFrame:
     return frame
 
 
-def _items_frame(dataset: Dataset, items: np.ndarray) -> pd.DataFrame:
-    genres = ["|".join(np.array(dataset.genre_names)[row.astype(bool)]) for row in dataset.item_genres[items]]
-    return pd.DataFrame({
-        "item_id": dataset.item_ids[items], "title": [dataset.item_titles[i] for i in items],
-        "year": [str(y) if y else "" for y in dataset.item_year[items]], "genres": genres,
-    })  # fmt: skip
-
-
 def export_users(dataset: Dataset, users: np.ndarray, out: Path) -> dict[str, int]:
-    """Write `users`' data to `out` (interactions.csv, users.csv, items.csv), all or nothing."""
+    """Write `users`' data to `out` (interactions.csv, users.csv), all or nothing."""
     if out.exists() and any(out.iterdir()):
         raise FedrecError(f"{out}: already exists and is not empty (choose another --out or remove it)")
     rows = np.concatenate([np.arange(dataset.offsets[u], dataset.offsets[u + 1]) for u in users])
@@ -47,5 +40,4 @@ def export_users(dataset: Dataset, users: np.ndarray, out: Path) -> dict[str, in
         staged.mkdir()
         interactions.to_csv(staged / "interactions.csv", index=False)
         _users_frame(dataset, users).to_csv(staged / "users.csv", index=False)
-        _items_frame(dataset, np.unique(items)).to_csv(staged / "items.csv", index=False)
     return {"users": len(users), "interactions": len(rows), "items": len(np.unique(items))}
