@@ -37,3 +37,18 @@ def evaluate(msg: Message, context: Context) -> Message:
 
     with prompt_handoffs():
         return handlers.evaluate(msg, context)
+
+
+@app.query("catalog")
+def catalog(msg: Message, context: Context) -> Message:
+    """Before round 1 the server asks which catalog this node holds (server/outcomes.py): the
+    public catalog's fingerprint, nothing about the node's users. Reading the node's data to
+    answer also reports a node whose data does not read, before anyone trains."""
+    from flwr.app import ConfigRecord, RecordDict
+
+    from client.data import local_data
+    from shared.data.dataset import catalog_fingerprint
+
+    local = local_data(context.run_config, context.node_config)
+    return Message(RecordDict({"catalog": ConfigRecord({"fingerprint": catalog_fingerprint(local.dataset)})}),
+                   reply_to=msg)  # fmt: skip

@@ -19,7 +19,7 @@ from shared.config import PrivacyConfig, from_run_config
 from shared.wire import WEIGHTS
 
 ALLOWED_RECORDS = {"arrays": "ArrayRecord", "metrics": "MetricRecord", "privacy": "ConfigRecord",
-                   "refusal": "ConfigRecord"}  # fmt: skip
+                   "refusal": "ConfigRecord", "catalog": "ConfigRecord"}  # fmt: skip
 # SecAgg+ (client/secure.py): public keys, encrypted key shares, the masked update and unmasking
 # shares, plus the legacy FitRes records its mod reads, emptied of arrays before they leave.
 SECAGG_RECORDS = {"secaggplus_configs": ("ConfigRecord", {"pk1", "pk2", "dsts", "ctxts", "masked_params", "nids", "shares"}),
@@ -30,6 +30,7 @@ TRAIN_METRICS = {"num-examples", "train-seconds", "train-loss", "train-retrieval
 # weight central DP asks for. A loss or a time computed from the data would leave unaccounted.
 DP_TRAIN_METRICS = {"num-examples", "client-weight"}
 REFUSAL_KEYS = {"key", "reason", "partition-id"}
+CATALOG_KEYS = {"fingerprint"}  # the answer to the server's catalog check: a hash of public data
 # The metric names shared.eval.metrics.summarize writes at k = 10 (and 100 for retrieval).
 EVAL_METRIC_PARTS = ({"retrieval", "ranking"}, {"full", "sampled"},
                      {"hr@10", "ndcg@10", "mrr", "hr@100", "recall@100", "ndcg@100", "precision@10",
@@ -79,6 +80,8 @@ def violations(line: dict, num_weights: int) -> list[str]:
             found += [f"privacy key '{k}'" for k in rec["keys"] if k not in PRIVACY_KEYS]
         elif name == "refusal":
             found += [f"refusal key '{k}'" for k in rec["keys"] if k not in REFUSAL_KEYS]
+        elif name == "catalog":
+            found += [f"catalog key '{k}'" for k in rec["keys"] if k not in CATALOG_KEYS]
     return found
 
 

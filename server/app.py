@@ -8,11 +8,13 @@ Outputs, in `output-dir/run-<run id>/`: `round-NNN/` checkpoints (loadable with
 from __future__ import annotations
 
 import logging
+from typing import NoReturn
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from server.checkpoints import ServerState, load_optimizer, load_round
+from server.outcomes import RunFailed, check_catalogs
 from server.privacy_report import write_report
 from server.rounds import run_rounds
 from server.secure import check_secure_aggregation
@@ -80,6 +82,11 @@ def main(grid: Grid, context: Context) -> None:
     log.info("run directory %s; starting at round %d of %d", run_dir, state.round + 1, fed.num_server_rounds)
     if audit.audit_canaries:  # the nodes plant them (client/data.py); `fedrec audit` finds them here
         record_canaries(run_dir, audit.audit_canaries, audit.audit_seed, catalog.num_items)
+    try:  # a node on another catalog is found now, by fingerprint, not as an error in every round
+        check_catalogs(grid, catalog_fingerprint(catalog), fed.min_train_nodes, fed.round_timeout,
+                       int(context.run_config.get("seed", 42)))  # fmt: skip
+    except FedrecError as err:
+        fail(str(err))
     strategy = make_strategy(fed, privacy, len(list(grid.get_node_ids())))
     restore_optimizer_state(strategy, moments)
     with prompt_handoffs():
@@ -95,7 +102,19 @@ def main(grid: Grid, context: Context) -> None:
                                                          "status_counts", "num_clients", "epsilon_quantiles",
                                                          "all_recomputations_agree", "refusals", "central")}  # fmt: skip
         except FedrecError as err:  # a run stopped before anyone spent anything has nothing to report
-            log.warning("no privacy report: %s", err)
+            log.warning("no privacy report: %s", "no node trained in this run, so none spent any privacy budget"
+                        if not summary["history"] else err)  # fmt: skip
     write_text(run_dir / "summary.md", summary_markdown(str(context.run_id), summary))
-    log.info("results in %s (metrics.json, summary.md%s)", run_dir,
-             ", privacy_report.json, privacy_report.html" if privacy.dp or privacy.central_dp else "")  # fmt: skip
+    written = [n for n in OUTPUTS if (run_dir / n).exists()]  # only what is there
+    log.info("results in %s (%s)", run_dir, ", ".join(written))
+    if summary.get("stopped"):  # fewer than min-train-nodes trained: the run failed, whatever it wrote
+        fail(f"the run failed: {summary['stopped']}")
+
+
+OUTPUTS = ("metrics.json", "summary.md", "privacy_report.json", "privacy_report.html")
+
+
+def fail(reason: str) -> NoReturn:
+    """End the run as failed (flwr ls: finished:failed), with the reason on the log's last line."""
+    log.error("fedrec: error: %s", reason)
+    raise RunFailed(reason)

@@ -20,6 +20,7 @@ from flwr.serverapp.strategy import Strategy
 from server import ledger
 from server.checkpoints import ServerState, load_round, round_dir, save_round
 from server.messaging import send_and_receive
+from server.outcomes import reasons_line
 from server.privacy import (ActiveGrid, PrivacyTracker, central_spent, declined, discard_unreleased, fixed_denominator,
                             is_central_dp, is_refusal)
 from server.secure import secure_updates
@@ -98,8 +99,12 @@ def _train_round(
             return updates, refused, declines, ""
         log.warning("round %d: %d valid updates (min-train-nodes %d)%s", server_round, len(updates.kept),
                     cfg.min_train_nodes, "; sampling again" if attempt < cfg.round_retries else "")  # fmt: skip
+    # The nodes' own reasons (their errors, refusals, refused updates) from the last attempt.
+    said = reasons_line(updates.replies, [(r.node_id, r.reason) for r in updates.rejections])
+    silent = len(updates.sampled) - len(updates.replies)
+    said += ("; " if said and silent > 0 else "") + (f"{silent} sampled node(s) did not reply within round-timeout" if silent > 0 else "")
     return None, refused, 0, (f"round {server_round}: fewer than min-train-nodes ({cfg.min_train_nodes}) valid updates "
-                              f"in {cfg.round_retries + 1} attempts")  # fmt: skip
+                              f"in {cfg.round_retries + 1} attempts" + (f" ({said})" if said else ""))  # fmt: skip
 
 
 def best_weights(run_dir: Path, state: ServerState, model: Recommender, last: ArrayRecord) -> ArrayRecord:
@@ -206,6 +211,9 @@ def run_rounds(
                                "test": test, "history": state.history}  # fmt: skip
     if stopped:
         summary["stopped"] = stopped
+    if state.round == 0:  # nothing was aggregated: the test metrics describe the starting model, not a result
+        summary["test_weights"] = ("the pretrained starting weights" if cfg.pretrained else "the untrained initial weights") + \
+            " (no federated round completed)"
     if server_eval is not None:
         summary["test_server"] = server_eval(model, "test")
     write_json(run_dir / "metrics.json", summary)

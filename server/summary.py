@@ -22,6 +22,8 @@ def summary_markdown(run_id: str, summary: dict[str, Any]) -> str:
         lines.append(f"| {label} | {get('full', 'hr@10'):.4f} | {get('full', 'ndcg@10'):.4f} | "
                      f"{get('full', 'mrr'):.4f} | {get('sampled', 'hr@10'):.4f} | "
                      f"{get('sampled', 'ndcg@10'):.4f} |")  # fmt: skip
+    if summary.get("test_weights"):
+        lines += ["", f"**Not a result of this run:** these test metrics are of {summary['test_weights']}."]
     if test.get("nodes-withheld"):
         lines += ["", f"{int(test['nodes-withheld'])} node(s) had fewer than min-eval-users users and sent no metrics."]
     lines += ["", "## Rounds", "", "| round | seconds | train loss | valid NDCG@10 (two-stage) |",

@@ -64,7 +64,7 @@ def test_no_update_leaves_a_node_in_the_clear_only_masked_with_metrics_and_priva
     assert rc == 0
     for k in range(3):
         lines = [json.loads(line) for f in dep.state_dir(k).glob("messages-*.jsonl") for line in f.read_text().splitlines()]
-        assert {line["message_type"] for line in lines} == {"train", "evaluate"}
+        assert {line["message_type"] for line in lines} == {"query.catalog", "train", "evaluate"}
         assert [v for line in lines for v in violations(line, 0)] == []
         assert all(not rec.get("arrays") for line in lines for rec in line["records"].values())
         masked = [line for line in lines if "masked_params" in line["records"].get("secaggplus_configs", {}).get("keys", {})]
