@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from shared.cli import audit, catalog, data, deploy, evaluate, privacy, recommend, simulate, train
+from shared.cli import audit, catalog, data, deploy, evaluate, privacy, recommend, search, simulate, train
 from shared.errors import FedrecError
 
 EXIT_USER_ERROR = 2
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.register(commands)
     train.register(commands)
     recommend.register(commands)
+    search.register(commands)
     simulate.register(commands)
     privacy.register(commands)
     deploy.register(commands)
