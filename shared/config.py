@@ -108,7 +108,9 @@ class ModelConfig:
     max_len: int = 200
     dropout: float = 0.2
     use_text: bool = True
-    use_id_embedding: bool = True
+    # Off as the federation runs it: ID tables drown in DP noise (README, Privacy). `fedrec
+    # train`, the non-private reference, turns it on unless --no-id-embedding.
+    use_id_embedding: bool = False
     use_item_bias: bool = False  # a per-item scalar: the popularity prior (shared/models/recommender.py)
     # What trains: "all", or "head" (item tower, ranker, norms and biases; the rest frozen at
     # the `pretrained` checkpoint's values): fewer parameters, less DP noise, smaller updates.
@@ -239,7 +241,7 @@ STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedmedian", "fedtrimme
 class FederationConfig:
     """The server's side of a run: rounds, sampling, aggregation, outputs."""
 
-    num_server_rounds: int = 3
+    num_server_rounds: int = 5
     fraction_train: float = 1.0
     fraction_evaluate: float = 1.0  # per-round validation; the final test always asks every node
     min_train_nodes: int = 2

@@ -58,3 +58,23 @@ def test_the_shipped_defaults_validate() -> None:
 def test_bad_values_are_refused_with_the_key_name(cls, key, value, match) -> None:
     with pytest.raises(FedrecError, match=match):
         from_run_config(cls, {**run_config(), key: value})
+
+
+def test_the_dataclass_defaults_are_the_app_manifests() -> None:
+    """One source of defaults: every [tool.flwr.app.config] value equals its dataclass field's
+    default, so a run config, a CLI command and a test that builds a config agree."""
+    import dataclasses
+    import tomllib
+
+    from shared import config as c
+
+    with open(Path(__file__).resolve().parents[1] / "pyproject.toml", "rb") as f:
+        manifest = tomllib.load(f)["tool"]["flwr"]["app"]["config"]
+    differ = []
+    for cls in (c.DataConfig, c.PartitionConfig, c.ModelConfig, c.TrainConfig, c.PrivacyConfig,
+                c.FederationConfig, c.FaultConfig, c.SecureAggregationConfig, c.AuditConfig):  # fmt: skip
+        for field in dataclasses.fields(cls):
+            key = field.name.replace("_", "-")
+            if key in manifest and manifest[key] != field.default:
+                differ.append(f"{key}: {cls.__name__} {field.default!r}, pyproject {manifest[key]!r}")
+    assert differ == []
