@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 
@@ -27,7 +28,9 @@ from client.policy import node_policy
 from client.privacy import privacy_record, private_round, record_round, save_state, state_path
 from client.state import state_dir
 from client.training import local_evaluate, local_examples, local_fit
-from shared.config import FaultConfig, FederationConfig, PrivacyConfig, TrainConfig, from_run_config
+from shared.config import (DataConfig, FaultConfig, FederationConfig, PartitionConfig, PrivacyConfig, TrainConfig,
+                           from_run_config)
+from shared.data.consent import NON_CONSENTED, consented_users
 from shared.data.dataset import CATALOG_KEY, check_catalog
 from shared.models.params import flat_trainable, load_flat, num_trainable
 from shared.privacy.accounting import privacy_unit
@@ -115,7 +118,12 @@ def evaluate(msg: Message, context: Context) -> Message:
     device = cfg.resolved_device()
     privacy = from_run_config(PrivacyConfig, context.run_config)
     private = privacy.dp or privacy.central_dp or node_policy(context.node_config, privacy).dp_required
-    if private and len(local.users) < privacy.min_eval_users:
+    if str(msg.content["config"].get("users", "all")) == NON_CONSENTED:
+        # The users whose data reached the model only through this node's DP training.
+        consent = from_run_config(DataConfig, context.run_config).consent_fraction
+        seed = from_run_config(PartitionConfig, context.run_config).seed
+        local = replace(local, users=np.setdiff1d(local.users, consented_users(local.dataset, consent, seed)))
+    if not len(local.users) or (private and len(local.users) < privacy.min_eval_users):
         # Too few users for a mean to hide any one of them: nothing is sent.
         return Message(RecordDict({"metrics": MetricRecord({"num-examples": 0})}), reply_to=msg)
     metrics = local_evaluate(model, local, stage, device)

@@ -93,7 +93,7 @@ def main(grid: Grid, context: Context) -> None:
         summary = run_rounds(
             grid, strategy, model, fed, run_dir, state,
             server_eval=server_evaluator(dataset) if fed.server_eval else None, catalog=catalog_fingerprint(catalog),
-            secagg=secagg,
+            secagg=secagg, consent=data.consent_fraction > 0,
         )  # fmt: skip
     if privacy.dp or privacy.central_dp:
         try:

@@ -28,6 +28,7 @@ from server.strategy import optimizer_state
 from server.validation import Rejection, RoundUpdates, validate_updates
 from shared.atomic import write_json
 from shared.config import FederationConfig, SecureAggregationConfig
+from shared.data.consent import NON_CONSENTED
 from shared.data.dataset import CATALOG_KEY
 from shared.models.params import load_flat, num_trainable, trainable_state
 from shared.models.recommender import Recommender
@@ -44,10 +45,12 @@ def _metrics(record: MetricRecord | None) -> dict[str, float]:
 
 def _evaluate(
     grid: Grid, strategy: Strategy, server_round: int, arrays: ArrayRecord, sent: dict[str, str], stage: str,
-    timeout: float,
+    timeout: float, users: str = "all",
 ) -> dict[str, float]:  # fmt: skip
-    """Federated evaluation: each sampled node scores the model on its own `stage` items."""
-    messages = strategy.configure_evaluate(server_round, arrays, ConfigRecord({**sent, "stage": stage}), grid)
+    """Federated evaluation: each sampled node scores the model on its own `stage` items, of all
+    its users or of those who did not consent to central use (`users`)."""
+    config = ConfigRecord({**sent, "stage": stage, "users": users})
+    messages = strategy.configure_evaluate(server_round, arrays, config, grid)
     replies = send_and_receive(grid, messages, timeout)
     # A node with too few users to hide one of them sends no metrics (num-examples 0).
     answered = [m for m in replies if m.has_error() or float(m.content["metrics"]["num-examples"]) > 0]
@@ -126,11 +129,13 @@ def run_rounds(
     server_eval: ServerEval | None = None,
     catalog: str = "",
     secagg: SecureAggregationConfig | None = None,
+    consent: bool = False,
 ) -> dict[str, Any]:
     """Run rounds state.round+1 .. num-server-rounds; returns the summary written to metrics.json.
     `catalog` (the item catalog's fingerprint) goes out with every message, so a node whose
     catalog differs refuses to train instead of updating the wrong items' weights. With `secagg`
-    on, training rounds run SecAgg+ (server/secure.py)."""
+    on, training rounds run SecAgg+ (server/secure.py). With `consent` (some users consented to
+    central use) the final test is also reported for the users who did not."""
     secagg = secagg or SecureAggregationConfig()
     sent = {CATALOG_KEY: catalog} if catalog else {}
     arrays = to_record(trainable_state(model))
@@ -205,10 +210,13 @@ def run_rounds(
     for s in (strategy, getattr(strategy, "strategy", None)):
         if s is not None:
             s.fraction_evaluate = 1.0  # type: ignore[attr-defined]
-    test = _evaluate(grid, strategy, state.round, best_weights(run_dir, state, model, arrays), sent, "test",
-                     cfg.round_timeout)  # fmt: skip
+    final = best_weights(run_dir, state, model, arrays)
+    test = _evaluate(grid, strategy, state.round, final, sent, "test", cfg.round_timeout)
     summary: dict[str, Any] = {"rounds": state.round, "best_round": state.best_round, "test_round": state.best_round or state.round,
                                "test": test, "history": state.history}  # fmt: skip
+    if consent:  # the users whose data reached the model only through DP: the private model's test
+        summary["test_non_consented"] = _evaluate(grid, strategy, state.round, final, sent, "test",
+                                                  cfg.round_timeout, users=NON_CONSENTED)  # fmt: skip
     if stopped:
         summary["stopped"] = stopped
     if state.round == 0:  # nothing was aggregated: the test metrics describe the starting model, not a result

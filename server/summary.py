@@ -17,11 +17,14 @@ def summary_markdown(run_id: str, summary: dict[str, Any]) -> str:
         "| stage | full HR@10 | full NDCG@10 | full MRR | sampled HR@10 | sampled NDCG@10 |",
         "|---|---|---|---|---|---|",
     ]  # fmt: skip
-    for key, label in STAGES:
-        get = lambda p, m: test.get(f"{key}-{p}-{m}", float("nan"))  # noqa: E731
-        lines.append(f"| {label} | {get('full', 'hr@10'):.4f} | {get('full', 'ndcg@10'):.4f} | "
-                     f"{get('full', 'mrr'):.4f} | {get('sampled', 'hr@10'):.4f} | "
-                     f"{get('sampled', 'ndcg@10'):.4f} |")  # fmt: skip
+    blocks = [("", test)] + ([(", users who did not consent", summary["test_non_consented"])]
+                             if "test_non_consented" in summary else [])  # fmt: skip
+    for who, metrics in blocks:
+        for key, label in STAGES:
+            get = lambda p, m: metrics.get(f"{key}-{p}-{m}", float("nan"))  # noqa: E731
+            lines.append(f"| {label}{who} | {get('full', 'hr@10'):.4f} | {get('full', 'ndcg@10'):.4f} | "
+                         f"{get('full', 'mrr'):.4f} | {get('sampled', 'hr@10'):.4f} | "
+                         f"{get('sampled', 'ndcg@10'):.4f} |")  # fmt: skip
     if summary.get("test_weights"):
         lines += ["", f"**Not a result of this run:** these test metrics are of {summary['test_weights']}."]
     if test.get("nodes-withheld"):

@@ -106,3 +106,23 @@ def test_finetune_head_trains_the_item_tower_ranker_norms_and_biases_only(tmp_pa
     node = local_model(run, dataset)
     for (name, a), b in zip(node.state_dict().items(), full.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_a_node_evaluates_the_users_who_did_not_consent_when_asked(tmp_path: Path) -> None:
+    from test_privacy import node, run_config, train_message
+
+    from client.data import local_data, local_model
+    from client.handlers import evaluate
+
+    d = write_csv(make_tiny(num_users=40), tmp_path / "csv")
+    cfg = {**run_config(d, tmp_path / "cache", tmp_path / "out"), "consent-fraction": 0.5, "min-eval-users": 1}
+    local = local_data(cfg, {"partition-id": 0, "num-partitions": 2})
+    model = local_model(cfg, local.dataset)
+    msg = train_message(model, 1)
+    msg.content["config"]["stage"] = "test"
+    everyone = evaluate(msg, node(cfg, tmp_path / "s"))
+    msg.content["config"]["users"] = "non-consented"
+    others = evaluate(msg, node(cfg, tmp_path / "s"))
+    expected = len(np.setdiff1d(local.users, consented_users(local.dataset, 0.5, 42)))
+    assert everyone.content["metrics"]["num-examples"] == len(local.users) > expected
+    assert others.content["metrics"]["num-examples"] == expected > 0

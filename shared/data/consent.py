@@ -15,6 +15,7 @@ from shared.data.dataset import Dataset
 from shared.errors import FedrecError
 
 YES, NO = {"1", "true", "yes", "y"}, {"0", "false", "no", "n", ""}
+NON_CONSENTED = "non-consented"  # an evaluation message's `users`: only those who did not consent
 
 
 def parse_consent(values: list[str], where: str) -> np.ndarray:
