@@ -143,3 +143,14 @@ def test_a_run_that_fails_inside_flower_ends_with_the_serverapps_own_error(capfd
     code, error = run_streamed([sys.executable, "-c", script], dict(os.environ))
     assert code == 0 and error == "pretrained /x: no such directory"
     assert "INFO starting" in capfd.readouterr().out  # passed through as it came
+
+
+def test_the_run_is_printed_beside_a_baseline_on_the_same_users() -> None:
+    from shared.cli.simulate import side_by_side
+
+    baseline = {"full": {"hr@10": 0.03, "ndcg@10": 0.017}, "sampled": {"hr@10": 0.45, "ndcg@10": 0.25}}
+    run = {"test": {"ranking-full-ndcg@10": 0.5}, "test_non_consented": {"ranking-full-hr@10": 0.09,
+           "ranking-full-ndcg@10": 0.048, "ranking-sampled-hr@10": 0.59, "ranking-sampled-ndcg@10": 0.35}}  # fmt: skip
+    table = side_by_side(run, baseline, "popularity")
+    assert "users who did not consent" in table and "| full NDCG@10 | 0.0170 | 0.0480 |" in table
+    assert "| sampled HR@10 | 0.4500 | 0.5900 |" in table

@@ -45,7 +45,23 @@ def register(commands: argparse._SubParsersAction) -> None:
     cmd.add_argument("--client-cpus", type=int, default=0,
                      help="cores per simulated client; cores / this many clients run at once "
                           "(default: Flower's 2, so one at a time on a 2-core machine)")  # fmt: skip
+    cmd.add_argument("--compare", type=Path, default=None, metavar="JSON",
+                     help="a baseline's `fedrec evaluate --json` file: its test metrics are printed "
+                          "beside the run's, on the same users")  # fmt: skip
     cmd.set_defaults(run=run)
+
+
+def side_by_side(metrics: dict[str, Any], baseline: dict[str, Any], name: str) -> str:
+    """The run's two-stage test metrics beside a baseline's (`fedrec evaluate --json`): the
+    non-consented users' when the run reports them (the baseline is then meant for them too)."""
+    test = metrics.get("test_non_consented") or metrics["test"]
+    who = "users who did not consent" if "test_non_consented" in metrics else "all users"
+    rows = [f"| metric ({who}) | {name} | federated model |", "|---|---|---|"]
+    for protocol in ("full", "sampled"):
+        for m in ("hr@10", "ndcg@10"):
+            mine = test.get(f"ranking-{protocol}-{m}", float("nan"))
+            rows.append(f"| {protocol} {m.upper()} | {baseline[protocol][m]:.4f} | {mine:.4f} |")
+    return "\n".join(rows)
 
 
 def app_defaults() -> dict[str, Any]:
@@ -86,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.client_cpus < 0:
         raise FedrecError(f"--client-cpus must be >= 0, got {args.client_cpus}")
+    if args.compare is not None and not args.compare.is_file():
+        raise FedrecError(f"--compare {args.compare}: no such file (write it with fedrec evaluate --json)")
     overrides = parse_overrides(args.run_config)
     unknown = sorted(set(overrides) - set(app_defaults()))
     if unknown:
@@ -114,8 +132,11 @@ def run(args: argparse.Namespace) -> int:
             raise FedrecError(f"the federated run failed: {errors[-1]}")
         raise FedrecError(f"the federated run failed (flwr run exited {code}); see the log above")
     print((runs[-1] / "summary.md").read_text())
+    metrics = json.loads((runs[-1] / "metrics.json").read_text())
+    if args.compare is not None:
+        print(side_by_side(metrics, json.loads(args.compare.read_text()), args.compare.stem))
     print(f"results: {runs[-1]}")
-    stopped = json.loads((runs[-1] / "metrics.json").read_text()).get("stopped")
+    stopped = metrics.get("stopped")
     if stopped:  # e.g. every client's privacy budget was already spent
         raise FedrecError(f"the run stopped before its last round: {stopped}")
     return 0
