@@ -117,4 +117,4 @@ OUTPUTS = ("metrics.json", "summary.md", "privacy_report.json", "privacy_report.
 def fail(reason: str) -> NoReturn:
     """End the run as failed (flwr ls: finished:failed), with the reason on the log's last line."""
     log.error("fedrec: error: %s", reason)
-    raise RunFailed(reason)
+    raise RunFailed(reason) from None  # the reason says it all: no chained traceback
