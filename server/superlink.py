@@ -21,7 +21,7 @@ from shared.errors import FedrecError
 class SuperLinkConfig:
     credentials: Path | None  # ca.crt, superlink.crt, superlink.key; None: insecure
     state_dir: Path  # the SuperLink's database (runs, registered nodes)
-    host: str = "0.0.0.0"  # every API: nodes elsewhere must reach it
+    host: str = ""  # the interface every API listens on: chosen by the operator, never implied
     port: int = 9093
 
 
@@ -38,6 +38,9 @@ def superlink_command(cfg: SuperLinkConfig) -> list[str]:
         check_private_key(key, "SuperLink key")
         cmd += ["--ssl-ca-certfile", str(ca), "--ssl-certfile", str(cert), "--ssl-keyfile", str(key),
                 "--enable-supernode-auth"]  # fmt: skip
+    if not cfg.host:
+        raise FedrecError("--host is required: the interface to listen on (an address the nodes reach, or 0.0.0.0 "
+                          "for every interface of this machine)")  # fmt: skip
     try:
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:

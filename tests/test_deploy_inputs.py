@@ -81,6 +81,12 @@ def test_unreachable_superlink_is_retried_then_reported(setup, capsys) -> None:
     assert "retrying in" in err and "unreachable after 2 attempts" in err.strip().splitlines()[-1]
 
 
+def test_the_superlink_interface_is_never_implied(setup, capsys) -> None:
+    _, tmp = setup
+    assert main(["deploy", "superlink", "--credentials", str(tmp / "creds"), "--state-dir", str(tmp / "l")]) == 2
+    one_line_error(capsys, "--host is required")
+
+
 def test_no_credentials_needs_an_explicit_insecure_flag(setup, capsys) -> None:
     source, tmp = setup
     assert main(["deploy", "superlink", "--state-dir", str(tmp / "l")]) == 2

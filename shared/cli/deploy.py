@@ -35,7 +35,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     link = sub.add_parser("superlink", help="start a SuperLink (TLS + node authentication)")
     link.add_argument("--credentials", type=Path, help="directory with ca.crt, superlink.crt, superlink.key")
     link.add_argument("--state-dir", type=Path, required=True)
-    link.add_argument("--host", default="0.0.0.0", help="address to listen on (all of Flower's APIs)")
+    link.add_argument("--host", default="",
+                      help="the interface to listen on, required: one address (e.g. the one nodes reach), "
+                           "or 0.0.0.0 for every interface of this machine")  # fmt: skip
     link.add_argument("--port", type=int, default=9093)
     link.add_argument("--insecure", action="store_true")
     link.set_defaults(run=run_superlink)
@@ -109,7 +111,11 @@ def run_superlink(args: argparse.Namespace) -> int:
 
     insecure = _insecure(args, args.credentials is not None)
     cfg = SuperLinkConfig(None if insecure else args.credentials, args.state_dir, args.host, args.port)
-    exec_command(superlink_command(cfg))
+    cmd = superlink_command(cfg)
+    everywhere = " (every interface of this machine)" if args.host in ("0.0.0.0", "::") else ""
+    print(f"fedrec: SuperLink listening on {args.host}:{args.port}{everywhere}. Nodes, `flwr` and the ServerApp all "
+          f"use this one TCP port: open {args.port} to the node and operator hosts, and nothing else", file=sys.stderr)
+    exec_command(cmd)
     return 0  # not reached
 
 
