@@ -87,7 +87,10 @@ def main(grid: Grid, context: Context) -> None:
                        int(context.run_config.get("seed", 42)))  # fmt: skip
     except FedrecError as err:
         fail(str(err))
-    strategy = make_strategy(fed, privacy, len(list(grid.get_node_ids())))
+    connected = len(list(grid.get_node_ids()))
+    if privacy.central_dp and not privacy.population:
+        log.warning("central DP: population not configured; taking the %d nodes connected now as N", connected)
+    strategy = make_strategy(fed, privacy, connected, privacy.population)
     restore_optimizer_state(strategy, moments)
     with prompt_handoffs():
         summary = run_rounds(

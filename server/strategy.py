@@ -26,7 +26,8 @@ from shared.errors import FedrecError
 from shared.privacy.central import UNIFORM_WEIGHT
 
 
-def make_strategy(cfg: FederationConfig, privacy: PrivacyConfig | None = None, num_nodes: int = 0) -> Strategy:
+def make_strategy(cfg: FederationConfig, privacy: PrivacyConfig | None = None, num_nodes: int = 0,
+                  population: int = 0) -> Strategy:  # fmt: skip
     """Training samples `fraction-train` of the nodes (at least `min-train-nodes`), validation
     `fraction-evaluate` of them (with one client per user, asking all 6,040 every round is the
     slow part); the final test evaluation asks every node (see server.rounds)."""
@@ -50,7 +51,8 @@ def make_strategy(cfg: FederationConfig, privacy: PrivacyConfig | None = None, n
     if cfg.strategy == "krum":
         return Krum(**common, num_malicious_nodes=1)
     if privacy is not None and privacy.central_dp:
-        return central_dp(UniformTrainFedAvg(**common, weighted_by_key=UNIFORM_WEIGHT), cfg, privacy, num_nodes)
+        return central_dp(UniformTrainFedAvg(**common, weighted_by_key=UNIFORM_WEIGHT), cfg, privacy, num_nodes,
+                          population or num_nodes)  # fmt: skip
     return FedAvg(**common)
 
 
@@ -82,7 +84,8 @@ class UniformTrainFedAvg(FedAvg):
             self.weighted_by_key = uniform
 
 
-def central_dp(strategy: FedAvg, cfg: FederationConfig, privacy: PrivacyConfig, num_nodes: int) -> Strategy:
+def central_dp(strategy: FedAvg, cfg: FederationConfig, privacy: PrivacyConfig, num_nodes: int,
+               population: int) -> Strategy:  # fmt: skip
     """DP-FedAvg with client-side fixed clipping and Flower's RDP accountant. Flower accounts it
     without sampling amplification (a conservative bound for sampled rounds)."""
     from flwr.serverapp import RdpAccountant
@@ -90,7 +93,7 @@ def central_dp(strategy: FedAvg, cfg: FederationConfig, privacy: PrivacyConfig, 
     sampled = max(int(num_nodes * cfg.fraction_train), cfg.min_train_nodes)
     accountant = RdpAccountant(FlowerPrivacyConfig(
         # Public, and at most 1 / N^1.1: a delta near 1 / N could publish one client whole.
-        target_delta=min(privacy.target_delta, max(num_nodes, 1) ** -1.1), population_size=max(num_nodes, 1),
+        target_delta=min(privacy.target_delta, max(population, 1) ** -1.1), population_size=max(population, 1),
         neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
         sampling_method=SamplingMethod.NO_AMPLIFICATION,
     ))  # fmt: skip

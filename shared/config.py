@@ -204,6 +204,10 @@ class PrivacyConfig:
     central_dp: bool = False
     central_noise_multiplier: float = 1.0
     central_clipping_norm: float = 1.0
+    # Central DP's N: the clients in the federation, from configuration (delta <= 1/N^1.1).
+    # `fedrec simulate` sets it to the SuperNodes it starts; 0 in a deployment: the nodes
+    # connected when the server starts, with a warning (a smaller N only lowers delta's cap).
+    population: int = 0
     audit_messages: bool = False  # each node logs the shape of every reply it sends (client/audit.py)
     # Under DP, a node with fewer users sends no evaluation metrics: its mean would be too close
     # to one user's own outcome (a one-user client's metric is exactly that).
@@ -229,6 +233,9 @@ class PrivacyConfig:
             object.__setattr__(self, name, float(getattr(self, name)))
         object.__setattr__(self, "dp", bool(self.dp))
         object.__setattr__(self, "central_dp", bool(self.central_dp))
+        if int(self.population) < 0:
+            raise FedrecError(f"population must be >= 0, got {self.population}")
+        object.__setattr__(self, "population", int(self.population))
         if int(self.min_eval_users) < 1:
             raise FedrecError(f"min-eval-users must be >= 1, got {self.min_eval_users}")
         object.__setattr__(self, "min_eval_users", int(self.min_eval_users))

@@ -134,3 +134,12 @@ def test_a_central_dp_round_sampled_again_after_a_failed_attempt(server_task: No
         msg.content["metrics"]["client-weight"] = 1
     strategy.aggregate_train(1, replies)
     assert strategy.privacy_spent().num_releases == 1
+
+
+def test_central_delta_is_capped_by_the_configured_population_not_the_connected_nodes() -> None:
+    from shared.config import PrivacyConfig
+
+    privacy = PrivacyConfig(central_dp=True, target_delta=1e-3)
+    strategy = make_strategy(FederationConfig(min_train_nodes=2), privacy, num_nodes=5, population=6040)
+    assert strategy.accountant.config.target_delta == pytest.approx(6040**-1.1)
+    assert strategy.num_sampled_clients == 5  # the sample still comes from the connected nodes

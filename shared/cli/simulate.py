@@ -118,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         nodes = partition_users(dataset, from_run_config(PartitionConfig, config)).num_partitions
     output_dir = Path(str(config["output-dir"])).resolve()
     overrides["output-dir"] = str(output_dir)
+    overrides.setdefault("population", nodes)  # central DP's N: the federation this run simulates
     before = set(output_dir.glob("run-*"))
     with tempfile.TemporaryDirectory(prefix="fedrec-flwr-") as home:
         with local_superlink(Path(home)) as env:
