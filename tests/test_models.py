@@ -339,3 +339,13 @@ def test_the_item_bias_learns_popularity_and_scores_with_it(dataset, cache) -> N
     after = ModelScorer(model, dataset).retrieval_scores(states)
     assert np.allclose(after[:, 7] - before[:, 7], 2.5, atol=1e-5)
     assert np.allclose(np.delete(after, 7, axis=1)[:, 1:], np.delete(before, 7, axis=1)[:, 1:], atol=1e-5)
+
+
+def test_loading_the_text_model_prints_no_library_report(capfd) -> None:
+    """Every node loads MiniLM; transformers' load report (the pooler left out on purpose) and
+    its progress bar used to fill each run's log."""
+    from shared.models.text_encoder import load_text_model
+
+    load_text_model()
+    out = capfd.readouterr()
+    assert "LOAD REPORT" not in out.err + out.out and "Loading weights" not in out.err + out.out

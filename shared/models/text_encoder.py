@@ -10,8 +10,10 @@ interruption from its finished chunks (shared.models.text_chunks).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+from collections.abc import Iterator
 import shutil
 import time
 from pathlib import Path
@@ -51,8 +53,9 @@ def load_text_model(trainable_top_layers: int = 0) -> tuple[torch.nn.Module, obj
     from transformers import AutoModel, AutoTokenizer
 
     path = model_dir()
-    model = AutoModel.from_pretrained(path, local_files_only=True, add_pooling_layer=False)
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    with quiet_transformers():
+        model = AutoModel.from_pretrained(path, local_files_only=True, add_pooling_layer=False)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     for p in model.parameters():
         p.requires_grad = False
     if trainable_top_layers:
@@ -60,6 +63,25 @@ def load_text_model(trainable_top_layers: int = 0) -> tuple[torch.nn.Module, obj
             for p in layer.parameters():
                 p.requires_grad = True
     return model, tokenizer
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Loading MiniLM without its pooler (on purpose: Opacus refuses unused parameters) makes
+    transformers print a load report that lists the pooler's weights as unexpected, and a
+    progress bar, in every process that loads it: every node, every message in a deployment.
+    Both are expected, so they are silenced here and only here."""
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
