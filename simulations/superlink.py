@@ -46,12 +46,16 @@ def listening(port: int) -> bool:
 
 
 @contextmanager
-def local_superlink(home: Path, startup_timeout: float = 60.0) -> Iterator[dict[str, str]]:
-    """Yield the environment under which `flwr run .` talks to this SuperLink only."""
+def local_superlink(home: Path, startup_timeout: float = 60.0, ray_address: str = "") -> Iterator[dict[str, str]]:
+    """Yield the environment under which `flwr run .` talks to this SuperLink only. With
+    `ray_address` the simulation it runs joins that Ray cluster instead of starting one: Flower's
+    Ray backend calls `ray.init()` with no address, which connects to RAY_ADDRESS (Flower 1.42's
+    backend configuration has no address key of its own)."""
     home.mkdir(parents=True, exist_ok=True)
     http_port, control_port, fleet_port = free_port(), free_port(), free_port()
     env = {
         **flower_env(),
+        **({"RAY_ADDRESS": ray_address} if ray_address else {}),
         "FLWR_HOME": str(home),
         "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(http_port),
         "FLWR_LOCAL_CONTROL_API_PORT": str(control_port),

@@ -48,6 +48,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     cmd.add_argument("--compare", type=Path, default=None, metavar="JSON",
                      help="a baseline's `fedrec evaluate --json` file: its test metrics are printed "
                           "beside the run's, on the same users")  # fmt: skip
+    cmd.add_argument("--ray-address", default="",
+                     help="run the simulated clients on this existing Ray cluster (host:port of its head, "
+                          "as `ray start --head` prints) instead of a Ray instance on this machine")  # fmt: skip
     cmd.set_defaults(run=run)
 
 
@@ -95,6 +98,19 @@ def private_mode(overrides: dict[str, Any], config: dict[str, Any]) -> dict[str,
     return {"dp": False, "central-dp": True, "secure-aggregation": True}
 
 
+def check_ray_address(address: str) -> None:
+    """A Ray head that does not answer is one line now, not a simulation that hangs in ray.init."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=5):
+            return
+    except (OSError, ValueError) as err:
+        raise FedrecError(f"--ray-address {address}: no Ray head answers there ({err}); start one with "
+                          "`ray start --head` and pass the address it prints") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from shared.data.dataset import load_dataset
     from shared.data.partition import partition_users
@@ -102,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.client_cpus < 0:
         raise FedrecError(f"--client-cpus must be >= 0, got {args.client_cpus}")
+    if args.ray_address:
+        check_ray_address(args.ray_address)
     if args.compare is not None and not args.compare.is_file():
         raise FedrecError(f"--compare {args.compare}: no such file (write it with fedrec evaluate --json)")
     overrides = parse_overrides(args.run_config)
@@ -121,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     overrides.setdefault("population", nodes)  # central DP's N: the federation this run simulates
     before = set(output_dir.glob("run-*"))
     with tempfile.TemporaryDirectory(prefix="fedrec-flwr-") as home:
-        with local_superlink(Path(home)) as env:
+        with local_superlink(Path(home), ray_address=args.ray_address) as env:
             errors: list[str] = []
             code = flwr_run(APP_DIR, env, nodes, overrides, client_cpus=args.client_cpus, errors=errors)
     if config["resume-from"]:  # a resumed run continues in the directory it resumes from
