@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from shared.cli import audit, catalog, data, deploy, evaluate, privacy, recommend, search, simulate, train
+from shared.cli import audit, catalog, data, deploy, evaluate, privacy, recommend, search, serve, simulate, train
 from shared.errors import FedrecError
 
 EXIT_USER_ERROR = 2
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.register(commands)
     recommend.register(commands)
     search.register(commands)
+    serve.register(commands)
     simulate.register(commands)
     privacy.register(commands)
     deploy.register(commands)

@@ -115,16 +115,22 @@ class ModelScorer:
 
 
     def recommend(
-        self, history: np.ndarray, features: np.ndarray, k: int = 10
+        self, history: np.ndarray, features: np.ndarray, k: int = 10, state: torch.Tensor | None = None
     ) -> list[tuple[int, float]]:
         """Top-k (item index, score) for one history of item indices, seen items left out.
 
-        Scores are the ranker's logits for the re-ranked top-N, retrieval logits beyond it."""
+        Scores are the ranker's logits for the re-ranked top-N, retrieval logits beyond it.
+        `state`: the history's user state (1, d) when already known (a service keeps its known
+        users'), which skips the transformer pass."""
         padded = left_pad([np.asarray(history)], self.max_len)
         feats = np.asarray(features, dtype=np.int64)[None]
         seen = np.zeros((1, self.items.shape[0]), dtype=bool)
         seen[0, np.asarray(history, dtype=np.int64)] = True
-        scores = self.recommend_scores(self.encode(padded, feats), padded, feats, seen)[0]
+        states = self.encode(padded, feats) if state is None else state
+        # The ranker masks padding out, so it reads only the columns the history fills: the same
+        # logits, without attending over up to max_len empty positions.
+        used = padded[:, self.max_len - min(max(len(history), 1), self.max_len) :]
+        scores = self.recommend_scores(states, used, feats, seen)[0]
         # The k best without sorting the catalog: a full argsort costs ~100 ms at 1M items.
         k = min(k, len(scores))
         top = np.argpartition(-scores, k - 1)[:k]

@@ -1,0 +1,1 @@
+"""`fedrec serve`: the model loaded once, answering recommend, search and explain over HTTP."""
