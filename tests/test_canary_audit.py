@@ -22,7 +22,9 @@ from shared.privacy.canaries import (canary_examples, canary_scores, check_parti
                                      record_canaries)  # fmt: skip
 from shared.privacy.one_run import audit_guesses, epsilon_lower_bound, p_value
 
-SMALL = ModelConfig(dim=16, num_layers=1, num_heads=2, max_len=30, retrieve_top_n=10, dropout=0.0)
+# Item ID embeddings, as the audit runs use: a frozen text tower alone cannot learn random users.
+SMALL = ModelConfig(dim=16, num_layers=1, num_heads=2, max_len=30, retrieve_top_n=10, dropout=0.0,
+                    use_id_embedding=True)  # fmt: skip
 
 
 def test_perfect_guesses_bound_epsilon_well_above_one_and_delta_weakens_it() -> None:
