@@ -39,7 +39,7 @@ def one_run(dataset: str, partition_id: int, rounds: int) -> dict:
         if fedrec(["catalog", "build", "--dataset", dataset, "--out", str(work / "catalog")]) != 0:
             raise SystemExit("edge_footprint: error: the catalog build failed")
         users = sum(1 for _ in open(data / "users.csv")) - 1
-        with LocalDeployment(work, [data], ["--catalog", str(work / "catalog")]) as dep:
+        with LocalDeployment(work, [data], work / "catalog") as dep:
             with PeakRSS(dep.nodes[0].pid) as peak:
                 rc = dep.flwr_run({"dataset": dataset, "catalog-path": str(work / "catalog"), "num-server-rounds": rounds,
                                    "min-train-nodes": 1, "output-dir": str(work / "out")}, timeout=3600)  # fmt: skip
