@@ -7,7 +7,12 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.fedrec-installed
 DATASET ?= movielens-1m
 OUT    ?= outputs
-ROUNDS ?= 5
+ROUNDS ?= 3
+CONSENT ?= 0.1
+PRETRAIN_EPOCHS ?= 15
+# The private recipe (README, "A private model worth deploying"): the server pretrains on the
+# consented users; the silos fine-tune the head with large-batch DP-SGD at epsilon 8 each.
+RECIPE ?= use-item-bias=true finetune=head optimizer=sgd lr=0.05 batch-size=256
 
 .PHONY: main test env clean
 
@@ -25,8 +30,14 @@ test: $(STAMP)
 
 main: $(STAMP)
 	$(VENV)/bin/fedrec data info --dataset $(DATASET) --partitioning region --json $(OUT)/data-info.json
-	$(VENV)/bin/fedrec evaluate --baseline popularity --dataset $(DATASET) --json $(OUT)/popularity.json
-	$(VENV)/bin/fedrec simulate --run-config dataset=$(DATASET) num-server-rounds=$(ROUNDS) output-dir=$(OUT)
+	$(VENV)/bin/fedrec evaluate --baseline popularity --dataset $(DATASET) --consent-fraction $(CONSENT) \
+		--users non-consented --json $(OUT)/popularity.json
+	$(VENV)/bin/fedrec train --dataset $(DATASET) --consent-fraction $(CONSENT) --consented-only \
+		--no-id-embedding --item-bias --epochs $(PRETRAIN_EPOCHS) --patience $(PRETRAIN_EPOCHS) \
+		--output $(OUT)/pretrained
+	$(VENV)/bin/fedrec simulate --compare $(OUT)/popularity.json --run-config dataset=$(DATASET) \
+		num-server-rounds=$(ROUNDS) output-dir=$(OUT) consent-fraction=$(CONSENT) \
+		pretrained=$(abspath $(OUT))/pretrained $(RECIPE)
 
 clean:
 	rm -rf $(VENV) $(OUT)
