@@ -197,9 +197,10 @@ def run_rounds(
             state.stale_rounds += 1
         save_round(run_dir, model, state, optimizer_state(strategy))
         write_json(run_dir / "metrics.json", {"history": state.history})
-        log.info("round %d/%d: %.1f s, train loss %.4f, valid NDCG@10 %.4f (best %.4f, round %d)",
+        loss = record["train"].get("train-loss")  # under DP no loss leaves a node
+        log.info("round %d/%d: %.1f s, %svalid NDCG@10 %.4f (best %.4f, round %d)",
                  server_round, cfg.num_server_rounds, record["seconds"],
-                 record["train"].get("train-loss", float("nan")), score, state.best_ndcg,
+                 "" if loss is None else f"train loss {loss:.4f}, ", score, state.best_ndcg,
                  state.best_round)  # fmt: skip
         if cfg.early_stopping_rounds and state.stale_rounds >= cfg.early_stopping_rounds:
             log.info("early stopping: %d rounds without validation gain", state.stale_rounds)

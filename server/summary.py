@@ -32,7 +32,8 @@ def summary_markdown(run_id: str, summary: dict[str, Any]) -> str:
     lines += ["", "## Rounds", "", "| round | seconds | train loss | valid NDCG@10 (two-stage) |",
               "|---|---|---|---|"]  # fmt: skip
     for r in summary["history"]:
-        lines.append(f"| {r['round']} | {r['seconds']:.1f} | {r['train'].get('train-loss', float('nan')):.4f} "
+        loss = r["train"].get("train-loss")  # under DP no loss leaves a node: none to show
+        lines.append(f"| {r['round']} | {r['seconds']:.1f} | {'-' if loss is None else f'{loss:.4f}'} "
                      f"| {r['valid'].get('ranking-full-ndcg@10', float('nan')):.4f} |")  # fmt: skip
     if summary.get("stopped"):
         lines += ["", f"Stopped early: {summary['stopped']}."]
