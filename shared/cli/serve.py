@@ -59,18 +59,8 @@ def run(args: argparse.Namespace) -> int:
     check_address(args.host, args.port)
     if args.threads < 1:
         raise FedrecError(f"--threads must be at least 1, got {args.threads}")
-    import torch
+    from shared.serving.service import load_service
 
-    from shared.config import DataConfig
-    from shared.data.dataset import load_dataset
-    from shared.models.checkpoint import load_checkpoint
-    from shared.serving.service import Service
-
-    torch.set_num_threads(args.threads)
-    model = load_checkpoint(args.checkpoint)
-    dataset = None
-    if args.dataset or args.path:
-        dataset = load_dataset(DataConfig(dataset=args.dataset or model.config["dataset"],
-                                          data_path=args.path, cache_dir=args.cache_dir))  # fmt: skip
-    serve(Service(model, dataset, search=not args.no_search), args.host, args.port)
+    serve(load_service(args.checkpoint, args.dataset, args.path, args.cache_dir, args.threads, not args.no_search),
+          args.host, args.port)  # fmt: skip
     return 0

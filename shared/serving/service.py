@@ -168,3 +168,19 @@ class Service:
         values = self.feature_values(user)
         explanations = self._explainer.explain(items, features, [i for i, _ in ranked])
         return {"items": [as_dict(e, self.catalog, self.titles, values, top) for e in explanations]}
+
+
+def load_service(checkpoint: str, dataset: str = "", path: str = "", cache_dir: str = "", threads: int = 1,
+                 search: bool = True) -> Service:  # fmt: skip
+    """A Service from `fedrec serve`'s options: the checkpoint, and the dataset when one is named
+    (`path` alone means the checkpoint's own dataset, read from there)."""
+    from shared.config import DataConfig
+    from shared.data.dataset import load_dataset
+    from shared.models.checkpoint import load_checkpoint
+
+    torch.set_num_threads(threads)
+    model = load_checkpoint(checkpoint)
+    data = None
+    if dataset or path:
+        data = load_dataset(DataConfig(dataset=dataset or model.config["dataset"], data_path=path, cache_dir=cache_dir))
+    return Service(model, data, search=search)
