@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                      "share_top_drops_more": float(np.mean(top > rand)), "wilcoxon_p": float(test.pvalue),
                      "passed": bool(top.mean() > rand.mean())})  # fmt: skip
     report = {"provenance": provenance(), "checkpoint": str(args.checkpoint), "dataset": dataset.name,
+              "checkpoint_info": checkpoint_info(args.checkpoint),
               "users": len(users), "steps": args.steps, "draws": args.draws, "seconds": seconds,
               "mean_score": float(np.mean(scores)), "mean_abs_gap": float(np.mean(np.abs(gaps))), "rows": rows,
               "per_user": {str(m): drops[m] for m in removals}}  # fmt: skip
@@ -94,11 +95,26 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def checkpoint_info(directory: Path) -> dict:
+    """How the checkpoint was trained, from its metrics.json: the explanations explain this model."""
+    import json
+
+    path = directory / "metrics.json"
+    if not path.is_file():
+        return {}
+    m = json.loads(path.read_text())
+    return {"epochs_run": m.get("epochs_run"), "test_ranking_full_ndcg@10": m["test"]["ranking"]["full"]["ndcg@10"],
+            "test_ranking_sampled_hr@10": m["test"]["ranking"]["sampled"]["hr@10"]}  # fmt: skip
+
+
 def markdown(r: dict) -> str:
+    info = r.get("checkpoint_info") or {}
+    trained = (f" (`fedrec train`, {info['epochs_run']} epoch(s): test NDCG@10 {info['test_ranking_full_ndcg@10']:.3f} "
+               f"full, HR@10 {info['test_ranking_sampled_hr@10']:.3f} sampled)") if info else ""
     return "\n".join([
         f"# Explanations' faithfulness: a deletion test on {r['dataset']}", "",
         *provenance_lines(r["provenance"]), "",
-        f"Checkpoint `{r['checkpoint']}`. For {r['users']} random users with at least {MIN_HISTORY} history items: "
+        f"Checkpoint `{r['checkpoint']}`{trained}. For {r['users']} random users with at least {MIN_HISTORY} history items: "
         "their top recommended item, its ranker logit attributed by Integrated Gradients "
         f"({r['steps']} steps) over the history item vectors and side-feature embeddings, then m history items "
         "taken out and the item scored again by the model (ModelScorer): the m most attributed, against m at "
