@@ -75,7 +75,8 @@ def test_nothing_but_weights_metrics_and_privacy_leaves_a_node(faulty_run) -> No
     _, run_dir = faulty_run
     model_weights = load_file(run_dir / "round-001" / "model.safetensors")
     lines = [json.loads(line) for f in (run_dir / "node-state").glob("messages-*.jsonl") for line in f.read_text().splitlines()]
-    assert {line["message_type"] for line in lines} == {"train", "evaluate"}
+    # query.catalog: the server's check, before round 1, that each node holds its catalog
+    assert {line["message_type"] for line in lines} == {"train", "evaluate", "query.catalog"}
     train = next(line for line in lines if "arrays" in line["records"])
     num_weights = train["records"]["arrays"]["arrays"]["weights"][1][0]
     assert 0 < num_weights < sum(w.numel() for w in model_weights.values())  # trainable only, not the frozen text
