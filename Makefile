@@ -14,7 +14,7 @@ PRETRAIN_EPOCHS ?= 15
 # consented users; the silos fine-tune the head with large-batch DP-SGD at epsilon 8 each.
 RECIPE ?= use-item-bias=true finetune=head optimizer=sgd lr=0.05 batch-size=256
 
-.PHONY: main test env clean
+.PHONY: main test env clean docs
 
 env: $(STAMP)
 
@@ -38,6 +38,11 @@ main: $(STAMP)
 	$(VENV)/bin/fedrec simulate --compare $(OUT)/popularity.json --run-config dataset=$(DATASET) \
 		num-server-rounds=$(ROUNDS) output-dir=$(OUT) consent-fraction=$(CONSENT) \
 		pretrained=$(abspath $(OUT))/pretrained $(RECIPE)
+
+# docs/configuration.md from the run-config dataclasses in shared/config.py; tests/test_docs.py
+# fails while the committed page differs from what this writes.
+docs: $(STAMP)
+	$(PY) -m shared.config_docs
 
 clean:
 	rm -rf $(VENV) $(OUT)

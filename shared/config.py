@@ -7,7 +7,7 @@ everything past that point can trust its fields.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,15 +17,23 @@ from shared.errors import FedrecError
 T = TypeVar("T")
 
 PARTITIONINGS = ("user", "region", "occupation", "dirichlet", "iid")
+DOC = "doc"  # a field's metadata key for what its run-config key means (docs/configuration.md)
+
+
+def knob(default: Any, doc: str) -> Any:
+    """A run-config key's field: its default and its meaning, written once, here. The Flower
+    manifest (`[tool.flwr.app.config]`) is held equal to the defaults by tests/test_config.py,
+    and docs/configuration.md is generated from both (`make docs`, shared/config_docs.py)."""
+    return field(default=default, metadata={DOC: doc})
 
 
 def from_run_config(cls: type[T], run_config: Mapping[str, Any]) -> T:
     """Build `cls` from hyphenated run-config keys (`min-interactions` -> `min_interactions`)."""
     kwargs = {}
-    for field in fields(cls):  # type: ignore[arg-type]
-        key = field.name.replace("_", "-")
+    for f in fields(cls):  # type: ignore[arg-type]
+        key = f.name.replace("_", "-")
         if key in run_config:
-            kwargs[field.name] = run_config[key]
+            kwargs[f.name] = run_config[key]
     return cls(**kwargs)
 
 
@@ -33,19 +41,20 @@ def from_run_config(cls: type[T], run_config: Mapping[str, Any]) -> T:
 class DataConfig:
     """Which dataset, where it lives, and how raw ratings become implicit-feedback sequences."""
 
-    dataset: str = "movielens-1m"
-    data_path: str = ""
-    cache_dir: str = ""
-    # A public catalog directory (`fedrec catalog build`): the server reads it and nothing else;
-    # a node reads its own interactions against it. "": derived from `dataset` (simulation).
-    catalog_path: str = ""
-    min_interactions: int = 5
-    rating_threshold: float = 0.0
-    text_columns: str = ""  # comma-separated; empty means every string column but item_id
-    max_users: int = 0  # keep only the first N users (scale experiments); 0: all
-    # Simulation: the share of users who authorise central use of their data (drawn with the
-    # seed); users.csv's `consent` column, when present, decides instead (shared/data/consent.py).
-    consent_fraction: float = 0.0
+    dataset: str = knob("movielens-1m", "`movielens-100k`, `movielens-1m` or `csv`")
+    data_path: str = knob("", "a directory to read instead of the cache (required for `csv`)")
+    cache_dir: str = knob("", "download and embedding cache; empty means `~/.cache/fedrec`")
+    catalog_path: str = knob("", "a public catalog directory (`fedrec catalog build`): the server reads it and "
+                             "nothing else, nodes index their own data on it (a node's own `catalog-path` node "
+                             "config comes first); `\"\"`: derived from `dataset` (simulation)")
+    min_interactions: int = knob(5, "users with fewer interactions are dropped (at least 3)")
+    rating_threshold: float = knob(0.0, "ratings below it are not interactions")
+    text_columns: str = knob("", "item columns the item text is built from, comma-separated (e.g. "
+                             "`title,author,publisher`); empty: every string column but `item_id`")
+    max_users: int = knob(0, "keep only the first N users (scale experiments); `0`: all")
+    # Consent is decided per user by users.csv's column where there is one (shared/data/consent.py).
+    consent_fraction: float = knob(0.0, "simulation: the share of users who authorise central use of their "
+                                   "data, drawn with `seed` (a `consent` column in `users.csv` decides instead)")
 
     def __post_init__(self) -> None:
         check_dataset_name(self.dataset)
@@ -76,10 +85,10 @@ class DataConfig:
 class PartitionConfig:
     """How users are grouped into federated clients."""
 
-    partitioning: str = "region"
-    num_partitions: int = 0  # 0: as many as the data gives (user, region, occupation)
-    dirichlet_alpha: float = 0.5
-    seed: int = 42
+    partitioning: str = knob("region", "`user`, `region`, `occupation`, `dirichlet` or `iid`")
+    num_partitions: int = knob(0, "K for `dirichlet`/`iid`; 0 means the data's own count for the others")
+    dirichlet_alpha: float = knob(0.5, "concentration of the genre (or popularity-tier) skew for `dirichlet`")
+    seed: int = knob(42, "partitioning and training seed")
 
     def __post_init__(self) -> None:
         if self.partitioning not in PARTITIONINGS:
@@ -102,23 +111,26 @@ class PartitionConfig:
 class ModelConfig:
     """Shape of the two-stage model. Saved in every checkpoint's config.json."""
 
-    dim: int = 64
-    num_layers: int = 2
-    num_heads: int = 2
-    max_len: int = 200
-    dropout: float = 0.2
-    use_text: bool = True
-    # Off as the federation runs it: ID tables drown in DP noise (README, Privacy). `fedrec
+    dim: int = knob(64, "model width")
+    num_layers: int = knob(2, "user-tower transformer layers")
+    num_heads: int = knob(2, "attention heads")
+    max_len: int = knob(200, "history length read")
+    dropout: float = knob(0.2, "dropout")
+    use_text: bool = knob(True, "item tower uses the MiniLM text embedding")
+    # Off as the federation runs it: ID tables drown in DP noise (docs/privacy.md). `fedrec
     # train`, the non-private reference, turns it on unless --no-id-embedding.
-    use_id_embedding: bool = False
-    use_item_bias: bool = False  # a per-item scalar: the popularity prior (shared/models/recommender.py)
-    # What trains: "all", or "head" (item tower, ranker, norms and biases; the rest frozen at
-    # the `pretrained` checkpoint's values): fewer parameters, less DP noise, smaller updates.
-    finetune: str = "all"
-    retrieve_top_n: int = 100
-    # Fine-tune the top N MiniLM layers inside the item tower (0: frozen, cached embeddings).
+    use_id_embedding: bool = knob(False, "item tower adds a learned ID embedding to the text (off in the "
+                                  "federation: see docs/privacy.md; `fedrec train` has it on)")
+    use_item_bias: bool = knob(False, "a per-item scalar added to every score of the item: the popularity "
+                               "prior a text-only item tower lacks (shared/models/recommender.py)")
+    # "head": fewer parameters, less DP noise, smaller updates.
+    finetune: str = knob("all", "what trains: `all`, or `head` (item tower, ranker, LayerNorms and biases; the "
+                         "user tower's other weights stay at the `pretrained` checkpoint's values, which every "
+                         "node loads too)")
+    retrieve_top_n: int = knob(100, "candidates the ranker re-scores")
     # Costly: every item vector then runs N transformer layers; meant for GPUs or small catalogs.
-    text_finetune_layers: int = 0
+    text_finetune_layers: int = knob(0, "fine-tune MiniLM's top N layers inside the item tower (0: frozen, "
+                                     "cached embeddings; slow on CPU)")
 
     def __post_init__(self) -> None:
         if not (self.use_text or self.use_id_embedding):
@@ -145,24 +157,31 @@ OPTIMIZERS = ("adamw", "sgd")
 class TrainConfig:
     """How the model is fitted: the same knobs for centralized and local federated training."""
 
+    # Fields without a knob are not run-config keys: `fedrec train` sets them, and a federated
+    # client takes its epochs from FederationConfig.local_epochs.
     epochs: int = 20
-    batch_size: int = 32  # on CPU a smaller batch costs about the same per epoch and takes 4x the steps
-    lr: float = 2e-3
-    weight_decay: float = 0.01
+    # On CPU a smaller batch costs about the same per epoch and takes 4x the steps.
+    batch_size: int = knob(32, "local batch size (sequences)")
+    lr: float = knob(2e-3, "local learning rate")
+    weight_decay: float = knob(0.01, "weight decay")
     # adamw: the centralized optimizer. sgd: a local step is then the client's gradient (times
     # lr), so FedAdam/FedYogi average gradients, not the per-client signs of a fresh Adam's
-    # first steps: one client per user needs this (README, Results).
-    optimizer: str = "adamw"
-    num_negatives: int = 64  # retrieval: sampled negatives per sequence, shared by its positions
+    # first steps: one client per user needs this (docs/results.md).
+    optimizer: str = knob("adamw", "local optimizer, `adamw` or `sgd`; with `sgd` and one local epoch a "
+                          "client's update is its gradient times `lr`, which FedAdam needs with one client "
+                          "per user")
+    num_negatives: int = knob(64, "retrieval negatives per sequence, shared by its positions")
     rank_positions: int = 4  # ranking: positions per sequence that train the ranker
     # Few hard negatives: early in training the retrieval top-k is mostly popular items, and
     # many of them teach the ranker to bury popular true positives (measured on ML-100k).
     rank_hard_negatives: int = 2  # ... each against this many retrieval hard negatives
     rank_random_negatives: int = 10  # ... and this many uniform ones
     patience: int = 3  # epochs without validation NDCG@10 gain before stopping
-    seed: int = 42
-    device: str = "auto"
-    threads: int = 0  # torch threads; 0: torch's default, or 1 for a client of a large simulation
+    seed: int = 42  # the run config's `seed` (documented with PartitionConfig, which it also seeds)
+    device: str = knob("auto", "`auto` (CUDA if present), `cpu` or `cuda`")
+    threads: int = knob(0, "torch threads per client; `0`: torch's default, except 1 in a simulation of more "
+                        "than 64 SuperNodes (one user's few batches gain nothing from more, and Flower's "
+                        "dispatch loop needs a core)")
 
     def __post_init__(self) -> None:
         if int(self.threads) < 0:
@@ -192,26 +211,28 @@ ACCOUNTANTS = ("pld",)  # dp_accounting's PLD, replace-one adjacency (shared/pri
 class PrivacyConfig:
     """Local DP-SGD on every client (Opacus), and the budget each client may spend."""
 
-    dp: bool = True
-    target_epsilon: float = 8.0  # each client's budget, over all runs on the same private data
-    noise_multiplier: float = 0.0  # sigma; 0: calibrated once so the planned rounds fit the budget
-    max_grad_norm: float = 1.0  # per-example clipping norm C
+    dp: bool = knob(True, "DP-SGD (Opacus) on every client; `false` trains without noise or clipping")
+    target_epsilon: float = knob(8.0, "each client's privacy budget, over every run on the same private data")
+    noise_multiplier: float = knob(0.0, "sigma; `0` calibrates it once so `num-server-rounds` rounds fit the "
+                                   "budget")
+    max_grad_norm: float = knob(1.0, "per-example gradient clipping norm")
     # Public and fixed: a delta derived from a node's data size would itself disclose that size.
-    target_delta: float = 1e-6
-    accountant: str = "pld"
-    # DP-FedAvg across the federation (Flower's client-side fixed-clipping wrapper): each
-    # client's whole update is clipped, the server adds noise to their average.
-    central_dp: bool = False
-    central_noise_multiplier: float = 1.0
-    central_clipping_norm: float = 1.0
-    # Central DP's N: the clients in the federation, from configuration (delta <= 1/N^1.1).
-    # `fedrec simulate` sets it to the SuperNodes it starts; 0 in a deployment: the nodes
-    # connected when the server starts, with a warning (a smaller N only lowers delta's cap).
-    population: int = 0
-    audit_messages: bool = False  # each node logs the shape of every reply it sends (client/audit.py)
-    # Under DP, a node with fewer users sends no evaluation metrics: its mean would be too close
-    # to one user's own outcome (a one-user client's metric is exactly that).
-    min_eval_users: int = 20
+    target_delta: float = knob(1e-6, "delta: public and fixed, never derived from a node's data (at most 1e-3)")
+    accountant: str = knob("pld", "Google `dp_accounting`'s PLD accountant, replace-one adjacency")
+    # Each client's whole update is clipped, the server adds noise to their average.
+    central_dp: bool = knob(False, "DP-FedAvg across the federation (Flower's client-side fixed-clipping "
+                            "wrapper, RDP accountant); needs `strategy=fedavg`")
+    central_noise_multiplier: float = knob(1.0, "central DP: noise std over the clipping norm, added to the sum "
+                                           "of updates")
+    central_clipping_norm: float = knob(1.0, "central DP: each client's whole update is clipped to this L2 norm")
+    # From configuration, not from whoever connects; a smaller N only lowers delta's cap.
+    population: int = knob(0, "central DP's N, the clients in the federation (delta is capped at 1/N^1.1); "
+                           "`fedrec simulate` sets it to the SuperNodes it starts; `0` in a deployment: the "
+                           "nodes connected at the start, with a warning")
+    audit_messages: bool = knob(False, "each node appends the shape (never the values) of every reply it sends "
+                                "to `messages-<node>.jsonl` in its state directory (client/audit.py)")
+    # A one-user client's metric is exactly that user's own outcome.
+    min_eval_users: int = knob(20, "under DP, a node with fewer users sends no evaluation metrics")
 
     def __post_init__(self) -> None:
         if self.central_dp and float(self.central_noise_multiplier) <= 0:
@@ -248,29 +269,35 @@ STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedmedian", "fedtrimme
 class FederationConfig:
     """The server's side of a run: rounds, sampling, aggregation, outputs."""
 
-    num_server_rounds: int = 5
-    fraction_train: float = 1.0
-    fraction_evaluate: float = 1.0  # per-round validation; the final test always asks every node
-    min_train_nodes: int = 2
-    local_epochs: int = 1
-    # Optimizer steps per round instead (batches drawn through fresh shuffles of the node's
-    # examples); 0: local-epochs full passes. Equal work per client whatever its data size.
-    local_steps: int = 0
-    strategy: str = "fedavg"
-    proximal_mu: float = 0.01  # FedProx only
-    server_lr: float = 0.01  # FedAdam / FedYogi server learning rate (eta)
-    # FedAdam / FedYogi's adaptivity (tau, Adam's epsilon). Flower's 1e-3 damps every coordinate
-    # whose mean update is smaller, which with `optimizer = "sgd"` clients is most of them.
-    server_tau: float = 1e-3
-    early_stopping_rounds: int = 0  # stop after this many rounds without validation gain; 0: off
-    server_eval: bool = False  # simulation only: also evaluate on the server's copy of the data
-    resume_from: str = ""  # a round checkpoint directory of an earlier run
-    # A checkpoint (e.g. `fedrec train --consented-only`) whose weights start round 1.
-    pretrained: str = ""
-    round_timeout: float = 3600.0
-    max_update_norm_ratio: float = 10.0  # refuse updates this far beyond the round's median norm; 0: off
-    round_retries: int = 1  # re-sample a round whose valid updates fall short of min-train-nodes
-    output_dir: str = "outputs"
+    num_server_rounds: int = knob(5, "federated rounds")
+    fraction_train: float = knob(1.0, "fraction of nodes sampled for training each round")
+    fraction_evaluate: float = knob(1.0, "fraction of nodes asked for validation metrics each round (the final "
+                                    "test asks all)")
+    min_train_nodes: int = knob(2, "at least this many nodes train (and must be available)")
+    local_epochs: int = knob(1, "local epochs per round")
+    # Equal work per client whatever its data size.
+    local_steps: int = knob(0, "local optimizer steps per round instead of epochs (batches through fresh "
+                            "shuffles of the node's data; with DP, the accountant counts these steps); `0`: "
+                            "`local-epochs`")
+    strategy: str = knob("fedavg", "`fedavg`, `fedprox`, `fedadam`, `fedyogi`, or the robust `fedmedian`, "
+                         "`fedtrimmedavg` (20% trimmed each side), `krum` (assumes one malicious client)")
+    proximal_mu: float = knob(0.01, "FedProx's proximal weight")
+    server_lr: float = knob(0.01, "FedAdam / FedYogi server learning rate (eta)")
+    # Flower's 1e-3 damps every coordinate whose mean update is smaller, which with
+    # `optimizer = "sgd"` clients is most of them.
+    server_tau: float = knob(1e-3, "FedAdam / FedYogi adaptivity (Adam's epsilon, Flower's default); updates "
+                             "smaller than it are damped, so `sgd` clients want about `1e-8`")
+    early_stopping_rounds: int = knob(0, "stop after this many rounds without validation NDCG@10 gain (0: off)")
+    server_eval: bool = knob(False, "simulation only: also evaluate on the server's copy of the data")
+    resume_from: str = knob("", "a `round-NNN` checkpoint directory of an earlier run to continue from")
+    pretrained: str = knob("", "a checkpoint whose weights start round 1, e.g. `fedrec train --consented-only`'s")
+    round_timeout: float = knob(3600.0, "seconds the server waits for a round's replies; a hung client costs "
+                                "the round this, then it goes on without it")
+    max_update_norm_ratio: float = knob(10.0, "refuse updates whose norm exceeds this many times the round's "
+                                        "median update norm; `0`: off")
+    round_retries: int = knob(1, "a round with fewer valid updates than `min-train-nodes` is re-sampled this "
+                              "many times, then the run ends with the reason")
+    output_dir: str = knob("outputs", "where runs write their results")
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -306,10 +333,10 @@ class FaultConfig:
     """Injected client faults, to rehearse failure handling (client/faults.py); disjoint shares
     of each round's clients."""
 
-    fault_crash_fraction: float = 0.0
-    fault_hang_fraction: float = 0.0
-    fault_nan_fraction: float = 0.0
-    fault_scale_fraction: float = 0.0
+    fault_crash_fraction: float = knob(0.0, "share of each round's clients that crash (rehearsal)")
+    fault_hang_fraction: float = knob(0.0, "share that hang past `round-timeout`")
+    fault_nan_fraction: float = knob(0.0, "share that send NaN weights")
+    fault_scale_fraction: float = knob(0.0, "share that send their update multiplied by 1,000")
 
     def __post_init__(self) -> None:
         shares = [float(getattr(self, f.name)) for f in fields(self)]
@@ -328,11 +355,16 @@ class SecureAggregationConfig:
     weight / secagg-max-weight, so the precision of one client's update is about
     2 * range / 2**22 * max-weight / weight."""
 
-    secure_aggregation: bool = False
-    secagg_num_shares: float = 3  # an integer > 2 (neighbours per client), or a fraction of the round
-    secagg_reconstruction_threshold: float = 2  # shares needed to unmask: integer, or fraction of shares
-    secagg_clipping_range: float = 1.0
-    secagg_max_weight: float = 1000.0  # the largest client weight (num-examples; 1 under central DP)
+    secure_aggregation: bool = knob(False, "SecAgg+: the server sees only the weighted mean of each round's "
+                                    "updates; needs `fedavg`, `fedprox`, `fedadam` or `fedyogi`")
+    secagg_num_shares: float = knob(3, "SecAgg+: neighbours each client shares its keys with (an integer > 2, "
+                                    "or a fraction of the round's clients)")
+    secagg_reconstruction_threshold: float = knob(2, "SecAgg+: shares needed to unmask a client (an integer, or "
+                                                  "a fraction of the shares); fewer live neighbours fail the round")
+    secagg_clipping_range: float = knob(1.0, "SecAgg+: each weighted update value is clipped to ± this before "
+                                        "quantization")
+    secagg_max_weight: float = knob(1000.0, "SecAgg+: the largest client weight (num-examples; 1 under "
+                                    "`central-dp`); smaller is finer")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "secure_aggregation", bool(self.secure_aggregation))
@@ -363,11 +395,17 @@ class AuditConfig:
     """Canary users planted in a simulation's training data, for `fedrec audit`'s one-run
     epsilon lower bound (shared/privacy/canaries.py, shared/privacy/one_run.py)."""
 
-    audit_canaries: int = 0  # m canaries, each trained on with probability 1/2; 0: none
-    audit_seed: int = 0  # draws the canaries and their coins
+    audit_canaries: int = knob(0, "simulation only: M canary users for `fedrec audit`, each trained on with "
+                               "probability 1/2 by silo k mod K; `0`: none")
+    audit_seed: int = knob(0, "draws the canaries and their membership coins")
 
     def __post_init__(self) -> None:
         if int(self.audit_canaries) < 0:
             raise FedrecError(f"audit-canaries must be >= 0, got {self.audit_canaries}")
         object.__setattr__(self, "audit_canaries", int(self.audit_canaries))
         object.__setattr__(self, "audit_seed", int(self.audit_seed))
+
+
+# The dataclasses a Flower run config is parsed into, in the order docs/configuration.md lists them.
+RUN_CONFIGS = (DataConfig, PartitionConfig, FederationConfig, TrainConfig, ModelConfig, PrivacyConfig,
+               AuditConfig, FaultConfig, SecureAggregationConfig)
