@@ -3,22 +3,30 @@
 Checked before anything starts, each as one line: the catalog (a `fedrec catalog build`
 directory, unchanged since: its fingerprint is what the server's messages are compared with),
 the node's data directory (its own interactions, every item in the catalog), its state directory (writable), its key and the CA certificate
-(present, unexpired), and the SuperLink (reachable: retried with exponential backoff, then
-reported). Flower's own reconnection (`--max-wait-time`) covers a SuperLink lost later.
+(present, unexpired), and the SuperLink: reachable (retried with exponential backoff, then
+reported), its certificate verified by the CA for the host dialled (shared/deploy/tls.py), and
+this node's public key registered with it. Flower itself reports the last two only as "could not
+establish a connection". Flower's own reconnection (`--max-wait-time`) covers a SuperLink lost later.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from shared.config import DataConfig
 from shared.data.dataset import catalog_artifact, load_node_dataset
 from shared.deploy.credentials import check_certificate, check_private_key
 from shared.deploy.process import BIN
+from shared.deploy.tls import check_superlink_insecure, check_superlink_tls
 from shared.errors import FedrecError
 
 log = logging.getLogger(__name__)
@@ -77,6 +85,65 @@ def wait_for_superlink(address: str, seconds: float, first_delay: float = 1.0) -
             delay = min(delay * 2, 16.0)
 
 
+def node_key(key: Path) -> ec.EllipticCurvePrivateKey:
+    """The node's private key, in the OpenSSH format flower-supernode reads."""
+    try:
+        private = serialization.load_ssh_private_key(key.read_bytes(), None)
+    except (OSError, ValueError, TypeError):
+        raise FedrecError(f"node key {key}: not an unencrypted OpenSSH private key (`deploy credentials` writes one)") from None
+    if not isinstance(private, ec.EllipticCurvePrivateKey):
+        raise FedrecError(f"node key {key}: not an elliptic-curve key, which node authentication requires")
+    return private
+
+
+def key_fingerprint(key: Path) -> str:
+    """The public key's SHA256 fingerprint as `ssh-keygen -lf KEY.pub` prints it."""
+    blob = node_key(key).public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    digest = hashlib.sha256(base64.b64decode(blob.split()[1])).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def check_registered(address: str, ca: Path, key: Path) -> int:
+    """The SuperNode ID the SuperLink keeps for `key`'s public key. Found by doing what
+    flower-supernode does first, activating the node, and undoing it at once (deactivating: the
+    node goes offline until flower-supernode activates it again), because an unknown key is
+    otherwise reported only as "could not establish a connection", its reason in the SuperLink's log."""
+    import httpx
+    from flwr.common.constant import HEARTBEAT_DEFAULT_INTERVAL
+    from flwr.proto.fleet_pb2 import ActivateNodeRequest, DeactivateNodeRequest
+    from flwr.supercore.error import ApiErrorCode, FlowerError
+    from flwr.supercore.interceptors.http.runtime_version import RuntimeVersionHttpInterceptor
+    from flwr.supercore.primitives.asymmetric import public_key_to_bytes
+    from flwr.supernode.fleet_http_client import FleetHttpClient
+    from flwr.supernode.node_auth_http_interceptor import NodeAuthHttpInterceptor
+
+    private = node_key(key)
+    public = private.public_key()
+    auth = [RuntimeVersionHttpInterceptor(component_name="SuperNode"), NodeAuthHttpInterceptor(private, public)]
+    with FleetHttpClient.from_server_address(address, False, ca.read_bytes(), interceptors=auth) as client:
+        try:
+            node_id = client.ActivateNode(ActivateNodeRequest(
+                public_key=public_key_to_bytes(public), heartbeat_interval=HEARTBEAT_DEFAULT_INTERVAL)).node_id  # fmt: skip
+        except httpx.HTTPStatusError as err:
+            error = FlowerError.from_json(err.response.text)
+            if error is not None and error.code == ApiErrorCode.FLEET_NODE_ACTIVATION_FAILED:
+                raise FedrecError(
+                    f"the SuperLink at {address} refused this node: its public key ({key_fingerprint(key)}, the pair "
+                    f"of {key}) is not registered. On the server: `flwr supernode register {key.with_suffix('.pub').name} "
+                    "CONNECTION` (docs/deployment.md). If it is registered, a SuperNode with this key is online "
+                    "already (one stopped with kill -9 counts as online for up to a minute)"
+                ) from None  # fmt: skip
+            said = error.message if error is not None else f"HTTP {err.response.status_code}"
+            raise FedrecError(f"the SuperLink at {address} refused this node: {said}") from None
+        except httpx.TransportError as err:
+            raise FedrecError(f"SuperLink {address}: {err}") from None
+        try:
+            client.DeactivateNode(DeactivateNodeRequest(node_id=node_id))
+        except httpx.HTTPError as err:
+            raise FedrecError(f"SuperLink {address}: could not hand the node back after the check ({err})") from None
+    return int(node_id)
+
+
 def supernode_command(cfg: SuperNodeConfig) -> list[str]:
     """`flower-supernode ...` for `cfg`, everything it depends on checked first."""
     cmd = [str(BIN / "flower-supernode")]
@@ -85,6 +152,7 @@ def supernode_command(cfg: SuperNodeConfig) -> list[str]:
     else:
         check_certificate(cfg.ca, "CA certificate")
         check_private_key(cfg.key, "node key")
+        node_key(cfg.key)
         cmd += ["--root-certificates", str(cfg.ca), "--auth-supernode-private-key", str(cfg.key)]
         if cfg.runtime_tls is not None:  # the SuperNode <-> ClientApp link, on this machine
             cert, key = cfg.runtime_tls
@@ -96,6 +164,13 @@ def supernode_command(cfg: SuperNodeConfig) -> list[str]:
     log.info("node data %s: %d users on catalog %s (fingerprint %s; every message of a run is checked against it)",
              cfg.data_path, users, cfg.catalog, fingerprint)  # fmt: skip
     wait_for_superlink(cfg.superlink, cfg.wait_seconds)
+    if cfg.ca is None or cfg.key is None:
+        check_superlink_insecure(cfg.superlink)
+    else:
+        check_superlink_tls(cfg.superlink, cfg.ca)
+        node_id = check_registered(cfg.superlink, cfg.ca, cfg.key)
+        log.info("SuperLink %s: certificate verified by %s; this node's key %s (%s) is registered as SuperNode %d",
+                 cfg.superlink, cfg.ca, cfg.key, key_fingerprint(cfg.key), node_id)  # fmt: skip
     node_config = (f"partition-id={cfg.partition_id} data-path='{cfg.data_path.resolve()}' "
                    f"catalog-path='{cfg.catalog.expanduser().resolve()}' state-dir='{cfg.state_dir.resolve()}'")  # fmt: skip
     return cmd + [

@@ -4,6 +4,7 @@ real deployment (README, "Edge deployment"). Each checks its inputs, then hands 
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 from pathlib import Path
 
@@ -97,12 +98,31 @@ def run_connection(args: argparse.Namespace) -> int:
     insecure = _insecure(args, args.ca is not None)
     if not insecure:
         check_certificate(args.ca, "CA certificate")
+    _check_link(args.address, None if insecure else args.ca)
     write_superlink_connection(SuperLinkConnection(
         name=args.name, address=args.address, insecure=insecure,
         root_certificates=None if insecure else str(args.ca.resolve()),
     ))  # fmt: skip
     print(f"connection '{args.name}' -> {args.address}: use `flwr run . {args.name}`")
     return 0
+
+
+def _check_link(address: str, ca: Path | None) -> None:
+    """`flwr` reports a CA that does not verify the SuperLink as "connection unavailable"; check
+    it now, while the connection is written, when the SuperLink is up (else say it was not)."""
+    from shared.deploy.tls import check_superlink_insecure, check_superlink_tls, split_address
+
+    host, port = split_address(address)
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except OSError as err:
+        print(f"fedrec: warning: SuperLink {address} unreachable now ({err.strerror or err}): its certificate "
+              "is not checked; run this again once it is up to check it", file=sys.stderr)  # fmt: skip
+        return
+    if ca is None:
+        check_superlink_insecure(address)
+    else:
+        check_superlink_tls(address, ca)
 
 
 def run_superlink(args: argparse.Namespace) -> int:
