@@ -94,11 +94,12 @@ def message_audit_mod(state_dir_of: Callable[[Context], Path]):  # type: ignore[
 
     def mod(msg: Message, context: Context, call_next):  # type: ignore[no-untyped-def]
         reply = call_next(msg, context)
-        if bool(context.run_config.get("audit-messages", False)) and not reply.has_error():
+        privacy = from_run_config(PrivacyConfig, context.run_config)
+        if privacy.audit_messages and not reply.has_error():
             directory = state_dir_of(context)
             directory.mkdir(parents=True, exist_ok=True)
             with open(audit_path(directory, context.node_id), "a", encoding="utf-8") as f:
-                f.write(json.dumps(describe(reply, from_run_config(PrivacyConfig, context.run_config).dp)) + "\n")
+                f.write(json.dumps(describe(reply, privacy.dp)) + "\n")
         return reply
 
     return mod

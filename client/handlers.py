@@ -28,8 +28,7 @@ from client.policy import node_policy
 from client.privacy import privacy_record, private_round, record_round, save_state, state_path
 from client.state import state_dir
 from client.training import local_evaluate, local_examples, local_fit
-from shared.config import (DataConfig, FaultConfig, FederationConfig, PartitionConfig, PrivacyConfig, TrainConfig,
-                           from_run_config)
+from shared.config import RunConfig, TrainConfig
 from shared.data.consent import NON_CONSENTED, consented_users
 from shared.data.dataset import CATALOG_KEY, check_catalog
 from shared.models.params import flat_trainable, load_flat, num_trainable
@@ -43,8 +42,7 @@ REFUSAL = "refusal"  # the reply record of a node whose policy forbids the run c
 
 def train_config(run_config: dict) -> TrainConfig:
     """TrainConfig from the run config; its epochs are the federation's `local-epochs`."""
-    return replace(from_run_config(TrainConfig, run_config),
-                   epochs=int(run_config.get("local-epochs", 1)))  # fmt: skip
+    return RunConfig.parse(run_config).local_train
 
 
 def set_threads(cfg: TrainConfig, node_config: dict) -> None:
@@ -66,11 +64,10 @@ def train(msg: Message, context: Context) -> Message:
     global_weights = weights_vector(msg.content["arrays"], num_trainable(model))
     load_flat(model, global_weights)  # copies: global_weights stays the round's start
     server_round = int(config.get("server-round", 0))
-    fault = fault_for(from_run_config(FaultConfig, context.run_config), int(context.run_config.get("seed", 42)),
-                      server_round, local.partition_id)  # fmt: skip
-    fed = from_run_config(FederationConfig, context.run_config)
-    before_training(fault, 2 * fed.round_timeout)
-    privacy = from_run_config(PrivacyConfig, context.run_config)
+    run = RunConfig.parse(context.run_config)
+    fault = fault_for(run.faults, run.partition.seed, server_round, local.partition_id)
+    before_training(fault, 2 * run.federation.round_timeout)
+    privacy = run.privacy
     policy = node_policy(context.node_config, privacy)
     refused = policy.refusal(privacy)
     if refused is not None:  # a normal answer too: the round goes on with the other nodes
@@ -85,10 +82,10 @@ def train(msg: Message, context: Context) -> Message:
         state, plan, eps = private_round(context, local, len(data), server_round, policy)
         if plan is None:  # declining is a normal answer: the server stops asking this client
             return Message(RecordDict({"privacy": privacy_record(state, local.partition_id)}), reply_to=msg)
-    cfg = train_config(context.run_config)
+    cfg = run.local_train
     set_threads(cfg, context.node_config)
     metrics = local_fit(model, local, data, cfg, server_round, float(config.get("proximal-mu", 0.0)), dp=plan,
-                        steps=fed.local_steps)  # fmt: skip
+                        steps=run.federation.local_steps)  # fmt: skip
     if state is not None and plan is not None:
         # Recorded as soon as the steps are taken, before anything is built from them: a node
         # killed between training and replying has its spending on disk (tests/test_privacy.py).
@@ -113,16 +110,15 @@ def evaluate(msg: Message, context: Context) -> Message:
     model = local_model(context.run_config, local.dataset)
     load_flat(model, weights_vector(msg.content["arrays"], num_trainable(model)))
     stage = str(msg.content["config"].get("stage", "valid"))
-    cfg = train_config(context.run_config)
-    set_threads(cfg, context.node_config)
-    device = cfg.resolved_device()
-    privacy = from_run_config(PrivacyConfig, context.run_config)
+    run = RunConfig.parse(context.run_config)
+    set_threads(run.local_train, context.node_config)
+    device = run.train.resolved_device()
+    privacy = run.privacy
     private = privacy.dp or privacy.central_dp or node_policy(context.node_config, privacy).dp_required
     if str(msg.content["config"].get("users", "all")) == NON_CONSENTED:
         # The users whose data reached the model only through this node's DP training.
-        consent = from_run_config(DataConfig, context.run_config).consent_fraction
-        seed = from_run_config(PartitionConfig, context.run_config).seed
-        local = replace(local, users=np.setdiff1d(local.users, consented_users(local.dataset, consent, seed)))
+        consented = consented_users(local.dataset, run.data.consent_fraction, run.partition.seed)
+        local = replace(local, users=np.setdiff1d(local.users, consented))
     if not len(local.users) or (private and len(local.users) < privacy.min_eval_users):
         # Too few users for a mean to hide any one of them: nothing is sent.
         return Message(RecordDict({"metrics": MetricRecord({"num-examples": 0})}), reply_to=msg)

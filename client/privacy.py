@@ -19,7 +19,7 @@ from flwr.app import ConfigRecord, Context
 from client.data import LocalData
 from client.state import state_dir
 from shared.atomic import write_json
-from shared.config import FederationConfig, PrivacyConfig, from_run_config
+from shared.config import FederationConfig, PrivacyConfig, TrainConfig, from_run_config
 from shared.errors import FedrecError
 from client.policy import NodePolicy
 from shared.privacy.accounting import Spend, calibrate_sigma, epsilon, privacy_unit
@@ -152,7 +152,7 @@ def private_round(
     state = load_state(path, context) or new_state(local.client_id, privacy_unit(local.scheme), cfg)
     state = replace(state, budget=min(state.budget, cfg.target_epsilon, policy.max_epsilon))
     fed = from_run_config(FederationConfig, context.run_config)
-    batch_size = int(context.run_config.get("batch-size", 32))
+    batch_size = from_run_config(TrainConfig, context.run_config).batch_size
     state, plan = plan_round(state, cfg, num_examples, batch_size, fed.local_epochs, fed.num_server_rounds,
                              fed.local_steps, policy)  # fmt: skip
     eps = epsilon_after(state, plan)

@@ -58,9 +58,10 @@ def main(grid: Grid, context: Context) -> None:
         secagg = from_run_config(SecureAggregationConfig, context.run_config)
         check_secure_aggregation(fed.strategy, secagg)
         audit = from_run_config(AuditConfig, context.run_config)
+        partition = from_run_config(PartitionConfig, context.run_config)
         if audit.audit_canaries:
-            check_partitioning(from_run_config(PartitionConfig, context.run_config).partitioning)
-        seed_everything(int(context.run_config.get("seed", 42)))
+            check_partitioning(partition.partitioning)
+        seed_everything(partition.seed)
         # The server holds the public catalog and nothing else: with catalog-path it reads that
         # directory only, never an interaction file. A simulation without one derives the
         # catalog from its one dataset, as its clients do (and may evaluate on it: server-eval).
@@ -83,8 +84,7 @@ def main(grid: Grid, context: Context) -> None:
     if audit.audit_canaries:  # the nodes plant them (client/data.py); `fedrec audit` finds them here
         record_canaries(run_dir, audit.audit_canaries, audit.audit_seed, catalog.num_items)
     try:  # a node on another catalog is found now, by fingerprint, not as an error in every round
-        check_catalogs(grid, catalog_fingerprint(catalog), fed.min_train_nodes, fed.round_timeout,
-                       int(context.run_config.get("seed", 42)))  # fmt: skip
+        check_catalogs(grid, catalog_fingerprint(catalog), fed.min_train_nodes, fed.round_timeout, partition.seed)
     except FedrecError as err:
         fail(str(err))
     connected = len(list(grid.get_node_ids()))
@@ -110,6 +110,8 @@ def main(grid: Grid, context: Context) -> None:
     write_text(run_dir / "summary.md", summary_markdown(str(context.run_id), summary))
     written = [n for n in OUTPUTS if (run_dir / n).exists()]  # only what is there
     log.info("results in %s (%s)", run_dir, ", ".join(written))
+    if summary.get("no_node_trained"):  # the test metrics are there, but they are no result of this run
+        log.warning("not a result: the test metrics in %s are of %s", run_dir / "metrics.json", summary["test_weights"])
     if summary.get("stopped"):  # fewer than min-train-nodes trained: the run failed, whatever it wrote
         fail(f"the run failed: {summary['stopped']}")
 

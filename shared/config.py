@@ -7,7 +7,7 @@ everything past that point can trust its fields.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -409,3 +409,37 @@ class AuditConfig:
 # The dataclasses a Flower run config is parsed into, in the order docs/configuration.md lists them.
 RUN_CONFIGS = (DataConfig, PartitionConfig, FederationConfig, TrainConfig, ModelConfig, PrivacyConfig,
                AuditConfig, FaultConfig, SecureAggregationConfig)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole Flower run config, parsed and validated at once: what a handler reads from it,
+    it reads here, never with `run_config.get(key, default)`, whose default would be a second
+    copy of the ones above, free to drift."""
+
+    data: DataConfig
+    partition: PartitionConfig
+    federation: FederationConfig
+    train: TrainConfig
+    model: ModelConfig
+    privacy: PrivacyConfig
+    audit: AuditConfig
+    faults: FaultConfig
+    secure_aggregation: SecureAggregationConfig
+
+    @classmethod
+    def parse(cls, run_config: Mapping[str, Any]) -> RunConfig:
+        return cls(data=from_run_config(DataConfig, run_config),
+                   partition=from_run_config(PartitionConfig, run_config),
+                   federation=from_run_config(FederationConfig, run_config),
+                   train=from_run_config(TrainConfig, run_config),
+                   model=from_run_config(ModelConfig, run_config),
+                   privacy=from_run_config(PrivacyConfig, run_config),
+                   audit=from_run_config(AuditConfig, run_config),
+                   faults=from_run_config(FaultConfig, run_config),
+                   secure_aggregation=from_run_config(SecureAggregationConfig, run_config))  # fmt: skip
+
+    @property
+    def local_train(self) -> TrainConfig:
+        """A client's TrainConfig: its epochs per round are the federation's `local-epochs`."""
+        return replace(self.train, epochs=self.federation.local_epochs)

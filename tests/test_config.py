@@ -1,5 +1,6 @@
 """The Flower run config, the dataclasses that mirror it, and the page that documents it agree."""
 
+import re
 import tomllib
 from dataclasses import fields
 from pathlib import Path
@@ -15,6 +16,7 @@ from shared.config import (
     FederationConfig,
     ModelConfig,
     PartitionConfig,
+    RunConfig,
     TrainConfig,
     from_run_config,
 )
@@ -84,3 +86,18 @@ def test_the_dataclass_defaults_are_the_app_manifests() -> None:
             if key in manifest and manifest[key] != field.default:
                 differ.append(f"{key}: {cls.__name__} {field.default!r}, pyproject {manifest[key]!r}")
     assert differ == []
+
+
+def test_a_client_trains_the_federations_local_epochs_per_round() -> None:
+    run = RunConfig.parse({**run_config(), "local-epochs": 3, "lr": 0.05})
+    assert (run.local_train.epochs, run.local_train.lr, run.train.epochs) == (3, 0.05, TrainConfig().epochs)
+
+
+def test_the_apps_read_the_run_config_only_through_the_dataclasses() -> None:
+    """A `run_config.get(key, default)` in an app is a second default, free to drift from the
+    dataclass's: the apps parse the run config (RunConfig, from_run_config) and read fields."""
+    raw = re.compile(r"run_config(\.get\(|\[)")
+    found = [f"{path.relative_to(ROOT)}:{n}" for folder in ("client", "server")
+             for path in sorted((ROOT / folder).rglob("*.py"))
+             for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if raw.search(line)]  # fmt: skip
+    assert found == []
