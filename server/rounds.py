@@ -110,6 +110,18 @@ def _train_round(
                               f"in {cfg.round_retries + 1} attempts" + (f" ({said})" if said else ""))  # fmt: skip
 
 
+def untrained_note(start: int, last_round: int, pretrained: bool) -> str:
+    """What the final test evaluated when no round from `start` on completed ('' when one did): the
+    model this run started from, which no node of this run trained."""
+    if last_round >= start:
+        return ""
+    if start > 1:
+        weights = f"round {last_round}'s weights from the checkpoint this run resumed"
+    else:
+        weights = "the pretrained starting weights" if pretrained else "the untrained initial weights"
+    return f"{weights}: no node trained in this run"
+
+
 def best_weights(run_dir: Path, state: ServerState, model: Recommender, last: ArrayRecord) -> ArrayRecord:
     """The best validation round's global weights (its checkpoint), or `last` when that is the
     last round or no round was validated. `model` ends holding the weights returned."""
@@ -220,9 +232,9 @@ def run_rounds(
                                                   cfg.round_timeout, users=NON_CONSENTED)  # fmt: skip
     if stopped:
         summary["stopped"] = stopped
-    if state.round == 0:  # nothing was aggregated: the test metrics describe the starting model, not a result
-        summary["test_weights"] = ("the pretrained starting weights" if cfg.pretrained else "the untrained initial weights") + \
-            " (no federated round completed)"
+    note = untrained_note(start, state.round, bool(cfg.pretrained))
+    if note:  # no round of this run completed: the test metrics describe its starting model, not a result
+        summary["no_node_trained"], summary["test_weights"] = True, note
     if server_eval is not None:
         summary["test_server"] = server_eval(model, "test")
     write_json(run_dir / "metrics.json", summary)

@@ -13,7 +13,8 @@ def summary_markdown(run_id: str, summary: dict[str, Any]) -> str:
         f"# fedrec run {run_id}", "",
         f"Rounds: {summary['rounds']} (best validation round: {summary['best_round']}; "
         f"test metrics on round {summary.get('test_round', summary['rounds'])}'s weights)", "",
-        "## Test metrics (federated evaluation over every node's users)", "",
+        "## Test metrics (federated evaluation over every node's users)" if not summary.get("test_weights")
+        else f"## Test metrics of {summary['test_weights']}", "",
         "| stage | full HR@10 | full NDCG@10 | full MRR | sampled HR@10 | sampled NDCG@10 |",
         "|---|---|---|---|---|---|",
     ]  # fmt: skip

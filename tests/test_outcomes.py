@@ -90,3 +90,62 @@ def test_test_metrics_of_a_model_no_round_trained_are_marked() -> None:
                "test_weights": "the untrained initial weights (no federated round completed)"}  # fmt: skip
     text = summary_markdown("7", summary)
     assert "**Not a result of this run:** these test metrics are of the untrained initial weights" in text
+
+
+class DecliningGrid:
+    """Nodes whose privacy budget is spent: each declines training (as client/privacy.py does) and
+    answers evaluation with metrics of whatever model it is sent."""
+
+    def __init__(self, nodes: list[int]) -> None:
+        self.nodes, self.pushed = nodes, {}
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.nodes)
+
+    def push_messages(self, messages):  # type: ignore[no-untyped-def]
+        ids = []
+        for m in messages:
+            m.metadata.__dict__["_message_id"] = f"m{len(self.pushed)}"
+            self.pushed[m.metadata.message_id] = m
+            ids.append(m.metadata.message_id)
+        return ids
+
+    def pull_messages(self, ids):  # type: ignore[no-untyped-def]
+        from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
+
+        out = []
+        for i in ids:
+            msg = self.pushed.pop(i)
+            node = msg.metadata.dst_node_id
+            if msg.metadata.message_type == "train":
+                content = RecordDict({"privacy": ConfigRecord({
+                    "client-id": f"node-{node}", "partition-id": node, "unit": "user", "status": "budget-exhausted",
+                    "noise-multiplier": 1.0, "sample-rate": 0.1, "steps": 0, "max-grad-norm": 1.0, "epsilon": 8.0,
+                    "delta": 1e-6, "budget": 8.0, "accountant": "pld", "history": "[]"})})  # fmt: skip
+            else:
+                content = RecordDict({"metrics": MetricRecord({"num-examples": 4, "ranking-full-ndcg@10": 0.01})})
+            reply = Message(content, reply_to=msg)
+            reply.metadata.__dict__["_src_node_id"] = node
+            out.append(reply)
+        return out
+
+
+@pytest.mark.parametrize("resumed", [False, True])
+def test_a_run_in_which_every_node_declined_marks_its_test_metrics_as_no_result(tmp_path, resumed: bool) -> None:
+    import torch
+
+    from server.checkpoints import ServerState
+    from server.rounds import run_rounds
+    from server.strategy import make_strategy
+    from shared.config import FederationConfig
+
+    cfg = FederationConfig(num_server_rounds=3, min_train_nodes=2, round_timeout=5)
+    state = ServerState(round=2, best_round=0) if resumed else ServerState()
+    summary = run_rounds(DecliningGrid([1, 2]), make_strategy(cfg), torch.nn.Linear(3, 1), cfg, tmp_path, state)
+    assert "declined: its privacy budget is spent" in summary["stopped"]
+    assert summary["test"]["ranking-full-ndcg@10"] == pytest.approx(0.01)  # still evaluated ...
+    assert summary["no_node_trained"] is True  # ... and said to be no result
+    expected = "round 2's weights from the checkpoint this run resumed" if resumed else "the untrained initial weights"
+    assert summary["test_weights"] == f"{expected}: no node trained in this run"
+    text = summary_markdown("7", summary)
+    assert f"## Test metrics of {expected}: no node trained in this run" in text
