@@ -97,3 +97,34 @@ def test_credentials_are_never_overwritten(setup, capsys) -> None:
     _, tmp = setup
     assert main(["deploy", "credentials", "--out", str(tmp / "creds"), "--nodes", "1"]) == 2
     one_line_error(capsys, "already exists")
+
+
+def test_one_more_node_key_is_issued_from_the_same_ca_without_touching_the_others(setup, capsys) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    _, tmp = setup
+    creds = tmp / "creds"
+    before = {p.name: p.read_bytes() for p in creds.iterdir()}
+    assert main(["deploy", "credentials", "--out", str(creds), "--add-nodes", "2"]) == 0
+    assert "added node-1.pub, node-2.pub" in capsys.readouterr().out
+    after = {p.name: p.read_bytes() for p in creds.iterdir()}
+    assert {n: after[n] for n in before} == before  # nothing overwritten
+    assert sorted(set(after) - set(before)) == sorted(f"node-{k}{s}" for k in (1, 2)
+                                                      for s in (".key", ".pub", "-tls.crt", "-tls.key"))  # fmt: skip
+    ca = x509.load_pem_x509_certificate(after["ca.crt"])
+    runtime = x509.load_pem_x509_certificate(after["node-2-tls.crt"])
+    ca.public_key().verify(runtime.signature, runtime.tbs_certificate_bytes, ec.ECDSA(runtime.signature_hash_algorithm))
+    assert (creds / "node-2.key").stat().st_mode & 0o077 == 0  # private keys are the owner's only
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--add-nodes", "1", "--out", "/nonexistent/creds"], "no such file"),
+    (["--nodes", "1", "--add-nodes", "1"], "--nodes N (a new directory) or --add-nodes N"),
+    (["--add-nodes", "1", "--host", "example.org"], "node keys only"),
+])  # fmt: skip
+def test_adding_node_keys_refuses_what_it_cannot_do(setup, capsys, args: list, expected: str) -> None:
+    _, tmp = setup
+    out = [] if "--out" in args else ["--out", str(tmp / "creds")]
+    assert main(["deploy", "credentials", *out, *args]) == 2
+    one_line_error(capsys, expected)

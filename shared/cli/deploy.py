@@ -21,7 +21,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     creds = sub.add_parser("credentials", help="a development CA, the SuperLink's certificate, node keys")
     creds.add_argument("--out", type=Path, required=True, help="directory to create")
-    creds.add_argument("--nodes", type=int, required=True, help="node key pairs to create")
+    creds.add_argument("--nodes", type=int, help="node key pairs to create (with a new CA)")
+    creds.add_argument("--add-nodes", type=int, metavar="N",
+                       help="issue N more node key pairs into the existing --out, from its CA")  # fmt: skip
     creds.add_argument("--host", action="append", default=[], help="a SuperLink host name or IP (repeatable)")
     creds.add_argument("--days", type=int, default=365)
     creds.set_defaults(run=run_credentials)
@@ -82,8 +84,19 @@ def _insecure(args: argparse.Namespace, given: bool) -> bool:
 
 
 def run_credentials(args: argparse.Namespace) -> int:
-    from shared.deploy.credentials import make_credentials
+    from shared.deploy.credentials import add_node_keys, make_credentials
 
+    if (args.nodes is None) == (args.add_nodes is None):
+        raise FedrecError("credentials: give --nodes N (a new directory) or --add-nodes N (an existing one)")
+    if args.add_nodes is not None:
+        if args.host:
+            raise FedrecError("--host names the SuperLink's certificate, made with the directory; "
+                              "--add-nodes issues node keys only")  # fmt: skip
+        paths = add_node_keys(args.out, args.add_nodes, args.days)
+        keys = [p.name for p in paths if p.name.endswith(".pub")]
+        print(f"added {', '.join(keys)} (and their private keys and runtime certificates) to {args.out}: "
+              f"register each with `flwr supernode register {args.out}/NODE.pub CONNECTION`")  # fmt: skip
+        return 0
     paths = make_credentials(args.out, args.nodes, args.host or ["127.0.0.1", "localhost"], args.days)
     print(f"wrote {len(paths)} files to {args.out} (development CA: bring your own PKI in production)")
     return 0

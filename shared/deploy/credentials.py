@@ -7,14 +7,17 @@
                             `flwr supernode register` and `flower-supernode` take
   node-K-tls.crt/.key       SuperNode K's certificate for its own runtime API (the loopback
                             link to the ClientApp processes it starts), so that link is TLS too
-Production operators bring certificates from their own PKI; `check_certificate` validates
-either kind before a process starts, so an expired or missing file is one clear line.
+`--add-nodes N` issues N more node key pairs (and runtime certificates, signed by the same CA)
+into an existing directory, numbered after the last, for a node that joins later or a key that
+is rotated. Production operators bring certificates from their own PKI; `check_certificate`
+validates either kind before a process starts, so an expired or missing file is one clear line.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import re
 from pathlib import Path
 
 from cryptography import x509
@@ -70,7 +73,8 @@ def make_credentials(out: Path, nodes: int, hosts: list[str], days: int = 365,
                      not_before: dt.datetime | None = None) -> list[Path]:  # fmt: skip
     """Write the development credentials into `out` (which must not exist); their paths."""
     if out.exists():
-        raise FedrecError(f"{out}: already exists (credentials are never overwritten)")
+        raise FedrecError(f"{out}: already exists (credentials are never overwritten; "
+                          "`--add-nodes N` issues N more node keys into it)")  # fmt: skip
     if nodes < 1 or days < 1 or not hosts:
         raise FedrecError("credentials need --nodes >= 1, --days >= 1 and at least one --host")
     start = not_before or dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
@@ -83,21 +87,62 @@ def make_credentials(out: Path, nodes: int, hosts: list[str], days: int = 365,
                  f"{SUPERLINK}.crt": link.public_bytes(serialization.Encoding.PEM),
                  f"{SUPERLINK}.key": _pem_key(link_key)}  # fmt: skip
         for k in range(nodes):
-            key = ec.generate_private_key(ec.SECP384R1())
-            private, public = node_key_paths(Path(), k)
-            files[str(private)] = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                                    serialization.NoEncryption())  # fmt: skip
-            files[str(public)] = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                                               serialization.PublicFormat.OpenSSH) + b"\n"  # fmt: skip
-            tls_key = ec.generate_private_key(ec.SECP384R1())
-            tls = _certificate(f"fedrec node {k}", tls_key, ca.subject, ca_key, days, ["127.0.0.1", "localhost"], start)
-            cert_path, key_path = node_tls_paths(Path(), k)
-            files[str(cert_path)] = tls.public_bytes(serialization.Encoding.PEM)
-            files[str(key_path)] = _pem_key(tls_key)
-        for name, data in files.items():
-            (staged / name).write_bytes(data)
-            (staged / name).chmod(0o600 if name.endswith(".key") else 0o644)
+            files.update(_node_files(k, ca, ca_key, days, start))
+        _write(staged, files)
     return [out / name for name in files]
+
+
+def _node_files(k: int, ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, days: int,
+                start: dt.datetime) -> dict[str, bytes]:  # fmt: skip
+    """Node k's files: its authentication key pair (OpenSSH: what `flwr supernode register` and
+    flower-supernode take) and its loopback runtime certificate, signed by the CA."""
+    key = ec.generate_private_key(ec.SECP384R1())
+    private, public = node_key_paths(Path(), k)
+    tls_key = ec.generate_private_key(ec.SECP384R1())
+    tls = _certificate(f"fedrec node {k}", tls_key, ca.subject, ca_key, days, ["127.0.0.1", "localhost"], start)
+    cert_path, key_path = node_tls_paths(Path(), k)
+    return {
+        str(private): key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                        serialization.NoEncryption()),
+        str(public): key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH) + b"\n",
+        str(cert_path): tls.public_bytes(serialization.Encoding.PEM),
+        str(key_path): _pem_key(tls_key),
+    }  # fmt: skip
+
+
+def _write(directory: Path, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        (directory / name).write_bytes(data)
+        (directory / name).chmod(0o600 if name.endswith(".key") else 0o644)
+
+
+NODE_FILE = re.compile(r"node-(\d+)\.(key|pub)$")
+
+
+def add_node_keys(directory: Path, count: int, days: int = 365,
+                  not_before: dt.datetime | None = None) -> list[Path]:  # fmt: skip
+    """Issue `count` more node key pairs (and runtime certificates) into an existing credentials
+    directory, signed by its CA, numbered after the highest node there; nothing is overwritten.
+    Their paths."""
+    ca_cert, ca_key_path = directory / f"{CA}.crt", directory / f"{CA}.key"
+    if count < 1 or days < 1:
+        raise FedrecError("adding node keys needs --add-nodes >= 1 and --days >= 1")
+    ca = check_certificate(ca_cert, "CA certificate")
+    check_private_key(ca_key_path, "CA key")
+    ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey) or ca_key.public_key() != ca.public_key():
+        raise FedrecError(f"CA key {ca_key_path}: not the key of {ca_cert}")
+    taken = [int(m.group(1)) for p in directory.iterdir() if (m := NODE_FILE.match(p.name))]
+    first = max(taken, default=-1) + 1
+    start = not_before or dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+    files: dict[str, bytes] = {}
+    for k in range(first, first + count):
+        files.update(_node_files(k, ca, ca_key, days, start))
+    clash = [n for n in files if (directory / n).exists()]
+    if clash:  # e.g. a stray node-K-tls.crt without its key pair
+        raise FedrecError(f"{directory / clash[0]}: already exists (credentials are never overwritten)")
+    _write(directory, files)
+    return [directory / name for name in files]
 
 
 def check_certificate(path: Path, what: str, now: dt.datetime | None = None) -> x509.Certificate:
