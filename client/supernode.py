@@ -14,8 +14,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import socket
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +24,7 @@ from shared.config import DataConfig
 from shared.data.dataset import catalog_artifact, load_node_dataset
 from shared.deploy.credentials import check_certificate, check_private_key
 from shared.deploy.process import BIN
-from shared.deploy.tls import check_superlink_insecure, check_superlink_tls
+from shared.deploy.tls import check_superlink_insecure, check_superlink_tls, wait_for_superlink
 from shared.errors import FedrecError
 
 log = logging.getLogger(__name__)
@@ -64,25 +62,6 @@ def check_state_dir(path: Path) -> None:
         probe.unlink()
     except OSError as err:
         raise FedrecError(f"state-dir {path}: not writable ({err.strerror})") from None
-
-
-def wait_for_superlink(address: str, seconds: float, first_delay: float = 1.0) -> int:
-    """Attempts until `address` accepts a TCP connection, doubling the delay (capped at 16 s)."""
-    host, _, port = address.rpartition(":")
-    deadline, delay, attempts = time.monotonic() + seconds, first_delay, 0
-    while True:
-        attempts += 1
-        try:
-            with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=5):
-                return attempts
-        except (OSError, ValueError):
-            if time.monotonic() + delay > deadline:
-                raise FedrecError(
-                    f"SuperLink {address} unreachable after {attempts} attempts over {seconds:.0f} s"
-                ) from None
-            log.warning("SuperLink %s unreachable (attempt %d); retrying in %.0f s", address, attempts, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 16.0)
 
 
 def node_key(key: Path) -> ec.EllipticCurvePrivateKey:

@@ -4,7 +4,6 @@ real deployment (README, "Edge deployment"). Each checks its inputs, then hands 
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
 from pathlib import Path
 
@@ -32,6 +31,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     conn.add_argument("--name", required=True, help="the name `flwr run . NAME` will use")
     conn.add_argument("--address", required=True, help="the SuperLink, host:port")
     conn.add_argument("--ca", type=Path, help="the CA certificate that signed the SuperLink's")
+    conn.add_argument("--wait", type=float, default=30.0,
+                      help="seconds to wait for the SuperLink, to check its certificate (then written unchecked)")  # fmt: skip
     conn.add_argument("--insecure", action="store_true")
     conn.set_defaults(run=run_connection)
 
@@ -111,7 +112,7 @@ def run_connection(args: argparse.Namespace) -> int:
     insecure = _insecure(args, args.ca is not None)
     if not insecure:
         check_certificate(args.ca, "CA certificate")
-    _check_link(args.address, None if insecure else args.ca)
+    _check_link(args.address, None if insecure else args.ca, args.wait)
     write_superlink_connection(SuperLinkConnection(
         name=args.name, address=args.address, insecure=insecure,
         root_certificates=None if insecure else str(args.ca.resolve()),
@@ -120,17 +121,17 @@ def run_connection(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_link(address: str, ca: Path | None) -> None:
+def _check_link(address: str, ca: Path | None, wait: float) -> None:
     """`flwr` reports a CA that does not verify the SuperLink as "connection unavailable"; check
-    it now, while the connection is written, when the SuperLink is up (else say it was not)."""
-    from shared.deploy.tls import check_superlink_insecure, check_superlink_tls, split_address
+    it now, while the connection is written, once the SuperLink is up (within `wait` seconds; a
+    SuperLink not up by then is said to be unchecked, and the connection written anyway)."""
+    from shared.deploy.tls import check_superlink_insecure, check_superlink_tls, wait_for_superlink
 
-    host, port = split_address(address)
     try:
-        socket.create_connection((host, port), timeout=5).close()
-    except OSError as err:
-        print(f"fedrec: warning: SuperLink {address} unreachable now ({err.strerror or err}): its certificate "
-              "is not checked; run this again once it is up to check it", file=sys.stderr)  # fmt: skip
+        wait_for_superlink(address, wait)
+    except FedrecError as err:
+        print(f"fedrec: warning: {err}: its certificate is not checked; run this again once it is up",
+              file=sys.stderr)  # fmt: skip
         return
     if ca is None:
         check_superlink_insecure(address)

@@ -1,5 +1,5 @@
-"""The SuperLink's TLS certificate, checked the way a node or `flwr` will check it, before either
-relies on it.
+"""The SuperLink as its clients reach it: up (waited for), and its TLS certificate checked the way
+a node or `flwr` will check it, before either relies on it.
 
 Flower reports a CA that does not match as "connection unavailable" (`flwr`) or "could not
 establish a connection" (a SuperNode), and the reason is nowhere. A TLS handshake of our own,
@@ -11,14 +11,17 @@ not speak TLS at all.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 import ssl
+import time
 from pathlib import Path
 
 from cryptography import x509
 
 from shared.errors import FedrecError
 
+log = logging.getLogger(__name__)
 TLS_FAILED = "TLS verification failed"
 
 
@@ -29,6 +32,25 @@ def split_address(address: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise FedrecError(f"SuperLink address '{address}': expected HOST:PORT")
     return host, int(port)
+
+
+def wait_for_superlink(address: str, seconds: float, first_delay: float = 1.0) -> int:
+    """Attempts until `address` accepts a TCP connection, doubling the delay (capped at 16 s)."""
+    host, port = split_address(address)
+    deadline, delay, attempts = time.monotonic() + seconds, first_delay, 0
+    while True:
+        attempts += 1
+        try:
+            with socket.create_connection((host, port), timeout=5):
+                return attempts
+        except OSError:
+            if time.monotonic() + delay > deadline:
+                raise FedrecError(
+                    f"SuperLink {address} unreachable after {attempts} attempts over {seconds:.0f} s"
+                ) from None
+            log.warning("SuperLink %s unreachable (attempt %d); retrying in %.0f s", address, attempts, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 16.0)
 
 
 def _handshake(host: str, port: int, context: ssl.SSLContext, timeout: float) -> bytes:
