@@ -10,7 +10,7 @@ OUT    ?= outputs
 ROUNDS ?= 3
 CONSENT ?= 0.1
 PRETRAIN_EPOCHS ?= 15
-# The private recipe (README, "A private model worth deploying"): the server pretrains on the
+# The private recipe (docs/private-model.md): the server pretrains on the
 # consented users; the silos fine-tune the head with large-batch DP-SGD at epsilon 8 each.
 RECIPE ?= use-item-bias=true finetune=head optimizer=sgd lr=0.05 batch-size=256
 

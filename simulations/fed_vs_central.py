@@ -20,7 +20,7 @@ different protocols sit side by side.
 `--epochs 5 --rounds 5 --local-epochs 10` gives both sides the same optimizer steps.
 --set passes more run-config keys to the federated side: one client per user wants
 `--local-epochs 1 --strategy fedadam --set optimizer=sgd lr=1.0 weight-decay=0.0 server-tau=1e-8`
-(each client's update is then its gradient; README, Results).
+(each client's update is then its gradient; docs/results.md).
 """
 
 from __future__ import annotations

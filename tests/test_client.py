@@ -52,7 +52,7 @@ def test_local_training_is_deterministic_per_round_and_node(csv_dir: Path, tmp_p
 def test_local_optimizer_sgd_steps_by_the_gradient_adamw_by_its_sign(csv_dir: Path, tmp_path: Path, optimizer) -> None:
     """One local step on one batch: Adam's first step moves every coordinate by lr (its sign),
     SGD's by lr times that coordinate's gradient, which spans orders of magnitude. Averaged over
-    one-user clients, only the second is the batch gradient (README, Results)."""
+    one-user clients, only the second is the batch gradient (docs/results.md)."""
     lr = 1e-3
     cfg = run_config(csv_dir, tmp_path, **{"batch-size": 10_000, "weight-decay": 0.0, "optimizer": optimizer, "lr": lr})
     local = local_data(cfg, {"partition-id": 0, "num-partitions": 3})

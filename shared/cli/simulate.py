@@ -88,7 +88,7 @@ def check_run_config(config: dict[str, Any]) -> None:
 def private_mode(overrides: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     """One client per user defaults to user-level central DP: DP-FedAvg through SecAgg+, so the
     server sees only the sum of clipped updates before it adds the noise. Local DP-SGD on one
-    user's examples protects an example, not the user (README, Privacy); `dp=true` still asks
+    user's examples protects an example, not the user (docs/privacy.md); `dp=true` still asks
     for it explicitly."""
     asked = {"dp", "central-dp"} & set(overrides)
     if config.get("partitioning") != "user" or asked or not config.get("dp"):
