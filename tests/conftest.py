@@ -11,8 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from shared.data.readers import ML100K_GENRES
+
+# One torch thread for the whole session. The tests' tensors are tiny, so a second intra-op thread
+# gains nothing, and on a shared 2-core machine the two spin against each other and everyone
+# else: a tiny node's DP step took 5 s with two threads and 0.2 s with one (load average 9).
+torch.set_num_threads(1)
 
 GENRES = ["Action", "Comedy", "Drama", "Sci-Fi"]
 ZIPS = ["10001", "20002", "30003", "94043", "T8H1N", "55117"]
@@ -117,6 +123,30 @@ def write_csv(tiny: Tiny, d: Path, users: bool = True) -> Path:
         rows += [f"{u},{','.join(user_row(u))}" for u in tiny.users]
         (d / "users.csv").write_text("\n".join(rows) + "\n")
     return d
+
+
+def tiny_run_config(data: Path, cache: Path, out: Path | None = None, nodes: int = 3, **overrides: object) -> dict:
+    """The run config of every federated test: `data` (the CSV format) split iid over `nodes` nodes,
+    and a model small enough to train in milliseconds. `overrides` are run-config keys with
+    underscores for hyphens (`num_server_rounds=2`); `out` sets the output directory."""
+    config: dict = {"dataset": "csv", "data-path": str(data), "cache-dir": str(cache), "partitioning": "iid",
+                    "num-partitions": nodes, "min-train-nodes": nodes, "dim": 16, "num-layers": 1, "max-len": 12,
+                    "batch-size": 8, "num-negatives": 8, "retrieve-top-n": 10}  # fmt: skip
+    if out is not None:
+        config["output-dir"] = str(out)
+    return {**config, **{k.replace("_", "-"): v for k, v in overrides.items()}}
+
+
+def as_pairs(config: dict) -> list[str]:
+    """A run config as `fedrec simulate --run-config` takes it: KEY=VALUE words."""
+    return [f"{k}={v}" for k, v in config.items()]
+
+
+@pytest.fixture(scope="session")
+def text_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache-dir for the federated tests: item text embeddings are keyed by the texts, so
+    every run on the same catalog encodes it once."""
+    return tmp_path_factory.mktemp("text-cache")
 
 
 @pytest.fixture

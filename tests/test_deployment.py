@@ -22,7 +22,7 @@ from simulations.edge import LocalDeployment
 ROUNDS = 2
 NODES = 3
 # Two minutes on a quiet machine; on a busy shared one a round took four, past the suite's 900 s.
-pytestmark = pytest.mark.timeout(2400)
+pytestmark = [pytest.mark.timeout(2400), pytest.mark.slow]
 # Loaded by every Python process of the server (the SuperLink, and the SuperExec and ServerApp it
 # starts), through PYTHONPATH: appends each file they open under the test's directory to a log.
 OPEN_AUDIT = """

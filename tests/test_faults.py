@@ -1,20 +1,24 @@
-"""Faults rehearsed in simulation: crashing and NaN/scaled-update clients never reach the global model,
-and nothing but the weights, whitelisted metrics and the privacy record leaves a node."""
+"""Faults rehearsed in a federation (in one process, tests/inprocess.py): crashing and NaN/scaled-update
+clients never reach the global model, a hung one costs the round its timeout, and nothing but the
+weights, whitelisted metrics and the privacy record leaves a node."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import make_tiny, tiny_run_config, write_csv
+from inprocess import NoReply, run_federation
 from safetensors.torch import load_file
 
 from client.audit import violations
 from client.faults import CRASH, NAN, SCALED, fault_for
-from shared.cli import main
 from shared.config import FaultConfig, from_run_config
 from shared.errors import FedrecError
 
 NODES, ROUNDS, SEED = 10, 2, 42
 FAULTS = {"fault-crash-fraction": 0.3, "fault-nan-fraction": 0.1, "fault-scale-fraction": 0.1}
+FAULTS_KW = {k.replace("-", "_"): v for k, v in FAULTS.items()}
 
 
 def test_faults_are_disjoint_shares_drawn_per_round_and_node() -> None:
@@ -41,18 +45,12 @@ def test_a_crash_raises_and_a_hang_outlasts_the_time_it_is_given() -> None:
 
 
 @pytest.fixture(scope="module")
-def faulty_run(tmp_path_factory):
-    from conftest import make_tiny, write_csv
-
+def faulty_run(tmp_path_factory, text_cache):
     data = write_csv(make_tiny(num_users=40, num_items=40, seed=2), tmp_path_factory.mktemp("d") / "csv")
     out = tmp_path_factory.mktemp("out")
-    rc = main(["simulate", "--num-supernodes", str(NODES), "--run-config", "dataset=csv", f"data-path={data}",
-               f"cache-dir={tmp_path_factory.mktemp('cache')}", "partitioning=iid", f"num-partitions={NODES}",
-               "min-train-nodes=2", "dim=16", "num-layers=1", "max-len=12", "batch-size=8", "num-negatives=8",
-               "retrieve-top-n=10", f"output-dir={out}", f"num-server-rounds={ROUNDS}", "dp=false",
-               "audit-messages=true", f"seed={SEED}", *(f"{k}={v}" for k, v in FAULTS.items())])  # fmt: skip
-    (run_dir,) = out.glob("run-*")
-    return rc, run_dir
+    run = run_federation(tiny_run_config(data, text_cache, out, nodes=NODES, min_train_nodes=2, num_server_rounds=ROUNDS,
+                                         dp=False, audit_messages=True, seed=SEED, **FAULTS_KW), NODES)  # fmt: skip
+    return run.code, run.run_dir
 
 
 def test_crashes_and_bad_updates_are_survived_and_refused(faulty_run) -> None:
@@ -83,27 +81,27 @@ def test_nothing_but_weights_metrics_and_privacy_leaves_a_node(faulty_run) -> No
     assert [v for line in lines for v in violations(line, num_weights)] == []
 
 
-def test_a_hung_client_costs_the_round_its_timeout_and_the_round_goes_on(tmp_path) -> None:
-    from conftest import make_tiny, write_csv
-
+def test_a_hung_client_costs_the_round_its_timeout_and_the_round_goes_on(tmp_path, text_cache, monkeypatch) -> None:
+    from client import faults
     from client.faults import HANG
 
-    nodes, timeout = 4, 20
+    nodes, timeout = 4, 2
     cfg = from_run_config(FaultConfig, {"fault-hang-fraction": 0.25})
     hung = [p for p in range(nodes) if fault_for(cfg, SEED, 1, p) == HANG]
     assert len(hung) == 1  # the seed's draw: one of four hangs in round 1
+    slept = []
+
+    def hang(seconds: float) -> None:  # past the round's timeout: its reply never comes in time
+        slept.append(seconds)
+        raise NoReply
+
+    monkeypatch.setattr(faults, "time", SimpleNamespace(sleep=hang))
     data = write_csv(make_tiny(num_users=16, num_items=30, seed=3), tmp_path / "csv")
-    # Two simulated clients at a time (one core each): the hung one holds one, the others use the
-    # second, as separate nodes would. With Flower's default of one, everyone waits behind it.
-    # round-retries=2: on a loaded machine a cold client's first message can outlast the timeout too.
-    rc = main(["simulate", "--num-supernodes", str(nodes), "--client-cpus", "1", "--run-config", "dataset=csv",
-               f"data-path={data}", f"cache-dir={tmp_path / 'cache'}", "partitioning=iid", f"num-partitions={nodes}",
-               "min-train-nodes=2", "dim=16", "num-layers=1", "max-len=12", "batch-size=8", "num-negatives=8",
-               "retrieve-top-n=10", f"output-dir={tmp_path / 'out'}", "num-server-rounds=1", "dp=false",
-               f"seed={SEED}", "fault-hang-fraction=0.25", f"round-timeout={timeout}",
-               "round-retries=2"])  # fmt: skip
-    assert rc == 0
-    (run_dir,) = (tmp_path / "out").glob("run-*")
-    (r,) = json.loads((run_dir / "metrics.json").read_text())["history"]
+    run = run_federation(tiny_run_config(data, text_cache, tmp_path / "out", nodes=nodes, min_train_nodes=2,
+                                         num_server_rounds=1, dp=False, seed=SEED, fault_hang_fraction=0.25,
+                                         round_timeout=timeout), nodes)  # fmt: skip
+    assert run.code == 0, run.error
+    assert slept == [2 * timeout]  # the hung client would have slept past the round's timeout
+    (r,) = json.loads((run.run_dir / "metrics.json").read_text())["history"]
     assert r["clients_trained"] == nodes - 1 and r["rejected"] == []  # went on without it, nothing refused
     assert r["seconds_train"] >= timeout  # it waited for the hung client, then only the timeout

@@ -16,12 +16,14 @@ import torch
 from conftest import (
     GENRES,
     Tiny,
+    tiny_run_config,
     write_books_csv,
     write_csv,
     write_official_1m,
     write_official_100k,
     write_recbole,
 )
+from inprocess import run_federation
 
 from shared.cli import main
 from shared.config import DataConfig, ModelConfig, PartitionConfig
@@ -268,17 +270,14 @@ def test_catalog_mistakes_are_one_line_naming_the_column_or_file(books_dir, tmp_
 # ---------------------------------------------------------------- federated
 
 
-def test_a_two_node_federation_on_a_title_only_catalog(titles_dir, tmp_path, capsys) -> None:
-    """Real processes (SuperLink, `flwr run`, two SuperNodes), so slow: the one such test here.
-    `dirichlet` skews the nodes by popularity tier (no genres), DP-SGD is on as by default, and
-    the round's checkpoint then evaluates and recommends like a centrally trained one."""
-    out = tmp_path / "out"
-    assert main(["simulate", "--num-supernodes", "2", "--run-config", "dataset=csv",
-                 f"data-path={titles_dir}", f"cache-dir={tmp_path / 'cache'}", "text-columns=title",
-                 "partitioning=dirichlet", "num-partitions=2", "min-train-nodes=2", "dim=16",
-                 "num-layers=1", "max-len=12", "batch-size=8", "num-negatives=8", "retrieve-top-n=10",
-                 "num-server-rounds=1", f"output-dir={out}"]) == 0  # fmt: skip
-    (run_dir,) = out.glob("run-*")
+def test_a_two_node_federation_on_a_title_only_catalog(titles_dir, tmp_path, cache, capsys) -> None:
+    """Two nodes (in one process, tests/inprocess.py). `dirichlet` skews the nodes by popularity
+    tier (no genres), DP-SGD is on as by default, and the round's checkpoint then evaluates and
+    recommends like a centrally trained one."""
+    run = run_federation(tiny_run_config(titles_dir, cache, tmp_path / "out", nodes=2, text_columns="title",
+                                         partitioning="dirichlet", num_server_rounds=1), 2)  # fmt: skip
+    assert run.code == 0, run.error
+    run_dir = run.run_dir
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert [r["round"] for r in metrics["history"]] == [1]
     assert 0 <= metrics["test"]["ranking-full-ndcg@10"] <= 1

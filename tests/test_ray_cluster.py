@@ -42,6 +42,7 @@ def ray_head():
         shutil.rmtree(temp, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_a_simulation_runs_on_an_existing_ray_cluster(ray_head, tmp_path: Path, capsys) -> None:
     address, temp = ray_head
     data = write_csv(make_tiny(), tmp_path / "csv")

@@ -1,16 +1,19 @@
-"""Secure aggregation (SecAgg+) in simulation: the global model is plain FedAvg's up to quantization,
-no update leaves a node in the clear, dropouts are unmasked, and central DP still applies."""
+"""Secure aggregation (SecAgg+) in a federation (in one process, tests/inprocess.py, the nodes'
+ClientApp mods included): the global model is plain FedAvg's up to quantization, no update leaves
+a node in the clear, dropouts are unmasked, and central DP still applies."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
+from conftest import make_tiny, tiny_run_config, write_csv
+from inprocess import run_federation
 from safetensors.torch import load_file
 
 from client.audit import violations
 from client.faults import CRASH, fault_for
 from server.secure import check_secure_aggregation
-from shared.cli import main
 from shared.config import FaultConfig, SecureAggregationConfig, from_run_config
 from shared.errors import FedrecError
 
@@ -29,36 +32,30 @@ def test_settings_that_cannot_work_are_refused() -> None:
     check_secure_aggregation("fedadam", cfg)
 
 
-def _run_config(tmp_path_factory, data, out) -> dict[str, object]:
-    return {"dataset": "csv", "data-path": str(data), "cache-dir": str(tmp_path_factory.getbasetemp() / "cache"),
-            "partitioning": "iid", "num-partitions": NODES, "min-train-nodes": 2, "dim": 16, "num-layers": 1,
-            "max-len": 12, "batch-size": 8, "num-negatives": 8, "retrieve-top-n": 10, "output-dir": str(out),
-            "dp": "false", "seed": SEED, "fraction-evaluate": 0.4}  # fmt: skip
+def _run_config(data: Path, cache: Path, out: Path, **extra: object) -> dict[str, object]:
+    return tiny_run_config(data, cache, out, nodes=NODES, min_train_nodes=2, dp=False, seed=SEED,
+                           fraction_evaluate=0.4, **extra)  # fmt: skip
 
 
-def _simulate(tmp_path_factory, data, name: str, *extra: str) -> tuple[int, object]:
-    out = tmp_path_factory.mktemp(name)
-    config = _run_config(tmp_path_factory, data, out)
-    rc = main(["simulate", "--num-supernodes", str(NODES), "--run-config",
-               *(f"{k}={v}" for k, v in config.items()), *extra])  # fmt: skip
-    runs = list(out.glob("run-*"))
-    return rc, runs[0] if runs else None
+def _simulate(tmp_path_factory, data, cache, name: str, **extra: object) -> tuple[int, Path | None]:
+    run = run_federation(_run_config(data, cache, tmp_path_factory.mktemp(name), **extra), NODES)
+    return run.code, run.run_dir
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from conftest import make_tiny, write_csv
-
     return write_csv(make_tiny(num_users=30, num_items=40, seed=5), tmp_path_factory.mktemp("d") / "csv")
 
 
-def test_the_secure_sum_is_fedavg_up_to_quantization_and_no_update_leaves_in_the_clear(tmp_path_factory, data) -> None:
-    rc_plain, plain = _simulate(tmp_path_factory, data, "plain", "num-server-rounds=1")
-    rc_secure, secure = _simulate(tmp_path_factory, data, "secure", "num-server-rounds=1", "secure-aggregation=true",
-                                  "secagg-num-shares=3", "secagg-max-weight=10", "audit-messages=true")  # fmt: skip
+def test_the_secure_sum_is_fedavg_up_to_quantization_and_no_update_leaves_in_the_clear(tmp_path_factory, data,
+                                                                                          text_cache) -> None:  # fmt: skip
+    rc_plain, plain = _simulate(tmp_path_factory, data, text_cache, "plain", num_server_rounds=1)
+    rc_secure, secure = _simulate(tmp_path_factory, data, text_cache, "secure", num_server_rounds=1,
+                                  secure_aggregation=True, secagg_num_shares=3, secagg_max_weight=10,
+                                  audit_messages=True)  # fmt: skip
     assert rc_plain == rc_secure == 0
     a, b = load_file(plain / "round-001" / "model.safetensors"), load_file(secure / "round-001" / "model.safetensors")
-    init = _initial_weights(tmp_path_factory, data)
+    init = _initial_weights(data, text_cache)
     moved = torch.sqrt(sum(((a[k] - init[k]) ** 2).sum() for k in init))
     differs = torch.sqrt(sum(((a[k] - b[k]) ** 2).sum() for k in init))
     # Only quantization separates them: 2 * clipping range / 2**22 * max-weight / weight per value
@@ -76,27 +73,28 @@ def test_the_secure_sum_is_fedavg_up_to_quantization_and_no_update_leaves_in_the
     assert [v for x in lines for v in violations(x, 0)] == []
 
 
-def _initial_weights(tmp_path_factory, data) -> dict[str, torch.Tensor]:
+def _initial_weights(data: Path, cache: Path) -> dict[str, torch.Tensor]:
     """The global model before round 1, rebuilt as the ServerApp builds it: from the seed."""
-    from shared.cli.simulate import app_defaults, parse_overrides
+    from inprocess import run_config
+
     from shared.config import DataConfig, ModelConfig
     from shared.data.dataset import load_dataset
     from shared.models.params import trainable_state
     from shared.models.training import build_model, seed_everything
 
-    config = {**app_defaults(), **parse_overrides([f"{k}={v}" for k, v in _run_config(tmp_path_factory, data, "").items()])}
+    config = run_config(_run_config(data, cache, Path("unused")), NODES)
     seed_everything(SEED)
     data_cfg = from_run_config(DataConfig, config)
     model = build_model(load_dataset(data_cfg), from_run_config(ModelConfig, config), data_cfg.cache_path)
     return {k: v.clone() for k, v in trainable_state(model).items()}
 
 
-def test_dropouts_are_unmasked_and_central_dp_noises_the_secure_mean(tmp_path_factory, data) -> None:
+def test_dropouts_are_unmasked_and_central_dp_noises_the_secure_mean(tmp_path_factory, data, text_cache) -> None:
     faults = {"fault-crash-fraction": 0.2}
-    rc, run_dir = _simulate(tmp_path_factory, data, "dropouts", "num-server-rounds=2", "secure-aggregation=true",
-                            "secagg-num-shares=5", "secagg-reconstruction-threshold=3", "central-dp=true",
-                            "central-noise-multiplier=0.5", "central-clipping-norm=0.5",
-                            *(f"{k}={v}" for k, v in faults.items()))  # fmt: skip
+    rc, run_dir = _simulate(tmp_path_factory, data, text_cache, "dropouts", num_server_rounds=2,
+                            secure_aggregation=True, secagg_num_shares=5, secagg_reconstruction_threshold=3,
+                            central_dp=True, central_noise_multiplier=0.5, central_clipping_norm=0.5,
+                            fault_crash_fraction=0.2)  # fmt: skip
     assert rc == 0
     cfg = from_run_config(FaultConfig, faults)
     history = json.loads((run_dir / "metrics.json").read_text())["history"]
@@ -111,12 +109,12 @@ def test_dropouts_are_unmasked_and_central_dp_noises_the_secure_mean(tmp_path_fa
     assert all(torch.isfinite(w).all() for w in weights.values())
 
 
-def test_too_many_dropouts_stop_the_run_with_the_reason(tmp_path_factory, data) -> None:
-    rc, run_dir = _simulate(tmp_path_factory, data, "halted", "num-server-rounds=1", "secure-aggregation=true",
-                            "secagg-num-shares=5", "secagg-reconstruction-threshold=4", "fault-crash-fraction=0.6",
-                            "round-retries=0")  # fmt: skip
+def test_too_many_dropouts_stop_the_run_with_the_reason(tmp_path_factory, data, text_cache) -> None:
+    rc, run_dir = _simulate(tmp_path_factory, data, text_cache, "halted", num_server_rounds=1,
+                            secure_aggregation=True, secagg_num_shares=5, secagg_reconstruction_threshold=4,
+                            fault_crash_fraction=0.6, round_retries=0)  # fmt: skip
     summary = json.loads((run_dir / "metrics.json").read_text())
-    assert "fewer than min-train-nodes" in summary.get("stopped", ""), summary.get("stopped")
+    assert rc == 2 and "fewer than min-train-nodes" in summary.get("stopped", ""), summary.get("stopped")
     assert not (run_dir / "round-001").exists()
 
 

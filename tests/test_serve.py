@@ -63,6 +63,7 @@ def service(tmp_path_factory):
         proc.wait(timeout=60)
 
 
+@pytest.mark.slow
 def test_every_endpoint_answers_json(service) -> None:
     base, _ = service
     status, health = get(base, "/health")
@@ -84,6 +85,7 @@ def test_every_endpoint_answers_json(service) -> None:
     assert {"item_id", "title", "score", "gap"} <= set(first)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path,params,status,message", [
     ("/recommend", {}, 400, "give either user or history"),
     ("/recommend", {"user": "1", "history": "Heat"}, 400, "give either user or history"),
@@ -104,6 +106,7 @@ def test_bad_input_gets_a_4xx_with_one_line(service, path, params, status, messa
     assert code == status and message in body["error"] and "\n" not in body["error"]
 
 
+@pytest.mark.slow
 def test_only_get_is_answered_and_the_service_stops_cleanly(service) -> None:
     base, proc = service
     assert get(base, "/recommend", method="POST", user="1")[0] == 405
