@@ -105,7 +105,7 @@ class InProcessGrid(Grid):
 
 
 @contextmanager
-def _server_task(run_id: int) -> Iterator[None]:
+def server_task(run_id: int) -> Iterator[None]:
     """What a ServerApp process sets before its code makes messages, restored afterwards."""
     saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
     TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = 1, run_id, SUPERLINK_NODE_ID
@@ -154,7 +154,7 @@ def run_federation(overrides: Mapping[str, Any], nodes: int, *,
     grid = InProcessGrid(client_app, run_id, config, node_configs)
     context = Context(run_id=run_id, node_id=0, node_config={}, state=RecordDict(), run_config=config)
     code, error = 0, ""
-    with _server_task(run_id):
+    with server_task(run_id):
         try:
             main(grid, context)
         except SystemExit as exit_:

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_run_config
 
 from client.handlers import train_config
 from client.data import local_data, local_model
@@ -15,9 +16,7 @@ from shared.models.training import evaluate_model
 
 
 def run_config(d: Path, cache: Path, **extra) -> dict:
-    return {"dataset": "csv", "data-path": str(d), "cache-dir": str(cache), "partitioning": "iid",
-            "num-partitions": 3, "dim": 16, "num-layers": 1, "max-len": 12, "batch-size": 8,
-            "num-negatives": 8, "retrieve-top-n": 10, **extra}  # fmt: skip
+    return tiny_run_config(d, cache, **extra)
 
 
 def test_clients_return_only_trainable_parameters(csv_dir: Path, tmp_path: Path) -> None:
@@ -132,3 +131,37 @@ def test_local_steps_set_the_dp_steps_the_accountant_counts() -> None:
     state = new_state("user-0", "user", cfg)
     assert plan_round(state, cfg, 100, 10, local_epochs=2, planned_rounds=5)[1].steps == 20  # 2 epochs of 1/q
     assert plan_round(state, cfg, 100, 10, local_epochs=2, planned_rounds=5, local_steps=3)[1].steps == 3
+
+
+def test_fedprox_pulls_each_local_step_back_towards_the_global_weights(csv_dir: Path, tmp_path: Path) -> None:
+    """FedProx's mu travels in its strategy's train message; after each optimizer step the client
+    moves every weight lr * mu of the way back to the global one. At lr * mu = 1 the update is
+    nil; at 1/2 it is smaller than FedAvg's (no proximal term), on the same batches."""
+    from flwr.app import ConfigRecord
+
+    from client.app import app
+    from inprocess import FIRST_NODE_ID, InProcessGrid, server_task
+    from server.strategy import make_strategy
+    from shared.config import FederationConfig
+    from shared.models.params import flat_trainable, load_flat, num_trainable
+    from shared.wire import flat_record, weights_vector
+
+    lr = 0.5
+    cfg = run_config(csv_dir, tmp_path, dp=False, optimizer="sgd", lr=lr, weight_decay=0.0)
+    model = local_model(cfg, local_data(cfg, {"partition-id": 0, "num-partitions": 3}).dataset)
+    start = flat_trainable(model).clone()
+    grid = InProcessGrid(app, 7, cfg, {FIRST_NODE_ID: {"partition-id": 0, "num-partitions": 3}})
+
+    def update(strategy: str, mu: float) -> torch.Tensor:
+        fed = FederationConfig(strategy=strategy, proximal_mu=mu, min_train_nodes=1)
+        with server_task(7):
+            (msg,) = make_strategy(fed).configure_train(1, flat_record(start), ConfigRecord(), grid)
+        assert float(msg.content["config"].get("proximal-mu", 0.0)) == (mu if strategy == "fedprox" else 0.0)
+        (reply,) = grid.pull_messages(grid.push_messages([msg]))
+        load_flat(model, start)
+        return weights_vector(reply.content["arrays"], num_trainable(model)) - start
+
+    fedavg, half, full = update("fedavg", 0.0), update("fedprox", 0.5 / lr), update("fedprox", 1.0 / lr)
+    assert float(fedavg.norm()) > 0
+    assert 0 < float(half.norm()) < 0.9 * float(fedavg.norm())
+    assert float(full.norm()) < 1e-5 * float(fedavg.norm())

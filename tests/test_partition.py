@@ -1,4 +1,4 @@
-"""Every partitioning puts each user in exactly one client, deterministically."""
+"""Every partitioning puts each user in exactly one client; the random ones repeat for a seed."""
 
 from pathlib import Path
 
@@ -32,7 +32,7 @@ def test_every_user_is_in_exactly_one_partition(dataset, scheme: str, k: int) ->
     assert sum(p["interactions"] for p in stats["partitions"]) == dataset.num_interactions
 
 
-@pytest.mark.parametrize("scheme,k", CASES)
+@pytest.mark.parametrize("scheme,k", [("iid", 4), ("dirichlet", 3)])  # the ones that draw at random
 def test_partitioning_is_deterministic_for_a_seed(dataset, scheme: str, k: int) -> None:
     a = partition_users(dataset, PartitionConfig(partitioning=scheme, num_partitions=k, seed=7))
     b = partition_users(dataset, PartitionConfig(partitioning=scheme, num_partitions=k, seed=7))

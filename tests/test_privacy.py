@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_run_config
 from flwr.app import ConfigRecord, Context, Message, Metadata, RecordDict
 
 from client import privacy as budget
@@ -27,10 +28,8 @@ ROUNDS = 3
 
 
 def run_config(d: Path, cache: Path, out: Path, **extra) -> dict:
-    return {"dataset": "csv", "data-path": str(d), "cache-dir": str(cache), "partitioning": "iid",
-            "num-partitions": 2, "dim": 16, "num-layers": 1, "max-len": 12, "batch-size": 4,
-            "num-negatives": 8, "retrieve-top-n": 10, "output-dir": str(out), "dp": True,
-            "target-epsilon": 3.0, "num-server-rounds": ROUNDS, **extra}  # fmt: skip
+    return tiny_run_config(d, cache, out, nodes=2, batch_size=4, dp=True, target_epsilon=3.0,
+                           num_server_rounds=ROUNDS, **extra)  # fmt: skip
 
 
 def train_message(model, server_round: int) -> Message:
@@ -96,26 +95,22 @@ def test_dp_training_spends_then_declines_across_restarts(csv_dir: Path, tmp_pat
     assert len(json.loads(budget.state_path(state_dir, "iid-0").read_text())["history"]) == ROUNDS
 
 
-def _train_then_die(cfg: dict, state_dir: Path) -> None:
-    """A node process killed (no cleanup, no reply) the moment its training steps are done."""
-    import os
+class _Killed(BaseException):
+    """Stands for the node's process dying: nothing after it runs, no handler catches it."""
 
+
+def test_a_node_killed_between_training_and_replying_has_recorded_its_spending(csv_dir: Path, tmp_path: Path,
+                                                                              monkeypatch) -> None:  # fmt: skip
     from client import handlers
 
-    local = local_data(cfg, {"partition-id": 0, "num-partitions": 2})
-    handlers.corrupt = lambda *args: os._exit(137)  # the first thing after training: building the reply
-    handlers.train(train_message(local_model(cfg, local.dataset), 1), node(cfg, state_dir))
-
-
-def test_a_node_killed_between_training_and_replying_has_recorded_its_spending(csv_dir: Path, tmp_path: Path) -> None:
-    import multiprocessing
+    def die(*args: object) -> None:  # the first thing after training: building the reply
+        raise _Killed
 
     cfg = run_config(csv_dir, tmp_path / "cache", tmp_path / "out")
-    local_data(cfg, {"partition-id": 0, "num-partitions": 2})  # the cache, built once here
-    child = multiprocessing.get_context("spawn").Process(target=_train_then_die, args=(cfg, tmp_path / "node-0"))
-    child.start()
-    child.join(timeout=600)
-    assert child.exitcode == 137
+    model = local_model(cfg, local_data(cfg, {"partition-id": 0, "num-partitions": 2}).dataset)
+    monkeypatch.setattr(handlers, "corrupt", die)
+    with pytest.raises(_Killed):
+        handlers.train(train_message(model, 1), node(cfg, tmp_path / "node-0"))
     saved = json.loads(budget.state_path(tmp_path / "node-0", "iid-0").read_text())
     assert [h["round"] for h in saved["history"]] == [1] and saved["history"][0]["epsilon"] > 0
 
@@ -368,6 +363,59 @@ def test_an_empty_poisson_batch_takes_a_noise_only_step(csv_dir: Path, tmp_path:
     metrics = local_fit(model, local, data, train_config({**cfg, "optimizer": "sgd"}), 1, dp=plan)
     assert metrics["dp-steps"] == 4
     assert not torch.equal(before, flat_trainable(model))
+
+
+def _dp_step_update(csv_dir: Path, tmp_path: Path, plan, rows: slice = slice(None)) -> tuple[torch.Tensor, int]:
+    """The shipped DP-SGD (client/training.py's local_fit) on node 0's examples `rows` under `plan`,
+    with plain SGD at lr 1 and no weight decay, so the update is minus the privatised gradient:
+    (sum of clipped per-example gradients + N(0, (sigma C)^2)) / B, B the expected batch size.
+    Returns the update and the number of examples."""
+    from dataclasses import replace as dc_replace
+
+    from client.handlers import train_config
+    from client.training import local_fit
+    from shared.models.params import load_flat
+
+    cfg = run_config(csv_dir, tmp_path / "cache", tmp_path / "out")
+    local = local_data(cfg, {"partition-id": 0, "num-partitions": 2})
+    model = local_model(cfg, local.dataset)
+    full = local_examples(model, local, "user")
+    data = dc_replace(full, **{k: getattr(full, k)[rows] for k in ("users", "history", "targets", "features")})
+    start = flat_trainable(model).clone()
+    local_fit(model, local, data, train_config({**cfg, "optimizer": "sgd", "lr": 1.0, "weight-decay": 0.0}), 1, dp=plan)
+    update = flat_trainable(model) - start
+    load_flat(model, start)  # the process's model serves the next test from the same start
+    return update, len(data)
+
+
+def test_the_dp_step_clips_each_example_to_the_norm(csv_dir: Path, tmp_path: Path) -> None:
+    """No noise, every example in the batch (q = 1, so B = n), a norm far below any gradient's:
+    one example moves the weights by exactly C / 1; n examples by at most n C / n, and by more
+    than C / n, which clipping the batch's summed gradient (not each example's) would give."""
+    from client.privacy import RoundPlan
+
+    norm = 1e-3
+    plan = RoundPlan(noise_multiplier=0.0, sample_rate=1.0, steps=1, max_grad_norm=norm)
+    one, n1 = _dp_step_update(csv_dir, tmp_path, plan, slice(0, 1))
+    assert n1 == 1 and float(one.norm()) == pytest.approx(norm, rel=1e-3)
+    every, n = _dp_step_update(csv_dir, tmp_path, plan)
+    assert n >= 4
+    assert 1.5 * norm / n < float(every.norm()) <= norm * (1 + 1e-3)
+
+
+def test_the_dp_step_adds_gaussian_noise_of_std_sigma_c_over_b(csv_dir: Path, tmp_path: Path) -> None:
+    """The noise, measured over every trainable weight: 4 steps at q = 0.5 add N(0, (sigma C / B)^2)
+    each, B = q n the expected batch size whatever each Poisson batch holds, so the update's
+    per-weight std is sigma C sqrt(4) / B. C is tiny: the clipped gradients (at most C per step)
+    change that variance by a fraction 1/d of it, d weights; the estimate's own error is 1/sqrt(2d)."""
+    from client.privacy import RoundPlan
+
+    sigma, norm, steps, q = 2.0, 1e-3, 4, 0.5
+    update, n = _dp_step_update(csv_dir, tmp_path, RoundPlan(sigma, q, steps, norm))
+    expected = sigma * norm * steps**0.5 / max(1, round(q * n))
+    assert update.numel() > 5_000  # enough weights for a 5% check (1/sqrt(2d) < 1%)
+    assert float(update.pow(2).mean().sqrt()) == pytest.approx(expected, rel=0.05)
+    assert abs(float(update.mean())) < 5 * expected / update.numel() ** 0.5  # centred
 
 
 def test_under_dp_no_training_metric_leaves_the_node(csv_dir: Path, tmp_path: Path) -> None:
