@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny, write_csv
+from conftest import make_tiny, tiny_run_config, write_csv
 
 from client.data import local_data
 from client.training import local_evaluate, local_examples
@@ -74,8 +74,7 @@ def test_canaries_come_from_the_seed_and_half_are_trained_on() -> None:
 
 
 def test_included_canaries_reach_a_nodes_training_and_never_its_evaluation(csv_dir: Path, tmp_path: Path) -> None:
-    base = {"dataset": "csv", "data-path": str(csv_dir), "cache-dir": str(tmp_path), "partitioning": "iid",
-            "num-partitions": 3, "dim": 16, "num-layers": 1, "max-len": 30}  # fmt: skip
+    base = tiny_run_config(csv_dir, tmp_path, max_len=30)
     plain = local_data(base, {"partition-id": 1, "num-partitions": 3})
     local = local_data({**base, "audit-canaries": 30, "audit-seed": 3}, {"partition-id": 1, "num-partitions": 3})
     mine = make_canaries(30, plain.dataset.num_items, 3).for_partition(1, 3)

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny, write_csv
+from conftest import make_tiny, tiny_run_config, write_csv
 
 from shared.cli import main
 from shared.config import DataConfig, ModelConfig
@@ -100,9 +100,7 @@ def test_finetune_head_trains_the_item_tower_ranker_norms_and_biases_only(tmp_pa
         for p in full.parameters():
             p.add_(0.01)
     save_checkpoint(full, tmp_path / "pre")
-    run = {"dataset": "csv", "data-path": str(d), "cache-dir": str(tmp_path / "cache"), "dim": 16, "num-layers": 1,
-           "max-len": 12, "retrieve-top-n": 10, "use-id-embedding": False, "finetune": "head",
-           "pretrained": str(tmp_path / "pre")}  # fmt: skip
+    run = tiny_run_config(d, tmp_path / "cache", use_id_embedding=False, finetune="head", pretrained=str(tmp_path / "pre"))
     node = local_model(run, dataset)
     for (name, a), b in zip(node.state_dict().items(), full.state_dict().values()):
         assert torch.equal(a, b), name

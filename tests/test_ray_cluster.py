@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_tiny, write_csv
+from conftest import as_pairs, make_tiny, tiny_run_config, write_csv
 
 from shared.cli import main
 from shared.deploy.process import BIN, flower_env
@@ -46,10 +46,8 @@ def ray_head():
 def test_a_simulation_runs_on_an_existing_ray_cluster(ray_head, tmp_path: Path, capsys) -> None:
     address, temp = ray_head
     data = write_csv(make_tiny(), tmp_path / "csv")
-    code = main(["simulate", "--num-supernodes", "3", "--ray-address", address, "--run-config", "dataset=csv",
-                 f"data-path={data}", f"cache-dir={tmp_path / 'cache'}", "partitioning=iid", "num-partitions=3",
-                 "min-train-nodes=3", "dim=16", "num-layers=1", "max-len=12", "batch-size=8", "num-negatives=8",
-                 "retrieve-top-n=10", "num-server-rounds=2", "dp=false", f"output-dir={tmp_path / 'out'}"])  # fmt: skip
+    code = main(["simulate", "--num-supernodes", "3", "--ray-address", address, "--run-config",
+                 *as_pairs(tiny_run_config(data, tmp_path / "cache", tmp_path / "out", num_server_rounds=2, dp=False))])
     assert code == 0, capsys.readouterr().err[-2000:]
     (run_dir,) = (tmp_path / "out").glob("run-*")
     assert [r["round"] for r in json.loads((run_dir / "metrics.json").read_text())["history"]] == [1, 2]
