@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from shared.cli import main
 
 
@@ -37,6 +39,7 @@ def test_evaluate_popularity_writes_both_protocols(capsys, csv_dir: Path, tmp_pa
     assert not [p for p in out_json.parent.iterdir() if p.name.startswith(".")]  # no temp left
 
 
+@pytest.mark.slow  # a fresh interpreter importing the CLI: over 20 s on a busy machine
 def test_console_script_exits_nonzero_without_traceback(csv_dir: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "shared.cli", "evaluate", "--baseline", "popularity",
