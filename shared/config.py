@@ -107,6 +107,9 @@ class PartitionConfig:
         object.__setattr__(self, "seed", int(self.seed))
 
 
+RETRIEVAL_LOSSES = ("softmax", "bce")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Shape of the two-stage model. Saved in every checkpoint's config.json."""
@@ -128,6 +131,9 @@ class ModelConfig:
                          "user tower's other weights stay at the `pretrained` checkpoint's values, which every "
                          "node loads too)")
     retrieve_top_n: int = knob(100, "candidates the ranker re-scores")
+    # Both losses are per sample, as Opacus needs (see shared/models/recommender.py).
+    retrieval_loss: str = knob("softmax", "`softmax`: cross-entropy of the next item against the "
+                               "sequence's sampled negatives (SASRec+'s lever); `bce`: each scored on its own")
     # Costly: every item vector then runs N transformer layers; meant for GPUs or small catalogs.
     text_finetune_layers: int = knob(0, "fine-tune MiniLM's top N layers inside the item tower (0: frozen, "
                                      "cached embeddings; slow on CPU)")
@@ -144,6 +150,8 @@ class ModelConfig:
             raise FedrecError(f"text-finetune-layers must be 0..6, got {self.text_finetune_layers}")
         if self.text_finetune_layers and not self.use_text:
             raise FedrecError("text-finetune-layers needs the text tower (drop --no-text)")
+        if self.retrieval_loss not in RETRIEVAL_LOSSES:
+            raise FedrecError(f"retrieval-loss must be softmax or bce, got '{self.retrieval_loss}'")
         if self.finetune not in ("all", "head"):
             raise FedrecError(f"finetune must be all or head, got '{self.finetune}'")
         if not 0 <= float(self.dropout) < 1:

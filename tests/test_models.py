@@ -354,3 +354,35 @@ def test_loading_the_text_model_prints_no_library_report(capfd) -> None:
     load_text_model()
     out = capfd.readouterr()
     assert "LOAD REPORT" not in out.err + out.out and "Loading weights" not in out.err + out.out
+
+
+@pytest.mark.parametrize("loss", ["softmax", "bce"])
+def test_the_retrieval_loss_is_the_one_configured(dataset, cache, loss: str) -> None:
+    """Recomputed by hand from the model's own states and item vectors: sampled softmax is the
+    cross-entropy of the target against the sequence's negatives (a draw equal to the target
+    left out); BCE scores the target and the mean negative on their own."""
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    model = build_model(dataset, replace(SMALL, retrieval_loss=loss, use_item_bias=True), cache).eval()
+    torch.nn.init.normal_(model.item_bias.weight)
+    batch = ranking_batch(dataset, model)
+    batch["negatives"][0, 0] = batch["targets"][0, -1]  # one collision to be masked
+    with torch.no_grad():
+        got = model(batch)["retrieval"]
+        states, _ = model.encode_history(batch["history"], batch["features"])
+        expected = []
+        for b in range(len(states)):
+            per_position = []
+            for t in np.flatnonzero(batch["targets"][b] > 0):
+                target = batch["targets"][b, t]
+                negs = batch["negatives"][b][batch["negatives"][b] != target]
+                items = torch.cat([target[None], negs])
+                logits = model.item_vectors(items) @ states[b, t] * model.scale + model.bias(items)
+                if loss == "softmax":
+                    per_position.append(-torch.log_softmax(logits, 0)[0])
+                else:
+                    per_position.append(torch.nn.functional.softplus(-logits[0])
+                                        + torch.nn.functional.softplus(logits[1:]).mean())  # fmt: skip
+            expected.append(torch.stack(per_position).mean())
+    assert torch.allclose(got, torch.stack(expected), atol=1e-5)

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from shared.cli.options import add_data_options, data_config, table
-from shared.config import ModelConfig, TrainConfig
+from shared.config import RETRIEVAL_LOSSES, ModelConfig, TrainConfig
 from shared.data.consent import consented_users
 from shared.data.dataset import load_dataset
 from shared.errors import FedrecError
@@ -33,6 +33,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--item-bias", action="store_true",
                        help="a per-item bias: the popularity prior (run config use-item-bias)")  # fmt: skip
     group.add_argument("--retrieve-top-n", type=int, default=d.retrieve_top_n)
+    group.add_argument("--retrieval-loss", default=d.retrieval_loss, choices=RETRIEVAL_LOSSES,
+                       help="softmax: cross-entropy over the sampled negatives; bce: each on its own")  # fmt: skip
     group.add_argument("--text-finetune-layers", type=int, default=d.text_finetune_layers,
                        help="fine-tune the top N MiniLM layers (slow on CPU)")  # fmt: skip
 
@@ -56,7 +58,7 @@ def model_config(args: argparse.Namespace) -> ModelConfig:
         dim=args.dim, num_layers=args.num_layers, num_heads=args.num_heads, max_len=args.max_len,
         dropout=args.dropout, use_text=not args.no_text, use_id_embedding=not args.no_id_embedding,
         retrieve_top_n=args.retrieve_top_n, text_finetune_layers=args.text_finetune_layers,
-        use_item_bias=args.item_bias,
+        use_item_bias=args.item_bias, retrieval_loss=args.retrieval_loss,
     )  # fmt: skip
 
 

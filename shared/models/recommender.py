@@ -6,8 +6,9 @@
     ranking      s(t, c) + MLP([h_t, v_c, h_t*v_c, attend(v_c; v_x<=t), side_c, user, h_t - attend])
                  side_c = W_g genres_c + E_year[year_c]; a part the catalog has no data for (no
                  genres, no known year) is left out of the model, and side_c with both
-    loss         BCE(retrieval: next item vs sampled negatives) + BCE(ranking: next item vs hard
-                 and random negatives)
+    loss         retrieval: next item vs the sequence's uniform negatives, as a sampled softmax
+                 (cross-entropy; SASRec+'s lever) or BCE; + BCE(ranking: next item vs hard and
+                 random negatives)
 
 Every computation is per sample (batch-first, no tensor shared across examples), which is what
 Opacus needs to compute per-sample gradients: the negatives each sequence scores come in with that
@@ -92,6 +93,8 @@ class Recommender(nn.Module, PyTorchModelHubMixin):
         m = config["model"]
         d, n_items = int(m["dim"]), int(config["num_items"])
         self.dim = d
+        # A config saved before the loss was a choice was trained with BCE.
+        self.retrieval_loss = m.get("retrieval_loss", "bce")
 
         # Item side data, frozen and saved with the weights so a checkpoint serves on its own.
         # A catalog without genres or without known years has no such buffer (None, not saved)
@@ -386,9 +389,16 @@ class Recommender(nn.Module, PyTorchModelHubMixin):
         neg = torch.einsum("bld,bnd->bln", states, self.item_vectors(negatives)) * self.scale
         if self.item_bias is not None:
             neg = neg + self.bias(negatives)[:, None, :]
-        collide = (negatives[:, None, :] == targets[:, :, None]).float()
-        neg_loss = (F.softplus(neg) * (1 - collide)).sum(-1) / (1 - collide).sum(-1).clamp(min=1)
-        retrieval = ((F.softplus(-pos) + neg_loss) * valid).sum(1) / valid.sum(1).clamp(min=1)
+        collide = negatives[:, None, :] == targets[:, :, None]  # a draw that is the target itself
+        if self.retrieval_loss == "softmax":
+            # Sampled softmax: the target against all of the sequence's uniform draws at once.
+            # Uniform draws need no logQ correction (log Q is one constant for every item).
+            neg = neg.masked_fill(collide, -torch.inf)
+            per_position = torch.logsumexp(torch.cat([pos[..., None], neg], -1), -1) - pos
+        else:
+            keep = (~collide).float()
+            per_position = F.softplus(-pos) + (F.softplus(neg) * keep).sum(-1) / keep.sum(-1).clamp(min=1)
+        retrieval = (per_position * valid).sum(1) / valid.sum(1).clamp(min=1)
 
         rank_pos = batch["rank_pos"]
         idx = rank_pos[:, :, None].expand(-1, -1, self.dim)
