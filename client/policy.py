@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from shared.atomic import write_json
+from shared.atomic import check_writable, write_json
 from shared.config import ACCOUNTANTS, PrivacyConfig
 from shared.errors import FedrecError
 
@@ -98,7 +98,7 @@ def set_policy(state_dir: Path, given: Mapping[str, Any]) -> NodePolicy:
     path = state_dir / POLICY_FILE
     current = read_policy(path) if path.exists() else NodePolicy()
     policy = replace(current, **{k: v for k, v in given.items() if v is not None})
-    state_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(state_dir, "state-dir")  # one line naming it, not an OSError's traceback
     write_policy(state_dir, policy)
     return policy
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from shared.atomic import check_writable
 from shared.config import DataConfig
 from shared.data.dataset import catalog_artifact, load_node_dataset
 from shared.deploy.credentials import check_certificate, check_private_key
@@ -52,16 +53,6 @@ def check_node_data(cfg: SuperNodeConfig) -> tuple[int, str]:
         raise FedrecError(f"data-path {cfg.data_path}: no such directory")
     catalog = catalog_artifact(str(cfg.catalog.expanduser().resolve()))
     return load_node_dataset(cfg.data_path, cfg.filters, catalog).num_users, catalog.fingerprint
-
-
-def check_state_dir(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".fedrec-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise FedrecError(f"state-dir {path}: not writable ({err.strerror})") from None
 
 
 def node_key(key: Path) -> ec.EllipticCurvePrivateKey:
@@ -139,7 +130,7 @@ def supernode_command(cfg: SuperNodeConfig) -> list[str]:
             check_private_key(key, "node runtime key")
             cmd += ["--ssl-certfile", str(cert), "--ssl-keyfile", str(key), "--ssl-ca-certfile", str(cfg.ca)]
     users, fingerprint = check_node_data(cfg)
-    check_state_dir(cfg.state_dir)
+    check_writable(cfg.state_dir, "state-dir")
     log.info("node data %s: %d users on catalog %s (fingerprint %s; every message of a run is checked against it)",
              cfg.data_path, users, cfg.catalog, fingerprint)  # fmt: skip
     wait_for_superlink(cfg.superlink, cfg.wait_seconds)

@@ -40,6 +40,7 @@ def one_line_error(capsys, expected: str) -> None:
     ({"--ca": "/nonexistent/ca.crt"}, "no such file"),
     ({"--key": "/nonexistent/node.key"}, "no such file"),
     ({"--catalog": "/nonexistent/catalog"}, "no catalog.json"),
+    ({"--state-dir": "/dev/null/state"}, "state-dir /dev/null/state is not writable"),
 ])  # fmt: skip
 def test_missing_inputs(setup, capsys, over: dict, expected: str) -> None:
     source, tmp = setup
