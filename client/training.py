@@ -16,6 +16,7 @@ from opacus.optimizers import DPOptimizer
 from client.data import LocalData, with_canaries
 from client.privacy import RoundPlan
 from shared.config import TrainConfig
+from shared.eval.metrics import flatten
 from shared.models.batches import Sequences, interaction_examples, training_sequences
 from shared.models.recommender import Recommender
 from shared.models.params import trainable_parameters
@@ -162,12 +163,6 @@ def _proximal_step(params: list[torch.Tensor], anchor: list[torch.Tensor], mu: f
 def local_evaluate(model: Recommender, local: LocalData, stage: str, device: str) -> dict[str, float]:
     """Both stages and protocols over this node's users, flattened for a MetricRecord:
     'retrieval-full-hr@10', 'ranking-sampled-ndcg@10', ... plus num-examples (users)."""
-    results = evaluate_model(model, local.dataset, stage, device, users=local.users)
-    flat = {
-        f"{stage_name}-{protocol}-{metric}": value
-        for stage_name, protocols in results.items()
-        for protocol, block in protocols.items()
-        for metric, value in block.items()
-    }
+    flat = flatten(evaluate_model(model, local.dataset, stage, device, users=local.users))
     flat["num-examples"] = len(local.users)
     return flat

@@ -26,6 +26,7 @@ from shared.config import (AuditConfig, DataConfig, FederationConfig, ModelConfi
 from shared.data.dataset import catalog_artifact, catalog_fingerprint, catalog_of, empty_dataset, load_dataset
 from shared.data.sources import default_cache_dir
 from shared.errors import FedrecError
+from shared.eval.metrics import flatten
 from shared.handoffs import prompt_handoffs
 from shared.models.checkpoint import load_pretrained
 from shared.models.recommender import Recommender
@@ -41,8 +42,7 @@ def server_evaluator(dataset):  # type: ignore[no-untyped-def]
     clients' metrics so the two can be compared key by key."""
 
     def evaluate(model: Recommender, stage: str) -> dict[str, float]:
-        results = evaluate_model(model, dataset, stage)
-        return {f"{s}-{p}-{m}": v for s, ps in results.items() for p, b in ps.items() for m, v in b.items()}
+        return flatten(evaluate_model(model, dataset, stage))
 
     return evaluate
 

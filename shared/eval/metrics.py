@@ -97,3 +97,13 @@ def summarize(ranks: np.ndarray, ks: tuple[int, ...] = (10,)) -> dict[str, float
         out[f"precision@{k}"], out[f"recall@{k}"], out[f"f1@{k}"] = precision_recall_f1(ranks, k)
     out["mrr"] = mrr(ranks)
     return out
+
+
+def flatten(results: dict[str, dict[str, dict[str, float]]]) -> dict[str, float]:
+    """{stage: {protocol: {metric: value}}} -> {'stage-protocol-metric': value}, the flat keys a
+    MetricRecord carries and the message audit allows ('ranking-full-ndcg@10', ...): a node's
+    report and the server's own evaluation name every metric alike."""
+    return {f"{stage}-{protocol}-{metric}": value
+            for stage, protocols in results.items()
+            for protocol, block in protocols.items()
+            for metric, value in block.items()}  # fmt: skip
