@@ -22,9 +22,8 @@ from shared.atomic import write_json
 from shared.config import FederationConfig, PrivacyConfig, TrainConfig, from_run_config
 from shared.errors import FedrecError
 from client.policy import NodePolicy
-from shared.privacy.accounting import Spend, calibrate_sigma, epsilon, privacy_unit
+from shared.privacy.accounting import ACTIVE, EXHAUSTED, Spend, calibrate_sigma, epsilon, privacy_unit
 
-ACTIVE, EXHAUSTED = "active", "budget-exhausted"
 STATE_KEY = "fedrec-privacy"
 
 

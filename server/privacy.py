@@ -18,10 +18,10 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, Strategy
 
 from server import ledger
+from shared.privacy.accounting import EXHAUSTED
 from shared.privacy.central import UNIFORM_WEIGHT
 
 log = logging.getLogger("flwr.fedrec")
-EXHAUSTED = "budget-exhausted"
 
 
 def ledger_entry(msg: Message, server_round: int) -> dict | None:

@@ -15,8 +15,8 @@ from conftest import make_tiny, tiny_run_config, write_csv
 from inprocess import run_federation
 from safetensors.torch import load_file
 
-from server.privacy import EXHAUSTED
 from shared.models.checkpoint import load_checkpoint
+from shared.privacy.accounting import EXHAUSTED
 
 NODES = 3
 

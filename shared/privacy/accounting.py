@@ -37,6 +37,9 @@ DEFAULT_DELTA = 1e-6  # public and fixed: never derived from a node's data
 # The PLD grid's step in privacy loss. Its estimate is pessimistic (an upper bound) at any step;
 # 1e-3 agrees with 1e-4 to 4 digits on fedrec's histories at a tenth of the time (0.2 s).
 DISCRETIZATION = 1e-3
+# A node's privacy status, in its privacy record: it trains ('active'), or its next round would
+# overrun its budget, so it declines and the server stops sampling it.
+ACTIVE, EXHAUSTED = "active", "budget-exhausted"
 
 
 def privacy_unit(partitioning: str) -> str:
