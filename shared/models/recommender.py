@@ -32,9 +32,9 @@ from torch import nn
 from transformers import BertConfig, BertModel
 
 from shared.errors import FedrecError
+from shared.models.text_encoder import EMBEDDING_DIM as TEXT_DIM  # MiniLM's width, defined there once
 
 FORMAT_VERSION = 1  # bump when a saved checkpoint can no longer be read by this code
-TEXT_DIM = 384
 USER_FEATURES = ("age", "gender", "occupation", "region")
 HARD_NEGATIVE_POOL = 100  # the ranker's hard negatives are drawn from the retrieval top-100
 # finetune="head": what trains on top of a pretrained model (the rest is frozen): the item tower,
