@@ -5,7 +5,7 @@ transformers and Opacus take seconds to import on a small node. Only the message
 evaluate need them, so the handlers are imported when one arrives: SecAgg+'s key-exchange and
 unmasking messages (client/secure.py) are answered without them.
 
-The handlers run with a short GIL switch interval (shared/handoffs.py): in a simulation the
+The handlers run with a short GIL switch interval (shared/gil_switch.py): in a simulation the
 actor's training step otherwise waits on the actor's own background threads.
 """
 
@@ -17,7 +17,7 @@ from flwr.clientapp import ClientApp
 from client.audit import message_audit_mod
 from client.secure import secure_aggregation_mod
 from client.state import state_dir
-from shared.handoffs import prompt_handoffs
+from shared.gil_switch import short_switch_interval
 
 # The audit mod is outermost, so it logs exactly what leaves the node, SecAgg+'s records included.
 app = ClientApp(mods=[message_audit_mod(state_dir), secure_aggregation_mod])
@@ -27,7 +27,7 @@ app = ClientApp(mods=[message_audit_mod(state_dir), secure_aggregation_mod])
 def train(msg: Message, context: Context) -> Message:
     from client import handlers
 
-    with prompt_handoffs():
+    with short_switch_interval():
         return handlers.train(msg, context)
 
 
@@ -35,7 +35,7 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate(msg: Message, context: Context) -> Message:
     from client import handlers
 
-    with prompt_handoffs():
+    with short_switch_interval():
         return handlers.evaluate(msg, context)
 
 

@@ -27,7 +27,7 @@ from shared.data.dataset import catalog_artifact, catalog_fingerprint, catalog_o
 from shared.data.sources import default_cache_dir
 from shared.errors import FedrecError
 from shared.eval.metrics import flatten
-from shared.handoffs import prompt_handoffs
+from shared.gil_switch import short_switch_interval
 from shared.models.checkpoint import load_pretrained
 from shared.models.recommender import Recommender
 from shared.models.training import build_model, evaluate_model, seed_everything
@@ -92,7 +92,7 @@ def main(grid: Grid, context: Context) -> None:
         log.warning("central DP: population not configured; taking the %d nodes connected now as N", connected)
     strategy = make_strategy(fed, privacy, connected, privacy.population)
     restore_optimizer_state(strategy, moments)
-    with prompt_handoffs():
+    with short_switch_interval():
         summary = run_rounds(
             grid, strategy, model, fed, run_dir, state,
             server_eval=server_evaluator(dataset) if fed.server_eval else None, catalog=catalog_fingerprint(catalog),

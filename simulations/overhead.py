@@ -11,7 +11,7 @@ the first round (actors starting) is left out and the median of the rest is repo
 fedrec's clients also report their seconds of local work; with the one client actor a 2-core
 machine runs, clients run one after another, so a round's seconds less its clients' local work
 is what the federation itself costs, and its rate is what fedrec would reach with no local work.
-fedrec's ServerApp and ClientApp shorten Python's GIL switch interval (shared/handoffs.py); the
+fedrec's ServerApp and ClientApp shorten Python's GIL switch interval (shared/gil_switch.py); the
 trivial app runs twice, with Flower's defaults (the goal's baseline) and with that same interval
 on both sides, so the record shows how much of fedrec's rate the setting alone gives any app.
 --client-cpus N gives each simulated ClientApp N cores (Flower's default, 0, is 2: one ClientApp
@@ -36,7 +36,7 @@ from pathlib import Path
 from shared.cli.simulate import APP_DIR, parse_overrides
 from shared.config import DataConfig
 from shared.data.dataset import load_dataset
-from shared.handoffs import SWITCH_INTERVAL
+from shared.gil_switch import SWITCH_INTERVAL
 from simulations.provenance import provenance, provenance_lines, write_results
 from simulations.superlink import flwr_run, local_superlink
 

@@ -17,7 +17,7 @@ server = ServerApp()
 
 @client.train()
 def train(msg: Message, context: Context) -> Message:
-    if float(context.run_config["switch-interval"]) > 0:  # as fedrec's ClientApp (shared/handoffs.py)
+    if float(context.run_config["switch-interval"]) > 0:  # as fedrec's ClientApp (shared/gil_switch.py)
         sys.setswitchinterval(float(context.run_config["switch-interval"]))
     content = RecordDict({"arrays": msg.content["arrays"], "metrics": MetricRecord({"num-examples": 1})})
     return Message(content, reply_to=msg)
@@ -26,7 +26,7 @@ def train(msg: Message, context: Context) -> Message:
 @server.main()
 def main(grid: Grid, context: Context) -> None:
     cfg = context.run_config
-    if float(cfg["switch-interval"]) > 0:  # as fedrec's ServerApp (shared/handoffs.py)
+    if float(cfg["switch-interval"]) > 0:  # as fedrec's ServerApp (shared/gil_switch.py)
         sys.setswitchinterval(float(cfg["switch-interval"]))
     arrays = ArrayRecord({"w": Array(np.zeros(int(cfg["array-floats"]), dtype=np.float32))})
     strategy = FedAvg(fraction_train=float(cfg["fraction-train"]), min_train_nodes=1, min_available_nodes=1)

@@ -4,13 +4,13 @@ import sys
 
 import pytest
 
-from shared.handoffs import prompt_handoffs
+from shared.gil_switch import short_switch_interval
 
 
-def test_prompt_handoffs_sets_the_switch_interval_for_the_block_only() -> None:
+def test_the_switch_interval_is_short_for_the_block_only() -> None:
     before = sys.getswitchinterval()
     with pytest.raises(RuntimeError):
-        with prompt_handoffs(0.0007):
+        with short_switch_interval(0.0007):
             assert sys.getswitchinterval() == pytest.approx(0.0007)
             raise RuntimeError("a run that fails still restores it")
     assert sys.getswitchinterval() == before
@@ -19,7 +19,7 @@ def test_prompt_handoffs_sets_the_switch_interval_for_the_block_only() -> None:
 @pytest.mark.parametrize("route", ["train", "evaluate"])
 def test_client_handlers_run_with_the_short_interval(monkeypatch, route: str) -> None:
     from client import app, handlers
-    from shared.handoffs import SWITCH_INTERVAL
+    from shared.gil_switch import SWITCH_INTERVAL
 
     seen = []
     monkeypatch.setattr(handlers, route, lambda msg, context: seen.append(sys.getswitchinterval()) or "reply")

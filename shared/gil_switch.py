@@ -24,7 +24,7 @@ SWITCH_INTERVAL = 0.0005
 
 
 @contextmanager
-def prompt_handoffs(interval: float = SWITCH_INTERVAL) -> Iterator[None]:
+def short_switch_interval(interval: float = SWITCH_INTERVAL) -> Iterator[None]:
     """The interpreter's GIL switch interval set to `interval` seconds, restored afterwards."""
     previous = sys.getswitchinterval()
     sys.setswitchinterval(interval)
