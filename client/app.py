@@ -14,7 +14,7 @@ from __future__ import annotations
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from client.audit import message_audit_mod
+from client.message_audit import message_audit_mod
 from client.secure import secure_aggregation_mod
 from client.state import state_dir
 from shared.gil_switch import short_switch_interval

@@ -30,7 +30,7 @@ from client.state import state_dir
 from client.training import local_evaluate, local_examples, local_fit
 from shared.config import RunConfig, TrainConfig
 from shared.data.consent import NON_CONSENTED, consented_users
-from shared.data.dataset import CATALOG_KEY, check_catalog
+from shared.data.dataset import CATALOG_KEY, check_catalog_fingerprint
 from shared.models.params import flat_trainable, load_flat, num_trainable
 from shared.privacy.accounting import privacy_unit
 from shared.privacy.central import CLIPPING_NORM_KEY, UNIFORM_WEIGHT, clip_update
@@ -59,7 +59,7 @@ def set_threads(cfg: TrainConfig, node_config: dict) -> None:
 def train(msg: Message, context: Context) -> Message:
     local = local_data(context.run_config, context.node_config)
     config = msg.content["config"]
-    check_catalog(local.dataset, str(config.get(CATALOG_KEY, "")))
+    check_catalog_fingerprint(local.dataset, str(config.get(CATALOG_KEY, "")))
     model = local_model(context.run_config, local.dataset)
     global_weights = weights_vector(msg.content["arrays"], num_trainable(model))
     load_flat(model, global_weights)  # copies: global_weights stays the round's start
@@ -106,7 +106,7 @@ def train(msg: Message, context: Context) -> Message:
 
 def evaluate(msg: Message, context: Context) -> Message:
     local = local_data(context.run_config, context.node_config)
-    check_catalog(local.dataset, str(msg.content["config"].get(CATALOG_KEY, "")))
+    check_catalog_fingerprint(local.dataset, str(msg.content["config"].get(CATALOG_KEY, "")))
     model = local_model(context.run_config, local.dataset)
     load_flat(model, weights_vector(msg.content["arrays"], num_trainable(model)))
     stage = str(msg.content["config"].get("stage", "valid"))

@@ -14,7 +14,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from server.checkpoints import ServerState, load_optimizer, load_round
-from server.outcomes import RunFailed, check_catalogs
+from server.outcomes import RunFailed, check_node_catalogs
 from server.privacy_report import write_report
 from server.rounds import run_rounds
 from server.secure import check_secure_aggregation
@@ -84,7 +84,7 @@ def main(grid: Grid, context: Context) -> None:
     if audit.audit_canaries:  # the nodes plant them (client/data.py); `fedrec audit` finds them here
         record_canaries(run_dir, audit.audit_canaries, audit.audit_seed, catalog.num_items)
     try:  # a node on another catalog is found now, by fingerprint, not as an error in every round
-        check_catalogs(grid, catalog_fingerprint(catalog), fed.min_train_nodes, fed.round_timeout, partition.seed)
+        check_node_catalogs(grid, catalog_fingerprint(catalog), fed.min_train_nodes, fed.round_timeout, partition.seed)
     except FedrecError as err:
         fail(str(err))
     connected = len(list(grid.get_node_ids()))

@@ -2,7 +2,7 @@
 
 - `node_reason`: why a node sent no update (its ClientApp's error, its policy's refusal, its spent
   budget), so that a run which could not train says why, node by node;
-- `check_catalogs`: before round 1, every connected node's catalog fingerprint against the
+- `check_node_catalogs`: before round 1, every connected node's catalog fingerprint against the
   server's (a `query.catalog` message; the node answers with its fingerprint only), so a node on
   another catalog is found before anyone trains, not as an error in every round;
 - `RunFailed`: raised by the ServerApp after it has written what it could, so that Flower marks
@@ -88,7 +88,7 @@ def judge_catalogs(fingerprint: str, asked: int, replies: Sequence[Message]) -> 
     return matching, problems
 
 
-def check_catalogs(grid: Grid, fingerprint: str, min_nodes: int, timeout: float, seed: int = 0) -> None:
+def check_node_catalogs(grid: Grid, fingerprint: str, min_nodes: int, timeout: float, seed: int = 0) -> None:
     """Before round 1: wait (up to `timeout`) until `min_nodes` nodes are connected, ask them for
     their catalog's fingerprint, and refuse the run when fewer than `min_nodes` hold the server's
     catalog; a few that do not are named in a warning (they will refuse every round)."""

@@ -238,7 +238,7 @@ class PrivacyConfig:
                            "`fedrec simulate` sets it to the SuperNodes it starts; `0` in a deployment: the "
                            "nodes connected at the start, with a warning")
     audit_messages: bool = knob(False, "each node appends the shape (never the values) of every reply it sends "
-                                "to `messages-<node>.jsonl` in its state directory (client/audit.py)")
+                                "to `messages-<node>.jsonl` in its state directory (client/message_audit.py)")
     # A one-user client's metric is exactly that user's own outcome.
     min_eval_users: int = knob(20, "under DP, a node with fewer users sends no evaluation metrics")
 

@@ -4,7 +4,7 @@
 
 Two small federated runs with the same canaries (`audit-canaries`, shared/privacy/canaries.py),
 one with `dp=false` and one with DP-SGD at the default budget, each audited with `fedrec audit`'s
-one-run lower bound (shared/privacy/audit.py). Without DP the canaries are memorised, so the
+one-run lower bound (shared/privacy/canary_audit.py). Without DP the canaries are memorised, so the
 bound must be clearly above 1 (the audit can see a leak); with DP it must stay at or below the
 epsilon the run reports. Writes simulations/results/canary_audit.json and .md.
 """
@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from shared.privacy.audit import audit_run
+from shared.privacy.canary_audit import audit_run
 from simulations.provenance import provenance, provenance_lines, write_results
 
 RESULTS = Path(__file__).parent / "results"

@@ -17,7 +17,7 @@ from shared.data.readers import read_directory
 from shared.errors import FedrecError
 from shared.models.checkpoint import save_checkpoint
 from shared.models.training import build_model, make_optimizer, train_epoch
-from shared.privacy.audit import audit_run
+from shared.privacy.canary_audit import audit_run
 from shared.privacy.canaries import (canary_examples, canary_scores, check_partitioning, make_canaries,
                                      record_canaries)  # fmt: skip
 from shared.privacy.one_run import audit_guesses, epsilon_lower_bound, p_value

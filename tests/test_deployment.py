@@ -15,7 +15,7 @@ import warnings
 import pytest
 from conftest import make_tiny, write_csv
 
-from client.audit import violations
+from client.message_audit import violations
 from shared.cli import main
 from simulations.edge import LocalDeployment
 

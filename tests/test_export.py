@@ -11,7 +11,7 @@ from conftest import make_tiny, write_csv
 from client.data import local_data
 from shared.cli import main
 from shared.config import DataConfig
-from shared.data.dataset import catalog_fingerprint, check_catalog, load_dataset, load_node_dataset
+from shared.data.dataset import catalog_fingerprint, check_catalog_fingerprint, load_dataset, load_node_dataset
 from shared.errors import FedrecError
 
 
@@ -101,7 +101,7 @@ def test_a_node_on_another_catalog_refuses_to_train(source: Path, tmp_path: Path
     assert export(source, tmp_path / "node", 0) == 0
     catalog = load_dataset(DataConfig(dataset="csv", data_path=str(source)))
     node = load_node_dataset(tmp_path / "node", DataConfig(dataset="csv"), catalog)
-    check_catalog(node, catalog_fingerprint(catalog))  # the same catalog: accepted
+    check_catalog_fingerprint(node, catalog_fingerprint(catalog))  # the same catalog: accepted
     other = write_csv(make_tiny(num_users=40, num_items=61, seed=3), tmp_path / "other")
     with pytest.raises(FedrecError, match="differs from the server's"):
-        check_catalog(node, catalog_fingerprint(load_dataset(DataConfig(dataset="csv", data_path=str(other)))))
+        check_catalog_fingerprint(node, catalog_fingerprint(load_dataset(DataConfig(dataset="csv", data_path=str(other)))))

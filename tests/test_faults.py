@@ -11,7 +11,7 @@ from conftest import make_tiny, tiny_run_config, write_csv
 from inprocess import NoReply, run_federation
 from safetensors.torch import load_file
 
-from client.audit import violations
+from client.message_audit import violations
 from client.faults import CRASH, NAN, SCALED, fault_for
 from shared.config import FaultConfig, from_run_config
 from shared.errors import FedrecError

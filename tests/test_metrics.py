@@ -64,7 +64,7 @@ def test_precision_recall_f1_with_one_held_out_item() -> None:
 
 def test_the_message_audit_accepts_every_metric_a_node_reports() -> None:
     """A DP run's audit flags any metric name off its allow-list: the new ones must be on it."""
-    from client.audit import _metric_allowed
+    from client.message_audit import _metric_allowed
 
     from shared.eval.metrics import flatten
 

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from server.outcomes import CATALOG_QUERY, check_catalogs, reasons_line
+from server.outcomes import CATALOG_QUERY, check_node_catalogs, reasons_line
 from server.summary import summary_markdown
 from shared.errors import FedrecError
 
@@ -71,7 +71,7 @@ def test_the_reasons_are_the_nodes_own_words() -> None:
 
 def test_a_catalog_mismatch_fails_before_round_1_with_every_nodes_reason() -> None:
     with pytest.raises(FedrecError) as err:
-        check_catalogs(CatalogGrid({10: "other", 11: "other", 12: ""}), "mine", min_nodes=2, timeout=5)
+        check_node_catalogs(CatalogGrid({10: "other", 11: "other", 12: ""}), "mine", min_nodes=2, timeout=5)
     text = str(err.value)
     assert text.startswith("before round 1: 0 of 3 connected nodes hold the server's catalog mine")
     assert "node 10: its catalog (other) differs from the server's (mine)" in text
@@ -80,7 +80,7 @@ def test_a_catalog_mismatch_fails_before_round_1_with_every_nodes_reason() -> No
 
 def test_enough_matching_nodes_go_on_and_the_others_are_named(caplog) -> None:
     with caplog.at_level("WARNING", logger="flwr.fedrec"):
-        check_catalogs(CatalogGrid({1: "mine", 2: "mine", 3: "other"}), "mine", min_nodes=2, timeout=5)
+        check_node_catalogs(CatalogGrid({1: "mine", 2: "mine", 3: "other"}), "mine", min_nodes=2, timeout=5)
     assert "node 3: its catalog (other) differs" in caplog.text
 
 

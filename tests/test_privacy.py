@@ -422,7 +422,7 @@ def test_under_dp_no_training_metric_leaves_the_node(csv_dir: Path, tmp_path: Pa
     """The message audit's allow-list under DP: the example count (public under replace-one) and
     nothing computed from the data; the reply passes it, and a loss would not."""
     from client.app import app
-    from client.audit import audit_path, violations
+    from client.message_audit import audit_path, violations
 
     cfg = {**run_config(csv_dir, tmp_path / "cache", tmp_path / "out"), "audit-messages": True}
     local = local_data(cfg, {"partition-id": 0, "num-partitions": 2})

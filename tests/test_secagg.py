@@ -11,7 +11,7 @@ from conftest import make_tiny, tiny_run_config, write_csv
 from inprocess import run_federation
 from safetensors.torch import load_file
 
-from client.audit import violations
+from client.message_audit import violations
 from client.faults import CRASH, fault_for
 from server.secure import check_secure_aggregation
 from shared.config import FaultConfig, SecureAggregationConfig, from_run_config

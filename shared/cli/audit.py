@@ -15,7 +15,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shared.privacy.audit import audit_run
+    from shared.privacy.canary_audit import audit_run
 
     r = audit_run(args.run_dir)
     best = max(r["guesses"], key=lambda g: g["epsilon_lower_bound"])

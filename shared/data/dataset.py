@@ -326,7 +326,7 @@ def catalog_fingerprint(catalog: Catalog | Dataset) -> str:
     return content_fingerprint(catalog.item_ids, catalog.item_text, catalog.user_feature_vocab)
 
 
-def check_catalog(dataset: Dataset, expected: str) -> None:
+def check_catalog_fingerprint(dataset: Dataset, expected: str) -> None:
     """Refuse to train or evaluate on another catalog than the server's."""
     mine = catalog_fingerprint(dataset)
     if expected and mine != expected:
