@@ -160,12 +160,8 @@ def run_rounds(
         log.info("nothing to do: the checkpoint is at round %d of %d", state.round, cfg.num_server_rounds)
     for server_round in range(start, cfg.num_server_rounds + 1):
         t0 = time.perf_counter()
-        active = ActiveGrid(grid, privacy.exhausted)
-        # Too few nodes because budgets are spent ends the run; too few because nodes have not
-        # connected yet (a deployment's nodes start when they start) is the strategy's to wait out.
-        if privacy.exhausted and len(active.get_node_ids()) < cfg.min_train_nodes:
-            stopped = (f"only {len(active.get_node_ids())} clients have privacy budget left "
-                       f"(min-train-nodes is {cfg.min_train_nodes})")  # fmt: skip
+        stopped = _too_few_with_budget(grid, privacy, cfg.min_train_nodes)
+        if stopped:
             log.warning("stopping before round %d: %s", server_round, stopped)
             break
         updates, rejections, declines, stopped = _train_round(grid, strategy, model, arrays, cfg, privacy,
@@ -173,53 +169,82 @@ def run_rounds(
         if stopped or updates is None:
             log.warning("stopping at round %d: %s", server_round, stopped)
             break
-        trained = updates.kept
-        if is_central_dp(strategy):
-            trained = fixed_denominator(trained, updates.sampled, arrays)
-        new_arrays, train_metrics = strategy.aggregate_train(server_round, trained)
-        if new_arrays is not None:
-            arrays = new_arrays
-            load_flat(model, weights_vector(arrays, num_trainable(model)))
-        else:
-            log.warning("round %d: the strategy did not aggregate; the global model is unchanged", server_round)
+        arrays, train_metrics, aggregated = _aggregate(strategy, model, arrays, updates, server_round)
         t_train = time.perf_counter() - t0
         valid = _evaluate(grid, strategy, server_round, arrays, sent, "valid", cfg.round_timeout)
         record: dict[str, Any] = {
             "round": server_round, "train": _metrics(train_metrics), "valid": valid,
-            "clients_trained": len(updates.kept), "aggregated": new_arrays is not None, "clients_declined": declines,
+            "clients_trained": len(updates.kept), "aggregated": aggregated, "clients_declined": declines,
             "rejected": [{"node_id": r.node_id, "reason": r.reason} for r in rejections],
             "seconds_train": t_train, "seconds": time.perf_counter() - t0,
             # Each sampled client downloads the global trainable arrays and uploads the same set
             # (under SecAgg+, its masked vector instead: integers, so larger; plus keys and shares).
             "bytes_per_client_each_way": int(sum(a.numpy().nbytes for a in arrays.values())),
+            **({"bytes_per_client_up_masked": updates.upload_bytes} if updates.upload_bytes else {}),
+            **({"valid_server": server_eval(model, "valid")} if server_eval is not None else {}),
+            **({"central_dp": central} if (central := central_spent(strategy)) else {}),
         }  # fmt: skip
-        if updates.upload_bytes:
-            record["bytes_per_client_up_masked"] = updates.upload_bytes
-        if server_eval is not None:
-            record["valid_server"] = server_eval(model, "valid")
-        central = central_spent(strategy)
-        if central:
-            record["central_dp"] = central
-        state.round = server_round
-        state.history.append(record)
-        score = valid.get(SELECT, -1.0)
-        if score > state.best_ndcg:
-            state.best_ndcg, state.best_round, state.stale_rounds = score, server_round, 0
-        else:
-            state.stale_rounds += 1
-        save_round(run_dir, model, state, optimizer_state(strategy))
-        write_json(run_dir / "metrics.json", {"history": state.history})
-        loss = record["train"].get("train-loss")  # under DP no loss leaves a node
-        log.info("round %d/%d: %.1f s, %svalid NDCG@10 %.4f (best %.4f, round %d)",
-                 server_round, cfg.num_server_rounds, record["seconds"],
-                 "" if loss is None else f"train loss {loss:.4f}, ", score, state.best_ndcg,
-                 state.best_round)  # fmt: skip
+        _checkpoint(run_dir, model, strategy, state, record, cfg.num_server_rounds)
         if cfg.early_stopping_rounds and state.stale_rounds >= cfg.early_stopping_rounds:
             log.info("early stopping: %d rounds without validation gain", state.stale_rounds)
             break
+    return _final_test(grid, strategy, model, cfg, run_dir, state, arrays, sent, start, stopped, consent, server_eval)
 
-    # The test metrics are over every node's users, whatever per-round validation sampled (the
-    # DP wrapper samples through the strategy it wraps), on the best validation round's weights.
+
+def _too_few_with_budget(grid: Grid, privacy: PrivacyTracker, min_train_nodes: int) -> str:
+    """Why the run must stop before this round because spent budgets leave too few nodes ('' to
+    go on). Too few because nodes have not connected yet (a deployment's nodes start when they
+    start) is the strategy's to wait out."""
+    if not privacy.exhausted:
+        return ""
+    left = len(ActiveGrid(grid, privacy.exhausted).get_node_ids())
+    return f"only {left} clients have privacy budget left (min-train-nodes is {min_train_nodes})" if left < min_train_nodes else ""
+
+
+def _aggregate(
+    strategy: Strategy, model: Recommender, arrays: ArrayRecord, updates: RoundUpdates, server_round: int,
+) -> tuple[ArrayRecord, MetricRecord | None, bool]:  # fmt: skip
+    """The round's new global arrays (loaded into `model`), the strategy's training metrics, and
+    whether it aggregated at all (if not, the global model is unchanged). Under central DP every
+    sampled client counts in the mean, a dropout as a zero update."""
+    trained = updates.kept
+    if is_central_dp(strategy):
+        trained = fixed_denominator(trained, updates.sampled, arrays)
+    new_arrays, train_metrics = strategy.aggregate_train(server_round, trained)
+    if new_arrays is None:
+        log.warning("round %d: the strategy did not aggregate; the global model is unchanged", server_round)
+        return arrays, train_metrics, False
+    load_flat(model, weights_vector(new_arrays, num_trainable(model)))
+    return new_arrays, train_metrics, True
+
+
+def _checkpoint(
+    run_dir: Path, model: Recommender, strategy: Strategy, state: ServerState, record: dict[str, Any], rounds: int,
+) -> None:  # fmt: skip
+    """The round is done: into the history, the best round and the rounds without gain updated
+    by validation NDCG@10, the checkpoint and metrics.json written, one log line."""
+    server_round, score = record["round"], record["valid"].get(SELECT, -1.0)
+    state.round = server_round
+    state.history.append(record)
+    if score > state.best_ndcg:
+        state.best_ndcg, state.best_round, state.stale_rounds = score, server_round, 0
+    else:
+        state.stale_rounds += 1
+    save_round(run_dir, model, state, optimizer_state(strategy))
+    write_json(run_dir / "metrics.json", {"history": state.history})
+    loss = record["train"].get("train-loss")  # under DP no loss leaves a node
+    log.info("round %d/%d: %.1f s, %svalid NDCG@10 %.4f (best %.4f, round %d)",
+             server_round, rounds, record["seconds"], "" if loss is None else f"train loss {loss:.4f}, ",
+             score, state.best_ndcg, state.best_round)  # fmt: skip
+
+
+def _final_test(
+    grid: Grid, strategy: Strategy, model: Recommender, cfg: FederationConfig, run_dir: Path, state: ServerState,
+    arrays: ArrayRecord, sent: dict[str, str], start: int, stopped: str, consent: bool, server_eval: ServerEval | None,
+) -> dict[str, Any]:  # fmt: skip
+    """The run's summary, written to metrics.json: the test metrics over every node's users,
+    whatever per-round validation sampled (the DP wrapper samples through the strategy it wraps),
+    on the best validation round's weights."""
     for s in (strategy, getattr(strategy, "strategy", None)):
         if s is not None:
             s.fraction_evaluate = 1.0  # type: ignore[attr-defined]
