@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,13 +74,16 @@ def key_fingerprint(key: Path) -> str:
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
-def check_registered(address: str, ca: Path, key: Path) -> int:
+def check_registered(address: str, ca: Path, key: Path, wait: float = 0.0, first_delay: float = 2.0) -> int:
     """The SuperNode ID the SuperLink keeps for `key`'s public key. Found by doing what
     flower-supernode does first, activating the node, and undoing it at once (deactivating: the
     node goes offline until flower-supernode activates it again), because an unknown key is
-    otherwise reported only as "could not establish a connection", its reason in the SuperLink's log."""
+    otherwise reported only as "could not establish a connection", its reason in the SuperLink's log.
+    The SuperLink refuses a registered key too while it counts that node online: after an
+    unclean stop (kill -9) for up to two missed heartbeats. So a refusal is retried, with
+    backoff, for up to `wait` seconds (at most as long as that lasts) before it is reported."""
     import httpx
-    from flwr.common.constant import HEARTBEAT_DEFAULT_INTERVAL
+    from flwr.common.constant import HEARTBEAT_DEFAULT_INTERVAL, HEARTBEAT_PATIENCE
     from flwr.proto.fleet_pb2 import ActivateNodeRequest, DeactivateNodeRequest
     from flwr.supercore.error import ApiErrorCode, FlowerError
     from flwr.supercore.interceptors.http.runtime_version import RuntimeVersionHttpInterceptor
@@ -89,24 +93,34 @@ def check_registered(address: str, ca: Path, key: Path) -> int:
 
     private = node_key(key)
     public = private.public_key()
+    request = ActivateNodeRequest(public_key=public_key_to_bytes(public), heartbeat_interval=HEARTBEAT_DEFAULT_INTERVAL)
     auth = [RuntimeVersionHttpInterceptor(component_name="SuperNode"), NodeAuthHttpInterceptor(private, public)]
+    online_for = HEARTBEAT_PATIENCE * HEARTBEAT_DEFAULT_INTERVAL + 5  # how long a killed node still counts online
+    deadline, delay, started = time.monotonic() + min(wait, online_for), first_delay, time.monotonic()
     with FleetHttpClient.from_server_address(address, False, ca.read_bytes(), interceptors=auth) as client:
-        try:
-            node_id = client.ActivateNode(ActivateNodeRequest(
-                public_key=public_key_to_bytes(public), heartbeat_interval=HEARTBEAT_DEFAULT_INTERVAL)).node_id  # fmt: skip
-        except httpx.HTTPStatusError as err:
-            error = FlowerError.from_json(err.response.text)
-            if error is not None and error.code == ApiErrorCode.FLEET_NODE_ACTIVATION_FAILED:
-                raise FedrecError(
-                    f"the SuperLink at {address} refused this node: its public key ({key_fingerprint(key)}, the pair "
-                    f"of {key}) is not registered. On the server: `flwr supernode register {key.with_suffix('.pub').name} "
-                    "CONNECTION` (docs/deployment.md). If it is registered, a SuperNode with this key is online "
-                    "already (one stopped with kill -9 counts as online for up to a minute)"
-                ) from None  # fmt: skip
-            said = error.message if error is not None else f"HTTP {err.response.status_code}"
-            raise FedrecError(f"the SuperLink at {address} refused this node: {said}") from None
-        except httpx.TransportError as err:
-            raise FedrecError(f"SuperLink {address}: {err}") from None
+        while True:
+            try:
+                node_id = client.ActivateNode(request).node_id
+                break
+            except httpx.HTTPStatusError as err:
+                error = FlowerError.from_json(err.response.text)
+                if error is None or error.code != ApiErrorCode.FLEET_NODE_ACTIVATION_FAILED:
+                    said = error.message if error is not None else f"HTTP {err.response.status_code}"
+                    raise FedrecError(f"the SuperLink at {address} refused this node: {said}") from None
+                if time.monotonic() + delay > deadline:
+                    raise FedrecError(
+                        f"the SuperLink at {address} refused this node: its public key ({key_fingerprint(key)}, the "
+                        f"pair of {key}) is not registered. On the server: `flwr supernode register "
+                        f"{key.with_suffix('.pub').name} CONNECTION` (docs/deployment.md). If it is registered, another "
+                        f"SuperNode with this key is online (refused for {time.monotonic() - started:.0f} s)"
+                    ) from None  # fmt: skip
+                log.warning("SuperLink %s refused to activate this node's key: not registered, or the node still "
+                            "counts as online after an unclean stop (for up to %d s); retrying in %.0f s",
+                            address, online_for - 5, delay)  # fmt: skip
+                time.sleep(delay)
+                delay = min(delay * 2, 16.0)
+            except httpx.TransportError as err:
+                raise FedrecError(f"SuperLink {address}: {err}") from None
         try:
             client.DeactivateNode(DeactivateNodeRequest(node_id=node_id))
         except httpx.HTTPError as err:
@@ -138,7 +152,7 @@ def supernode_command(cfg: SuperNodeConfig) -> list[str]:
         check_superlink_insecure(cfg.superlink)
     else:
         check_superlink_tls(cfg.superlink, cfg.ca)
-        node_id = check_registered(cfg.superlink, cfg.ca, cfg.key)
+        node_id = check_registered(cfg.superlink, cfg.ca, cfg.key, cfg.wait_seconds)
         log.info("SuperLink %s: certificate verified by %s; this node's key %s (%s) is registered as SuperNode %d",
                  cfg.superlink, cfg.ca, cfg.key, key_fingerprint(cfg.key), node_id)  # fmt: skip
     node_config = (f"partition-id={cfg.partition_id} data-path='{cfg.data_path.resolve()}' "

@@ -31,7 +31,8 @@ class FakeFleet(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         self.rfile.read(int(self.headers.get("content-length", 0)))
         self.server.calls.append(self.path)  # type: ignore[attr-defined]
-        status, body, kind = self.server.answers[self.path]  # type: ignore[attr-defined]
+        answer = self.server.answers[self.path]  # type: ignore[attr-defined]
+        status, body, kind = answer.pop(0) if isinstance(answer, list) else answer  # a list: one answer per call
         self.send_response(status)
         self.send_header("content-type", kind)
         self.send_header("content-length", str(len(body)))
@@ -123,6 +124,14 @@ def test_a_registered_key_is_activated_and_handed_back_an_unknown_one_is_named(c
     text = str(err.value)
     assert f"its public key ({key_fingerprint(key)}, the pair of {key}) is not registered" in text
     assert "flwr supernode register node-0.pub" in text and "\n" not in text
+
+
+def test_a_key_refused_while_its_killed_node_still_counts_online_is_retried(creds, link) -> None:
+    server, address = link
+    activated = server.answers["/v1/fleet/activate-node"]
+    server.answers["/v1/fleet/activate-node"] = [(412, json.dumps(NOT_ACTIVATED).encode(), "application/json"), activated]
+    assert check_registered(address, creds["ours"] / "ca.crt", creds["ours"] / "node-0.key", wait=5, first_delay=0.1) == 4242
+    assert server.calls == ["/v1/fleet/activate-node"] * 2 + ["/v1/fleet/deactivate-node"]
 
 
 def test_the_fingerprint_is_ssh_keygens(creds) -> None:
