@@ -94,9 +94,9 @@ def run_credentials(args: argparse.Namespace) -> int:
             raise FedrecError("--host names the SuperLink's certificate, made with the directory; "
                               "--add-nodes issues node keys only")  # fmt: skip
         paths = add_node_keys(args.out, args.add_nodes, args.days)
-        keys = [p.name for p in paths if p.name.endswith(".pub")]
-        print(f"added {', '.join(keys)} (and their private keys and runtime certificates) to {args.out}: "
-              f"register each with `flwr supernode register {args.out}/NODE.pub CONNECTION`")  # fmt: skip
+        nodes = [p.stem for p in paths if p.suffix == ".pub"]
+        print(f"added {', '.join(nodes)} to {args.out} (a key pair and a runtime certificate each, from its CA): "
+              f"register each public key, e.g. `flwr supernode register {args.out / nodes[0]}.pub CONNECTION`")  # fmt: skip
         return 0
     paths = make_credentials(args.out, args.nodes, args.host or ["127.0.0.1", "localhost"], args.days)
     print(f"wrote {len(paths)} files to {args.out} (development CA: bring your own PKI in production)")
