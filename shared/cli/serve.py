@@ -22,8 +22,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     cmd.add_argument("--path", default="", help="dataset directory (implies --dataset, the checkpoint's by default)")
     cmd.add_argument("--cache-dir", default="")
     cmd.add_argument("--threads", type=int, default=1,
-                     help="torch threads per request (default 1: a request is small work, and on a few "
-                          "cores threads of concurrent requests would only contend)")  # fmt: skip
+                     help="torch threads (default 1: a pass over a batch of requests is small work, and "
+                          "on a few cores the event loop needs the other one)")  # fmt: skip
     cmd.add_argument("--no-search", action="store_true", help="do not load MiniLM (no /search)")
     cmd.set_defaults(run=run)
 

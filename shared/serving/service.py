@@ -136,11 +136,44 @@ class Service:
                 "search": self._searcher is not None}  # fmt: skip
 
     def recommend(self, user: str | None = None, history: str | None = None, k: int = 10) -> dict:
-        self.check_k(k)
-        items, features, state = self._inputs(user, history)
+        (answer,) = self.recommend_many([(user, history, k)])
+        if isinstance(answer, FedrecError):
+            raise answer
+        return answer
+
+    def recommend_many(self, queries: list[tuple[str | None, str | None, int]]) -> list[dict | FedrecError]:
+        """The answers to several (user, history, k) queries, each the one `recommend` gives it
+        alone, computed together: one transformer pass for the typed histories, one catalog
+        product and one ranker pass for all. The HTTP service sends the /recommend requests that
+        arrive together; per request, most of the work is fixed cost that a batch shares. A
+        query's bad input is its own answer (the error, not raised) and leaves the others be."""
+        answers: list[dict | FedrecError] = [FedrecError("not answered")] * len(queries)
+        valid, histories, features, ks, states = [], [], [], [], []
+        for n, (user, history, k) in enumerate(queries):
+            try:
+                self.check_k(k)
+                items, feats, state = self._inputs(user, history)
+            except FedrecError as err:
+                answers[n] = err
+                continue
+            valid.append(n)
+            histories.append(items)
+            features.append(feats)
+            ks.append(k)
+            states.append(state)
+        if not valid:
+            return answers
         with torch.inference_mode():
-            ranked = self.scorer.recommend(items, features, k, state=state)
-        return {"items": [self._item(i, s) for i, s in ranked]}
+            cold = [row for row, state in enumerate(states) if state is None]
+            if cold:  # typed histories: their states are read now, in one pass
+                padded = left_pad([histories[row] for row in cold], self.scorer.max_len)
+                read = self.scorer.encode(padded, np.stack([features[row] for row in cold]))
+                for row, state in zip(cold, read):
+                    states[row] = state[None]
+            ranked = self.scorer.recommend_many(histories, np.stack(features), ks, torch.cat(states))
+        for n, rows in zip(valid, ranked):
+            answers[n] = {"items": [self._item(i, s) for i, s in rows]}
+        return answers
 
     def search(self, query: str, user: str | None = None, history: str | None = None, k: int = 10) -> dict:
         self.check_k(k)
