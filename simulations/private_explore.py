@@ -47,6 +47,8 @@ def main(argv: list[str]) -> int:
     local_steps = f("local_steps", 0)
     trainable = args.get("trainable", "all")
     clip = f("clip", 1.0)
+    loss = args.get("loss", "softmax")
+    negatives = f("negatives", 64)
     seed = 42
     torch.manual_seed(seed)
     t0 = time.time()
@@ -54,13 +56,13 @@ def main(argv: list[str]) -> int:
     rng = np.random.default_rng(seed)
     consented = rng.random(ds.num_users) < consent
     cu, nu = np.flatnonzero(consented), np.flatnonzero(~consented)
-    mcfg = ModelConfig(use_id_embedding=False, use_item_bias=bias)
+    mcfg = ModelConfig(use_id_embedding=False, use_item_bias=bias, retrieval_loss=loss)
     model = build_model(ds, mcfg, default_cache_dir())
     out = {"name": name, "args": args}
 
 
-    def ev(tag: str) -> None:
-        r = evaluate_model(model, ds, "test", users=nu)
+    def ev(tag: str, stage: str = "test") -> None:
+        r = evaluate_model(model, ds, stage, users=nu)
         out[tag] = {"full_ndcg": r["ranking"]["full"]["ndcg@10"], "sampled_hr": r["ranking"]["sampled"]["hr@10"],
                     "full_hr": r["ranking"]["full"]["hr@10"]}
         print(tag, out[tag], f"{time.time()-t0:.0f}s", flush=True)
@@ -71,18 +73,21 @@ def main(argv: list[str]) -> int:
     out["popularity_consented_counts"] = {"full_ndcg": p["full"]["ndcg@10"], "sampled_hr": p["sampled"]["hr@10"]}
     print("popularity", out["popularity_consented_counts"], flush=True)
     WORK = Path("outputs/private_explore")
-    ckpt = WORK / f"pre_bias{int(bias)}_c{consent}_e{pre_epochs}.pt"
+    ckpt = WORK / f"pre_bias{int(bias)}_c{consent}_e{pre_epochs}_{loss}{negatives}.pt"
     if consent > 0 and pre_epochs > 0:
         if ckpt.exists():
             model.load_state_dict(torch.load(ckpt))
             out["pretrained"] = json.loads(ckpt.with_suffix(".json").read_text())
             print("pretrained (cached)", out["pretrained"], flush=True)
         else:
-            tc = TrainConfig(epochs=1, seed=seed)
+            tc = TrainConfig(epochs=1, seed=seed, num_negatives=negatives)
             opt = make_optimizer(model, tc)
             data = training_sequences(ds, cu, mcfg.max_len)
             for e in range(pre_epochs):
                 train_epoch(model, ds.num_items, opt, data, tc, rng, "cpu", progress=False)
+                if (e + 1) % 5 == 0 and e + 1 < pre_epochs:
+                    ev(f"pretrain_epoch{e + 1}_valid", "valid")
+            ev("pretrained_valid", "valid")
             ev("pretrained")
             ckpt.parent.mkdir(exist_ok=True)
             torch.save(model.state_dict(), ckpt)
@@ -96,7 +101,8 @@ def main(argv: list[str]) -> int:
         model._trainable = None
     print("trainable params", sum(p_.numel() for p_ in model.parameters() if p_.requires_grad), flush=True)
     part = partition_users(ds, PartitionConfig(partitioning="region"))
-    cfg = TrainConfig(epochs=local_epochs, batch_size=batch, lr=fed_lr, optimizer=fed_opt, seed=seed)
+    cfg = TrainConfig(epochs=local_epochs, batch_size=batch, lr=fed_lr, optimizer=fed_opt, seed=seed,
+                      num_negatives=negatives)
     pcfg = PrivacyConfig(target_epsilon=eps, max_grad_norm=clip)
     states = {}
     dp = eps < 1e9

@@ -1,6 +1,7 @@
 """User authorization: who consented, the server's pretraining on them, and starting a federation
 from that checkpoint."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -124,3 +125,31 @@ def test_a_node_evaluates_the_users_who_did_not_consent_when_asked(tmp_path: Pat
     expected = len(np.setdiff1d(local.users, consented_users(local.dataset, 0.5, 42)))
     assert everyone.content["metrics"]["num-examples"] == len(local.users) > expected
     assert others.content["metrics"]["num-examples"] == expected > 0
+
+
+def test_a_short_private_run_from_consented_pretraining_beats_popularity(tmp_path: Path, capsys) -> None:
+    """The main job's recipe in miniature (#24), on generated data with a planted signal (the
+    next book is the next of the same series, told by its title): pretrain on the consented
+    users, then one DP-SGD round of the head on the others' nodes. On the users who did not
+    consent, the private model must beat the most popular books, which know nothing of series."""
+    from conftest import write_books_csv
+    from inprocess import run_federation
+
+    d = write_books_csv(tmp_path / "books", ("title",))
+    cache, common = tmp_path / "cache", ["--dataset", "csv", "--path", str(d)]
+    consent = ["--consent-fraction", "0.3"]
+    assert main(["train", *common, "--cache-dir", str(cache), *consent, "--consented-only", "--epochs", "2",
+                 "--dim", "16", "--num-layers", "1", "--max-len", "12", "--retrieve-top-n", "10",
+                 "--no-id-embedding", "--item-bias", "--lr", "0.01", "--dropout", "0",
+                 "--output", str(tmp_path / "pre")]) == 0  # fmt: skip
+    assert main(["evaluate", "--baseline", "popularity", *common, *consent, "--users", "non-consented",
+                 "--json", str(tmp_path / "pop.json")]) == 0  # fmt: skip
+    run = run_federation(tiny_run_config(d, cache, tmp_path / "out", nodes=2, text_columns="title",
+                                         num_server_rounds=1, consent_fraction=0.3, dropout=0.0,
+                                         pretrained=str(tmp_path / "pre"), use_item_bias=True, finetune="head",
+                                         optimizer="sgd", lr=0.05, target_epsilon=8.0), 2)  # fmt: skip
+    assert run.code == 0, run.error
+    private = json.loads((run.run_dir / "metrics.json").read_text())["test_non_consented"]
+    popularity = json.loads((tmp_path / "pop.json").read_text())["full"]
+    assert private["ranking-full-hr@10"] > popularity["hr@10"] + 0.2, (private, popularity)
+    assert private["ranking-full-ndcg@10"] > 2 * popularity["ndcg@10"], (private, popularity)
