@@ -85,7 +85,7 @@ def test_a_hung_client_costs_the_round_its_timeout_and_the_round_goes_on(tmp_pat
     from client import faults
     from client.faults import HANG
 
-    nodes, timeout = 4, 2
+    nodes, timeout = 4, 1
     cfg = from_run_config(FaultConfig, {"fault-hang-fraction": 0.25})
     hung = [p for p in range(nodes) if fault_for(cfg, SEED, 1, p) == HANG]
     assert len(hung) == 1  # the seed's draw: one of four hangs in round 1

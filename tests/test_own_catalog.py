@@ -270,10 +270,11 @@ def test_catalog_mistakes_are_one_line_naming_the_column_or_file(books_dir, tmp_
 # ---------------------------------------------------------------- federated
 
 
-def test_a_two_node_federation_on_a_title_only_catalog(titles_dir, tmp_path, cache, capsys) -> None:
+def test_a_two_node_federation_on_a_title_only_catalog(tmp_path, cache, capsys) -> None:
     """Two nodes (in one process, tests/inprocess.py). `dirichlet` skews the nodes by popularity
     tier (no genres), DP-SGD is on as by default, and the round's checkpoint then evaluates and
     recommends like a centrally trained one."""
+    titles_dir = write_books_csv(tmp_path / "books", ("title",), num_users=48)  # the same books, fewer readers
     run = run_federation(tiny_run_config(titles_dir, cache, tmp_path / "out", nodes=2, text_columns="title",
                                          partitioning="dirichlet", num_server_rounds=1), 2)  # fmt: skip
     assert run.code == 0, run.error
