@@ -5,8 +5,9 @@ transformers and Opacus take seconds to import on a small node. Only the message
 evaluate need them, so the handlers are imported when one arrives: SecAgg+'s key-exchange and
 unmasking messages (client/secure.py) are answered without them.
 
-The handlers run with a short GIL switch interval (shared/gil_switch.py): in a simulation the
-actor's training step otherwise waits on the actor's own background threads.
+The handlers run inside two function mods: a short GIL switch interval (shared/gil_switch.py;
+in a simulation the actor's training step otherwise waits on the actor's own background
+threads) and, for training, the faults a run config may rehearse (client/faults.py).
 """
 
 from __future__ import annotations
@@ -14,29 +15,28 @@ from __future__ import annotations
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
+from client.faults import fault_mod
 from client.message_audit import message_audit_mod
 from client.secure import secure_aggregation_mod
 from client.state import state_dir
-from shared.gil_switch import short_switch_interval
+from shared.gil_switch import short_switch_interval_mod
 
 # The audit mod is outermost, so it logs exactly what leaves the node, SecAgg+'s records included.
 app = ClientApp(mods=[message_audit_mod(state_dir), secure_aggregation_mod])
 
 
-@app.train()
+@app.train(mods=[short_switch_interval_mod, fault_mod])
 def train(msg: Message, context: Context) -> Message:
     from client import handlers
 
-    with short_switch_interval():
-        return handlers.train(msg, context)
+    return handlers.train(msg, context)
 
 
-@app.evaluate()
+@app.evaluate(mods=[short_switch_interval_mod])
 def evaluate(msg: Message, context: Context) -> Message:
     from client import handlers
 
-    with short_switch_interval():
-        return handlers.evaluate(msg, context)
+    return handlers.evaluate(msg, context)
 
 
 @app.query("catalog")

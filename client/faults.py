@@ -1,11 +1,14 @@
 """Injected client faults, for rehearsing a federation's failure handling (`fault-*` run config).
 
-Which clients fail is drawn from (seed, round, partition), so a rehearsal repeats exactly:
+`fault_mod`, a mod on the ClientApp's train function, plays them around the handler, which knows
+nothing of them. Which clients fail is drawn from (seed, round, partition), so a rehearsal
+repeats exactly:
 - crash: the ClientApp raises before training (the server gets an error reply);
 - hang:  the client sleeps past the round timeout before training (the server stops waiting);
 - nan:   the update is sent with NaN weights;
 - scale: the update (trained minus global weights) is sent multiplied by SCALE.
-The four fractions are disjoint shares of the clients of a round.
+The four fractions are disjoint shares of the clients of a round. Under SecAgg+ the mod sits
+inside the secure-aggregation mod, so a faulty update is what gets masked, as a real one would be.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import torch
+from flwr.app import Array, ArrayRecord, Context, Message
 
-from shared.config import FaultConfig
+from shared.config import FaultConfig, RunConfig
+from shared.wire import WEIGHTS
 
 SCALE = 1000.0
 CRASH, HANG, NAN, SCALED = "crash", "hang", "nan", "scale"
@@ -47,10 +51,26 @@ def before_training(kind: str, hang_seconds: float) -> None:
         time.sleep(hang_seconds)
 
 
-def corrupt(kind: str, trained: torch.Tensor, global_weights: torch.Tensor) -> torch.Tensor:
+def corrupt(kind: str, trained: np.ndarray, global_weights: np.ndarray) -> np.ndarray:
     """The flat trained weights as this fault sends them."""
     if kind == NAN:
-        return torch.full_like(trained, float("nan"))
+        return np.full_like(trained, np.nan)
     if kind == SCALED:
-        return global_weights + SCALE * (trained - global_weights)
+        return global_weights + np.float32(SCALE) * (trained - global_weights)
     return trained
+
+
+def fault_mod(msg: Message, context: Context, call_next):  # type: ignore[no-untyped-def]
+    """This node's fault for this round, if the run config rehearses any: a crash or a hang
+    before the handler trains, a NaN or scaled update in place of the one it sends."""
+    run = RunConfig.parse(context.run_config)
+    server_round = int(msg.content["config"].get("server-round", 0))
+    kind = fault_for(run.faults, run.partition.seed, server_round, int(context.node_config.get("partition-id", 0)))
+    if not kind:
+        return call_next(msg, context)
+    before_training(kind, 2 * run.federation.round_timeout)
+    reply = call_next(msg, context)
+    if not reply.has_error() and "arrays" in reply.content:  # a declining or refusing node sends none
+        trained = reply.content["arrays"][WEIGHTS].numpy()
+        reply.content["arrays"] = ArrayRecord({WEIGHTS: Array(corrupt(kind, trained, msg.content["arrays"][WEIGHTS].numpy()))})
+    return reply

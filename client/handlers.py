@@ -23,7 +23,6 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 from client.data import local_data, local_model
-from client.faults import before_training, corrupt, fault_for
 from client.policy import node_policy
 from client.privacy import privacy_record, private_round, record_round, save_state, state_path
 from client.state import state_dir
@@ -65,8 +64,6 @@ def train(msg: Message, context: Context) -> Message:
     load_flat(model, global_weights)  # copies: global_weights stays the round's start
     server_round = int(config.get("server-round", 0))
     run = RunConfig.parse(context.run_config)
-    fault = fault_for(run.faults, run.partition.seed, server_round, local.partition_id)
-    before_training(fault, 2 * run.federation.round_timeout)
     privacy = run.privacy
     policy = node_policy(context.node_config, privacy)
     refused = policy.refusal(privacy)
@@ -91,7 +88,7 @@ def train(msg: Message, context: Context) -> Message:
         # killed between training and replying has its spending on disk (tests/test_privacy.py).
         state = record_round(state, plan, server_round, eps, int(metrics.get("dp-steps", 0)))
         save_state(state, state_path(state_dir(context), state.client_id), context)
-    weights = corrupt(fault, flat_trainable(model), global_weights)  # a no-op unless rehearsing faults
+    weights = flat_trainable(model)
     if CLIPPING_NORM_KEY in config:  # central DP: the server noises the average of clipped updates
         weights = clip_update(weights, global_weights, float(config[CLIPPING_NORM_KEY]))
     if dp:

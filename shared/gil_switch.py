@@ -32,3 +32,9 @@ def short_switch_interval(interval: float = SWITCH_INTERVAL) -> Iterator[None]:
         yield
     finally:
         sys.setswitchinterval(previous)
+
+
+def short_switch_interval_mod(msg, context, call_next):  # type: ignore[no-untyped-def]
+    """The same, as a Flower mod: the ClientApp's handlers run inside it (client/app.py)."""
+    with short_switch_interval():
+        return call_next(msg, context)

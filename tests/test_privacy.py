@@ -109,7 +109,7 @@ def test_a_node_killed_between_training_and_replying_has_recorded_its_spending(c
 
     cfg = run_config(csv_dir, tmp_path / "cache", tmp_path / "out")
     model = local_model(cfg, local_data(cfg, {"partition-id": 0, "num-partitions": 2}).dataset)
-    monkeypatch.setattr(handlers, "corrupt", die)
+    monkeypatch.setattr(handlers, "flat_trainable", die)
     with pytest.raises(_Killed):
         handlers.train(train_message(model, 1), node(cfg, tmp_path / "node-0"))
     saved = json.loads(budget.state_path(tmp_path / "node-0", "iid-0").read_text())
