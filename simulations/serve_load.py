@@ -1,11 +1,12 @@
 """`fedrec serve` under load: wrk against the running service on loopback, as a user would.
 
     python -m simulations.serve_load --checkpoint DIR [--duration 15] [--connections 1,8,32]
-                                     [--big-catalog 1000000]
+                                     [--repeats 3] [--big-catalog 1000000]
 
 Needs wrk (Debian: apt-get install -y wrk). For each catalog the service is started as its own
 process and asked until it is ready, then wrk (one thread) keeps 1, 8 and 32 connections busy
-for --duration seconds each after a short warm-up, each request a different one from a list:
+for --duration seconds each after a short warm-up, --repeats times in a row (the median is
+reported: the machine is shared), each request a different one from a list:
 
 - ML-1M, `fedrec serve --checkpoint DIR --dataset movielens-1m`: /recommend?user=ID&k=10 over
   random users (their states computed at start, see shared.serving.service), and
@@ -16,7 +17,9 @@ for --duration seconds each after a short warm-up, each request a different one 
   real users' lengths, which the service encodes per request.
 
 wrk's own percentiles (its Lua `done` hook) give p50/p99 latency, and requests/s the throughput;
-answers other than 200 are counted. Writes simulations/results/serve_load.json and .md.
+answers other than 200 are counted. /health's pass counts give the mean /recommend batch (the
+requests one model pass answered, see shared.serving.batching), and the load average is noted
+with each run. Writes simulations/results/serve_load.json and .md.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -95,16 +99,62 @@ def run_wrk(base: str, script: Path, connections: int, seconds: int) -> dict:
             **{f"{k}_ms": raw[f"{k}_us"] / 1000 for k in ("p50", "p90", "p99", "max")}}  # fmt: skip
 
 
-def measure(name: str, base: str, paths: list[str], levels: list[int], seconds: int, tmp: Path) -> list[dict]:
+def cpu_seconds(pid: int) -> float | None:
+    """The process's user + system CPU time (Linux /proc), None elsewhere: CPU per request
+    depends less on what else the machine runs than latency does."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def batches(base: str) -> dict:
+    with urllib.request.urlopen(f"{base}/health", timeout=30) as reply:
+        return json.loads(reply.read())["recommend_batches"]
+
+
+def measure(name: str, base: str, pid: int, paths: list[str], levels: list[int], seconds: int, repeats: int,
+            tmp: Path) -> list[dict]:  # fmt: skip
     script = lua_script(paths, tmp)
     run_wrk(base, script, 1, 3)  # warm-up: allocator, thread pool, caches
     rows = []
     for connections in levels:
-        row = {"scenario": name, **run_wrk(base, script, connections, seconds)}
-        print(f"serve_load: {name}, {connections} connections: p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, "
-              f"{row['rps']:.0f} req/s, non-2xx {row['non2xx']}", flush=True)  # fmt: skip
-        rows.append(row)
+        for repeat in range(repeats):
+            before, cpu_before = batches(base), cpu_seconds(pid)
+            row = {"scenario": name, "repeat": repeat, **run_wrk(base, script, connections, seconds)}
+            after, cpu_after = batches(base), cpu_seconds(pid)
+            row["cpu_ms_per_request"] = (None if cpu_before is None or cpu_after is None or not row["requests"]
+                                         else 1000 * (cpu_after - cpu_before) / row["requests"])  # fmt: skip
+            passes = after["passes"] - before["passes"]
+            row["mean_batch"] = (after["requests"] - before["requests"]) / passes if passes else None
+            row["load1"] = os.getloadavg()[0]
+            print(f"serve_load: {name}, {connections} connections: p50 {row['p50_ms']:.1f} ms, "
+                  f"p99 {row['p99_ms']:.1f} ms, {row['rps']:.0f} req/s, non-2xx {row['non2xx']}, "
+                  f"batch {_batch(row['mean_batch'])}, CPU {_batch(row['cpu_ms_per_request'])} ms/request, "
+                  f"load {row['load1']:.1f}", flush=True)  # fmt: skip
+            rows.append(row)
     return rows
+
+
+def medians(rows: list[dict]) -> list[dict]:
+    """One row per scenario and connection count: the median of its repeats, with their range."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["scenario"], row["connections"]), []).append(row)
+    out = []
+    for (scenario, connections), runs in groups.items():
+        med = {k: statistics.median(r[k] for r in runs)
+               for k in ("rps", "p50_ms", "p90_ms", "p99_ms", "max_ms", "load1")}  # fmt: skip
+        batch = [r["mean_batch"] for r in runs if r["mean_batch"] is not None]
+        cpu = [r["cpu_ms_per_request"] for r in runs if r["cpu_ms_per_request"] is not None]
+        out.append({"scenario": scenario, "connections": connections, "repeats": len(runs), **med,
+                    "requests": sum(r["requests"] for r in runs), "non2xx": sum(r["non2xx"] for r in runs),
+                    "mean_batch": statistics.median(batch) if batch else None,
+                    "cpu_ms_per_request": statistics.median(cpu) if cpu else None,
+                    "p50_range": (min(r["p50_ms"] for r in runs), max(r["p50_ms"] for r in runs)),
+                    "p99_range": (min(r["p99_ms"] for r in runs), max(r["p99_ms"] for r in runs))})  # fmt: skip
+    return out
 
 
 def start(argv: list[str], env: dict) -> subprocess.Popen:
@@ -159,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, help="an ML-1M checkpoint (fedrec train --dataset movielens-1m)")
     parser.add_argument("--duration", type=int, default=15, help="seconds per concurrency level")
     parser.add_argument("--connections", default="1,8,32")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per level; the median is reported")
     parser.add_argument("--big-catalog", type=int, default=1_000_000, help="0: ML-1M only")
     parser.add_argument("--serve-synthetic", type=int, default=0, help=argparse.SUPPRESS)  # the child process
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -167,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve_synthetic:
         serve_synthetic(args.serve_synthetic, args.port)
         return 0
+    if args.repeats < 1:
+        print(f"serve_load: --repeats must be at least 1, got {args.repeats}", file=sys.stderr)
+        return 2
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian: apt-get install -y wrk)")
     if args.checkpoint is None:
@@ -185,8 +239,8 @@ def main(argv: list[str] | None = None) -> int:
             base = f"http://127.0.0.1:{port}"
             health = wait_ready(base, proc, 1800, users=True)
             startup["movielens-1m"] = time.perf_counter() - began
-            rows += measure("ML-1M /recommend?user", base, recommend, levels, args.duration, Path(tmp))
-            rows += measure("ML-1M /search?q", base, search, levels, args.duration, Path(tmp))
+            for name, paths in (("ML-1M /recommend?user", recommend), ("ML-1M /search?q", search)):
+                rows += measure(name, base, proc.pid, paths, levels, args.duration, args.repeats, Path(tmp))
         finally:
             stop(proc)
         if args.big_catalog:
@@ -200,58 +254,54 @@ def main(argv: list[str] | None = None) -> int:
                 startup["synthetic"] = time.perf_counter() - began
                 histories = [",".join(map(str, rng.integers(1, args.big_catalog + 1, n))) for n in lengths]
                 paths = [f"/recommend?history={h}&k=10" for h in histories]
-                rows += measure(f"synthetic {args.big_catalog:,} /recommend?history", base, paths, levels,
-                                args.duration, Path(tmp))  # fmt: skip
+                rows += measure(f"synthetic {args.big_catalog:,} /recommend?history", base, proc.pid, paths, levels,
+                                args.duration, args.repeats, Path(tmp))  # fmt: skip
             finally:
                 stop(proc)
-    report = {"provenance": provenance(), "duration_s": args.duration, "catalog_items": health["items"],
-              "startup_seconds": startup, "goal": {"p50_ms": GOAL_P50_MS, "p99_ms": GOAL_P99_MS}, "rows": rows}  # fmt: skip
+    report = {"provenance": provenance(), "duration_s": args.duration, "repeats": args.repeats,
+              "catalog_items": health["items"], "startup_seconds": startup,
+              "goal": {"p50_ms": GOAL_P50_MS, "p99_ms": GOAL_P99_MS}, "medians": medians(rows), "rows": rows}  # fmt: skip
     write_results(args.out, "serve_load", report, markdown(report))
     return 0
 
 
+def _span(low_high: tuple[float, float]) -> str:
+    return f"{low_high[0]:.1f}-{low_high[1]:.1f}"
+
+
+def _batch(mean: float | None) -> str:
+    return "-" if mean is None else f"{mean:.1f}"
+
+
 def markdown(report: dict) -> str:
-    p, rows = report["provenance"], report["rows"]
+    p, rows = report["provenance"], report["medians"]
     goal = next((r for r in rows if r["scenario"] == "ML-1M /recommend?user" and r["connections"] == 8), None)
     met = goal is not None and goal["p50_ms"] <= GOAL_P50_MS and goal["p99_ms"] <= GOAL_P99_MS
     verdict = "n/a" if goal is None else (
-        f"p50 {goal['p50_ms']:.1f} ms, p99 {goal['p99_ms']:.1f} ms: {'met' if met else 'not met'}")
+        f"median p50 {goal['p50_ms']:.1f} ms, p99 {goal['p99_ms']:.1f} ms over {goal['repeats']} runs: "
+        f"{'met' if met else 'not met'}")
     return "\n".join([
         "# fedrec serve under load: wrk on loopback", "",
         *provenance_lines(p), "",
         f"`fedrec serve` as its own process, wrk (1 thread) keeping N connections busy for {report['duration_s']} s "
-        "per level after a warm-up, each request a different one (random users, titles or histories). "
-        "The service runs torch on 1 thread (`--threads`, default 1); wrk and the service share the machine's "
-        "cores, and other work ran on them too (see below).", "",
-        "| scenario | connections | requests | req/s | p50 ms | p90 ms | p99 ms | max ms | non-2xx |",
-        "|---|---|---|---|---|---|---|---|---|",
-        *[f"| {r['scenario']} | {r['connections']} | {r['requests']:,} | {r['rps']:.0f} | {r['p50_ms']:.1f} | "
-          f"{r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_ms']:.0f} | {r['non2xx']} |" for r in rows], "",
+        f"per run after a warm-up, {report['repeats']} runs per level in a row, each request a different one "
+        "(random users, titles or histories). Each row is the median of its runs (p50 and p99 ranges over them "
+        "beside it). The service runs torch on 1 thread (`--threads`, default 1); concurrent /recommend requests "
+        "share model passes (`batch`: requests per pass). wrk, the service and other engineers' work share the "
+        "machine's 2 cores (`load`: the 1-minute load average after each run); `CPU`, the service process's CPU "
+        "time per request, depends less on that load than the latencies do.", "",
+        "| scenario | connections | req/s | p50 ms | p50 range | p90 ms | p99 ms | p99 range | batch | CPU ms/req "
+        "| load | non-2xx |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *[f"| {r['scenario']} | {r['connections']} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {_span(r['p50_range'])} | "
+          f"{r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {_span(r['p99_range'])} | {_batch(r['mean_batch'])} | "
+          f"{_batch(r['cpu_ms_per_request'])} | "
+          f"{r['load1']:.1f} | {r['non2xx']} |" for r in rows], "",
         f"Goal (ML-1M /recommend, 8 connections: p50 at most {GOAL_P50_MS:.0f} ms, p99 at most {GOAL_P99_MS:.0f} ms): "
         f"{verdict}.", "",
-        *reading(rows, met),
         "Start-up until ready (model, dataset, MiniLM, every ML-1M user's state): "
         + ", ".join(f"{k} {v:.0f} s" for k, v in report["startup_seconds"].items()) + ".", "",
     ]) + "\n"  # fmt: skip
-
-
-def reading(rows: list[dict], met: bool) -> list[str]:
-    """Why the numbers are what they are: one request at a time gives the service time; a closed
-    loop of N connections then waits about N service times when the service runs one at a time."""
-    one = next((r for r in rows if r["scenario"] == "ML-1M /recommend?user" and r["connections"] == 1), None)
-    eight = next((r for r in rows if r["scenario"] == "ML-1M /recommend?user" and r["connections"] == 8), None)
-    if one is None or eight is None or met:
-        return []
-    return [
-        f"Reading: one connection at a time, a known user's top-10 takes {one['p50_ms']:.1f} ms end to end (p50; "
-        "the user's state is precomputed, so this is the catalog product, the ranker's 100 candidates and HTTP). "
-        f"With 8 connections throughput stays at {eight['rps']:.0f} req/s instead of growing: the requests share "
-        "one busy core's worth of CPU, so each waits behind the others (8 x ~5 ms ~ 40 ms). The goal needs about "
-        f"{8000 / 20:.0f} req/s, i.e. ~2.5 ms of CPU per request or more cores free for the service. On this "
-        "machine, shared with other engineers' runs (load average 4-9 during these measurements), a second uvicorn "
-        "worker process was tried and gave no more throughput (126-160 req/s at 8 connections), so it was not kept.",
-        "",
-    ]
 
 
 if __name__ == "__main__":
