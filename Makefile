@@ -41,7 +41,9 @@ main: $(STAMP)
 	$(VENV)/bin/fedrec train --dataset $(DATASET) --consent-fraction $(CONSENT) --consented-only \
 		--no-id-embedding --item-bias --epochs $(PRETRAIN_EPOCHS) --patience $(PRETRAIN_EPOCHS) \
 		--output $(OUT)/pretrained
-	$(VENV)/bin/fedrec simulate --compare $(OUT)/popularity.json --run-config dataset=$(DATASET) \
+	$(VENV)/bin/fedrec evaluate --checkpoint $(OUT)/pretrained --dataset $(DATASET) --consent-fraction $(CONSENT) \
+		--users non-consented --json $(OUT)/pretrained.json
+	$(VENV)/bin/fedrec simulate --compare $(OUT)/popularity.json $(OUT)/pretrained.json --run-config dataset=$(DATASET) \
 		num-server-rounds=$(ROUNDS) output-dir=$(OUT) consent-fraction=$(CONSENT) \
 		pretrained=$(abspath $(OUT))/pretrained $(RECIPE)
 

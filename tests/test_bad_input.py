@@ -6,6 +6,7 @@ import pytest
 from conftest import Tiny, write_official_1m
 
 from shared.cli import main
+from shared.errors import FedrecError
 
 
 def run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str]:
@@ -145,12 +146,18 @@ def test_a_run_that_fails_inside_flower_ends_with_the_serverapps_own_error(capfd
     assert "INFO starting" in capfd.readouterr().out  # passed through as it came
 
 
-def test_the_run_is_printed_beside_a_baseline_on_the_same_users() -> None:
-    from shared.cli.simulate import side_by_side
+def test_the_run_is_printed_beside_its_baselines_on_the_same_users(tmp_path: Path, capsys) -> None:
+    from shared.cli.simulate import read_evaluation, side_by_side
 
-    baseline = {"full": {"hr@10": 0.03, "ndcg@10": 0.017}, "sampled": {"hr@10": 0.45, "ndcg@10": 0.25}}
+    popularity = {"full": {"hr@10": 0.03, "ndcg@10": 0.017}, "sampled": {"hr@10": 0.45, "ndcg@10": 0.25}}
+    pretrained = {"retrieval": {}, "ranking": {"full": {"hr@10": 0.08, "ndcg@10": 0.04},
+                                               "sampled": {"hr@10": 0.6, "ndcg@10": 0.3}}}  # fmt: skip
     run = {"test": {"ranking-full-ndcg@10": 0.5}, "test_non_consented": {"ranking-full-hr@10": 0.09,
            "ranking-full-ndcg@10": 0.048, "ranking-sampled-hr@10": 0.59, "ranking-sampled-ndcg@10": 0.35}}  # fmt: skip
-    table = side_by_side(run, baseline, "popularity")
-    assert "users who did not consent" in table and "| full NDCG@10 | 0.0170 | 0.0480 |" in table
-    assert "| sampled HR@10 | 0.4500 | 0.5900 |" in table
+    table = side_by_side(run, {"popularity": popularity, "pretrained": pretrained})
+    assert "users who did not consent" in table and "| full NDCG@10 | 0.0170 | 0.0400 | 0.0480 |" in table
+    assert "| sampled HR@10 | 0.4500 | 0.6000 | 0.5900 |" in table
+    (tmp_path / "other.json").write_text('{"rounds": 3}')
+    for path, why in ((tmp_path / "none.json", "no such file"), (tmp_path / "other.json", "not a `fedrec evaluate")):
+        with pytest.raises(FedrecError, match=why):
+            read_evaluation(path)

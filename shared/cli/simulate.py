@@ -45,26 +45,49 @@ def register(commands: argparse._SubParsersAction) -> None:
     cmd.add_argument("--client-cpus", type=int, default=0,
                      help="cores per simulated client; cores / this many clients run at once "
                           "(default: Flower's 2, so one at a time on a 2-core machine)")  # fmt: skip
-    cmd.add_argument("--compare", type=Path, default=None, metavar="JSON",
-                     help="a baseline's `fedrec evaluate --json` file: its test metrics are printed "
-                          "beside the run's, on the same users")  # fmt: skip
+    cmd.add_argument("--compare", type=Path, nargs="+", default=[], metavar="JSON",
+                     help="baselines' `fedrec evaluate --json` files (popularity, the pretrained model): "
+                          "their test metrics are printed beside the run's, on the same users")  # fmt: skip
     cmd.add_argument("--ray-address", default="",
                      help="run the simulated clients on this existing Ray cluster (host:port of its head, "
                           "as `ray start --head` prints) instead of a Ray instance on this machine")  # fmt: skip
     cmd.set_defaults(run=run)
 
 
-def side_by_side(metrics: dict[str, Any], baseline: dict[str, Any], name: str) -> str:
-    """The run's two-stage test metrics beside a baseline's (`fedrec evaluate --json`): the
-    non-consented users' when the run reports them (the baseline is then meant for them too)."""
+def side_by_side(metrics: dict[str, Any], baselines: dict[str, dict[str, Any]]) -> str:
+    """The run's two-stage test metrics beside baselines' (name -> `fedrec evaluate --json`): the
+    non-consented users' when the run reports them (the baselines are then meant for them too)."""
     test = metrics.get("test_non_consented") or metrics["test"]
     who = "users who did not consent" if "test_non_consented" in metrics else "all users"
-    rows = [f"| metric ({who}) | {name} | federated model |", "|---|---|---|"]
+    rows = [f"| metric ({who}) | {' | '.join(baselines)} | federated model |",
+            "|---|" + "---|" * (len(baselines) + 1)]  # fmt: skip
     for protocol in ("full", "sampled"):
         for m in ("hr@10", "ndcg@10"):
             mine = test.get(f"ranking-{protocol}-{m}", float("nan"))
-            rows.append(f"| {protocol} {m.upper()} | {baseline[protocol][m]:.4f} | {mine:.4f} |")
+            theirs = " | ".join(f"{_headline(b)[protocol][m]:.4f}" for b in baselines.values())
+            rows.append(f"| {protocol} {m.upper()} | {theirs} | {mine:.4f} |")
     return "\n".join(rows)
+
+
+def _headline(evaluated: dict[str, Any]) -> dict[str, Any]:
+    """A `fedrec evaluate --json` file's two-stage block: a model's is under "ranking", a
+    baseline's (popularity) is the protocols themselves."""
+    return evaluated.get("ranking", evaluated)
+
+
+def read_evaluation(path: Path) -> dict[str, Any]:
+    """A `fedrec evaluate --json` file, read before anything starts: a missing or foreign file is
+    one line now, not a traceback after the run."""
+    try:
+        evaluated = json.loads(path.read_text())
+        for protocol in ("full", "sampled"):
+            for m in ("hr@10", "ndcg@10"):
+                float(_headline(evaluated)[protocol][m])
+    except OSError:
+        raise FedrecError(f"--compare {path}: no such file (write it with fedrec evaluate --json)") from None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise FedrecError(f"--compare {path}: not a `fedrec evaluate --json` file") from None
+    return evaluated
 
 
 def app_defaults() -> dict[str, Any]:
@@ -120,8 +143,7 @@ def run(args: argparse.Namespace) -> int:
         raise FedrecError(f"--client-cpus must be >= 0, got {args.client_cpus}")
     if args.ray_address:
         check_ray_address(args.ray_address)
-    if args.compare is not None and not args.compare.is_file():
-        raise FedrecError(f"--compare {args.compare}: no such file (write it with fedrec evaluate --json)")
+    baselines = {path.stem: read_evaluation(path) for path in args.compare}
     overrides = parse_overrides(args.run_config)
     unknown = sorted(set(overrides) - set(app_defaults()))
     if unknown:
@@ -152,8 +174,8 @@ def run(args: argparse.Namespace) -> int:
         raise FedrecError(f"the federated run failed (flwr run exited {code}); see the log above")
     print((runs[-1] / "summary.md").read_text())
     metrics = json.loads((runs[-1] / "metrics.json").read_text())
-    if args.compare is not None:
-        print(side_by_side(metrics, json.loads(args.compare.read_text()), args.compare.stem))
+    if baselines:
+        print(side_by_side(metrics, baselines))
     print(f"results: {runs[-1]}")
     stopped = metrics.get("stopped")
     if stopped:  # e.g. every client's privacy budget was already spent
