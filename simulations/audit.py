@@ -40,7 +40,7 @@ def overrides(setting: str, args: argparse.Namespace) -> list[str]:
 def simulate(run_config: list[str], out_dir: Path) -> tuple[Path, float]:
     """One `fedrec simulate` run: its run directory and wall seconds."""
     started = time.perf_counter()
-    cmd = [sys.executable, "-m", "shared.cli", "simulate", "--run-config", f"output-dir={out_dir}", *run_config]
+    cmd = [sys.executable, "-m", "cli", "simulate", "--run-config", f"output-dir={out_dir}", *run_config]
     if subprocess.run(cmd).returncode != 0:
         raise SystemExit(f"audit: error: the run failed: {' '.join(cmd)}")
     return max(out_dir.glob("run-*"), key=lambda p: p.stat().st_mtime), time.perf_counter() - started

@@ -45,7 +45,7 @@ def train_variant(name: str, extra: list[str], args: argparse.Namespace, workdir
     """One variant's checkpoint and metrics; a variant already finished in `workdir` with the same
     command is read back instead of trained again, so a stopped sweep resumes where it stopped."""
     out = workdir / name
-    cmd = [sys.executable, "-m", "shared.cli", "train", "--dataset", args.dataset,
+    cmd = [sys.executable, "-m", "cli", "train", "--dataset", args.dataset,
            "--output", str(out), "--epochs", str(args.epochs), "--patience", str(args.patience),
            *extra]  # fmt: skip
     done = out / "variant.json"

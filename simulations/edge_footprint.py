@@ -2,7 +2,7 @@
 
     python -m simulations.edge_footprint [--partition-id 0] [--rounds 3] [--repeats 3]
 
-A real deployment on loopback (simulations/edge.py: SuperLink + one SuperNode, TLS, node auth)
+A real deployment on loopback (cli/local/deployment.py: SuperLink + one SuperNode, TLS, node auth)
 with the main job's settings (DP-SGD, epsilon 8). The SuperNode's memory is its whole process
 tree (flower-supernode, its SuperExec and the ClientApp processes it starts for each message),
 sampled every 0.5 s. Seconds per round are the server's (train + federated validation): each of
@@ -20,8 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from shared.cli import main as fedrec
-from simulations.edge import LocalDeployment
+from cli import main as fedrec
+from cli.local.deployment import LocalDeployment
 from simulations.memory import PeakRSS
 from simulations.provenance import provenance, provenance_lines, write_results
 

@@ -44,7 +44,7 @@ def centralized(args: argparse.Namespace) -> dict:
            "--patience", str(args.epochs), "--output", str(out)]  # fmt: skip
     if not (out / "metrics.json").exists():
         print(f"fed_vs_central: centralized, {args.epochs} epochs", flush=True)
-        subprocess.run([sys.executable, "-m", "shared.cli", *cmd], check=True)
+        subprocess.run([sys.executable, "-m", "cli", *cmd], check=True)
     metrics = json.loads((out / "metrics.json").read_text())
     test = {f"{p}-{m}": metrics["test"]["ranking"][p][m] for p, m in KEYS}
     curve = [h["valid"]["ranking"]["full"]["ndcg@10"] for h in metrics["history"]]
@@ -78,7 +78,7 @@ def federated(args: argparse.Namespace) -> dict:
 
     if not finished():
         print(f"fed_vs_central: federated, {args.rounds} rounds", flush=True)
-        subprocess.run([sys.executable, "-m", "shared.cli", "simulate", "--run-config", *overrides], check=True)
+        subprocess.run([sys.executable, "-m", "cli", "simulate", "--run-config", *overrides], check=True)
     summary = json.loads((finished()[0] / "metrics.json").read_text())
     test = {f"{p}-{m}": summary["test"][f"ranking-{p}-{m}"] for p, m in KEYS}
     curve = [h["valid"]["ranking-full-ndcg@10"] for h in summary["history"]]

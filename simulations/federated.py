@@ -31,7 +31,7 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def run(name: str, overrides: list[str], out_dir: Path) -> dict:
-    cmd = [sys.executable, "-m", "shared.cli", "simulate", "--run-config",
+    cmd = [sys.executable, "-m", "cli", "simulate", "--run-config",
            f"output-dir={out_dir}", *overrides]  # fmt: skip
     proc = subprocess.Popen(cmd)
     start = time.perf_counter()

@@ -33,12 +33,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from shared.cli.simulate import APP_DIR, parse_overrides
+from cli.local.superlink import flwr_run, local_superlink
+from cli.simulate import APP_DIR, parse_overrides
 from shared.config import DataConfig
 from shared.data.dataset import load_dataset
 from shared.gil_switch import SWITCH_INTERVAL
 from simulations.provenance import provenance, provenance_lines, write_results
-from simulations.superlink import flwr_run, local_superlink
 
 RESULTS = Path(__file__).parent / "results"
 TRIVIAL_APP = Path(__file__).parent / "trivial_app"

@@ -37,7 +37,7 @@ METRICS = (("full", "hr@10"), ("full", "ndcg@10"), ("sampled", "hr@10"), ("sampl
 
 
 def fedrec(*argv: str) -> None:
-    cmd = [sys.executable, "-m", "shared.cli", *argv]
+    cmd = [sys.executable, "-m", "cli", *argv]
     print("+ fedrec " + " ".join(argv), flush=True)
     if subprocess.run(cmd).returncode != 0:
         raise SystemExit(f"private_recipe: error: fedrec {argv[0]} failed")

@@ -191,7 +191,7 @@ def serve_synthetic(items: int, port: int) -> None:
     """The synthetic catalog behind the same HTTP service `fedrec serve` runs."""
     import torch
 
-    from shared.cli.serve import serve
+    from cli.serve import serve
     from shared.config import ModelConfig
     from shared.serving.service import Service
     from simulations.serving import synthetic_model
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         began = time.perf_counter()
-        proc = start([sys.executable, "-m", "shared.cli", "serve", "--checkpoint", str(args.checkpoint),
+        proc = start([sys.executable, "-m", "cli", "serve", "--checkpoint", str(args.checkpoint),
                       "--dataset", "movielens-1m", "--port", str(port)], env)  # fmt: skip
         try:
             base = f"http://127.0.0.1:{port}"

@@ -48,7 +48,7 @@ def write_films(d: Path, num_users: int = 16, seed: int = 0) -> Path:
 
 def train_films(tmp: Path) -> tuple[Path, Path]:
     """(checkpoint, data directory): 2 epochs of a small model on the films."""
-    from shared.cli import main
+    from cli import main
 
     data = write_films(tmp / "films")
     out = tmp / "model"

@@ -119,7 +119,7 @@ def run_config(overrides: Mapping[str, Any], nodes: int) -> dict[str, Any]:
     """The run config a `fedrec simulate` of `nodes` SuperNodes gives its apps: the app's defaults
     ([tool.flwr.app.config]) under `overrides`, values typed as `--run-config KEY=VALUE` types
     them, and central DP's population the simulated federation."""
-    from shared.cli.simulate import app_defaults, check_run_config, parse_overrides
+    from cli.simulate import app_defaults, check_run_config, parse_overrides
 
     typed = parse_overrides([f"{k}={v}" for k, v in overrides.items()])
     config = {**app_defaults(), "population": nodes, **typed}

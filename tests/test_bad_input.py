@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from conftest import Tiny, write_official_1m
 
-from shared.cli import main
+from cli import main
 from shared.errors import FedrecError
 
 
@@ -113,18 +113,18 @@ def test_csv_dataset_without_path(capsys) -> None:
 @pytest.mark.parametrize("pair,key", [("target-epsilon=-1", "target-epsilon"), ("num-server-rounds=0", "num-server-rounds"),
                                       ("strategy=fedfoo", "strategy")])  # fmt: skip
 def test_simulate_refuses_a_bad_run_config_before_anything_starts(capsys, monkeypatch, pair, key) -> None:
-    import simulations.superlink
+    import cli.local.superlink
 
     def never(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise AssertionError("a SuperLink was started for a run config that cannot run")
 
-    monkeypatch.setattr(simulations.superlink, "local_superlink", never)
+    monkeypatch.setattr(cli.local.superlink, "local_superlink", never)
     code, message = run(capsys, "simulate", "--num-supernodes", "2", "--run-config", pair)
     assert code == 2 and key in message
 
 
 def test_one_client_per_user_defaults_to_central_dp_under_secure_aggregation() -> None:
-    from shared.cli.simulate import private_mode
+    from cli.simulate import private_mode
 
     config = {"partitioning": "user", "dp": True}
     assert private_mode({}, config) == {"dp": False, "central-dp": True, "secure-aggregation": True}
@@ -138,7 +138,7 @@ def test_a_run_that_fails_inside_flower_ends_with_the_serverapps_own_error(capfd
     import os
     import sys
 
-    from simulations.superlink import run_streamed
+    from cli.local.superlink import run_streamed
 
     script = "print('INFO starting'); print('ERROR flwr.fedrec: fedrec: error: pretrained /x: no such directory')"
     code, error = run_streamed([sys.executable, "-c", script], dict(os.environ))
@@ -147,7 +147,7 @@ def test_a_run_that_fails_inside_flower_ends_with_the_serverapps_own_error(capfd
 
 
 def test_the_run_is_printed_beside_its_baselines_on_the_same_users(tmp_path: Path, capsys) -> None:
-    from shared.cli.simulate import read_evaluation, side_by_side
+    from cli.simulate import read_evaluation, side_by_side
 
     popularity = {"full": {"hr@10": 0.03, "ndcg@10": 0.017}, "sampled": {"hr@10": 0.45, "ndcg@10": 0.25}}
     pretrained = {"retrieval": {}, "ranking": {"full": {"hr@10": 0.08, "ndcg@10": 0.04},

@@ -10,7 +10,7 @@ from conftest import make_tiny, tiny_run_config, write_csv
 
 from client.data import local_data
 from client.training import local_evaluate, local_examples
-from shared.cli import main
+from cli import main
 from shared.config import DataConfig, ModelConfig, TrainConfig
 from shared.data.dataset import build_dataset
 from shared.data.readers import read_directory

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import make_tiny, write_csv, write_official_1m, write_official_100k, write_recbole
 
-from shared.cli import main
+from cli import main
 from shared.config import DataConfig
 from shared.data.dataset import catalog_fingerprint, empty_dataset, load_dataset, load_node_dataset
 from shared.data.public_catalog import build_catalog, load_catalog

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.cli import main
+from cli import main
 
 
 def test_data_info_reports_counts_split_and_partitions(capsys, tiny, csv_dir: Path, tmp_path: Path) -> None:
@@ -42,7 +42,7 @@ def test_evaluate_popularity_writes_both_protocols(capsys, csv_dir: Path, tmp_pa
 @pytest.mark.slow  # a fresh interpreter importing the CLI: over 20 s on a busy machine
 def test_console_script_exits_nonzero_without_traceback(csv_dir: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "evaluate", "--baseline", "popularity",
+        [sys.executable, "-m", "cli", "evaluate", "--baseline", "popularity",
          "--dataset", "csv", "--path", str(csv_dir / "missing")],
         capture_output=True, text=True,
     )  # fmt: skip

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import make_tiny, tiny_run_config, write_csv
 
-from shared.cli import main
+from cli import main
 from shared.config import DataConfig, ModelConfig
 from shared.data.consent import consented_users
 from shared.data.dataset import load_dataset

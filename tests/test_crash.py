@@ -15,7 +15,7 @@ from conftest import as_pairs, make_tiny, tiny_run_config, write_csv
 from safetensors.torch import load_file
 
 from server import ledger
-from shared.cli import main
+from cli import main
 
 ROUNDS = 3
 pytestmark = pytest.mark.slow  # a real simulation, killed and resumed
@@ -31,7 +31,7 @@ def config(data: Path, out: Path, cache: Path) -> list[str]:
 def test_kill_9_mid_round_then_resume(tmp_path: Path) -> None:
     data = write_csv(make_tiny(num_users=30, seed=4), tmp_path / "csv")
     out, cache = tmp_path / "out", tmp_path / "cache"
-    proc = subprocess.Popen([sys.executable, "-m", "shared.cli", "simulate", *config(data, out, cache)],
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "simulate", *config(data, out, cache)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         deadline = time.monotonic() + 600

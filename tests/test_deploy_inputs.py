@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from conftest import make_tiny, write_csv
 
-from shared.cli import main
+from cli import main
 from shared.deploy.credentials import make_credentials
-from simulations.superlink import free_port
+from cli.local.superlink import free_port
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from conftest import make_tiny, write_csv
 from flwr.proto.fleet_pb2 import ActivateNodeResponse, DeactivateNodeResponse
 
 from client.supernode import check_registered, key_fingerprint
-from shared.cli import main
+from cli import main
 from shared.deploy.credentials import make_credentials
 from shared.deploy.tls import check_superlink_insecure, check_superlink_tls
 from shared.errors import FedrecError

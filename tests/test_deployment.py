@@ -16,8 +16,8 @@ import pytest
 from conftest import make_tiny, write_csv
 
 from client.message_audit import violations
-from shared.cli import main
-from simulations.edge import LocalDeployment
+from cli import main
+from cli.local.deployment import LocalDeployment
 
 ROUNDS = 2
 NODES = 3

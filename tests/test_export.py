@@ -9,7 +9,7 @@ import pytest
 from conftest import make_tiny, write_csv
 
 from client.data import local_data
-from shared.cli import main
+from cli import main
 from shared.config import DataConfig
 from shared.data.dataset import catalog_fingerprint, check_catalog_fingerprint, load_dataset, load_node_dataset
 from shared.errors import FedrecError

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from shared.cli import main
+from cli import main
 
 SMALL = ["--dim", "16", "--num-layers", "1", "--max-len", "12", "--batch-size", "8",
          "--num-negatives", "8", "--retrieve-top-n", "10"]  # fmt: skip

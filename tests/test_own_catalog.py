@@ -25,7 +25,7 @@ from conftest import (
 )
 from inprocess import run_federation
 
-from shared.cli import main
+from cli import main
 from shared.config import DataConfig, ModelConfig, PartitionConfig
 from shared.data.catalog import item_years
 from shared.data.dataset import build_dataset

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from conftest import as_pairs, make_tiny, tiny_run_config, write_csv
 
-from shared.cli import main
+from cli import main
 from shared.deploy.process import BIN, flower_env
-from simulations.superlink import _stop, free_port, listening
+from cli.local.superlink import _stop, free_port, listening
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from shared.cli import main
+from cli import main
 from shared.errors import FedrecError
 from shared.models.item_names import ItemNames, normalise
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.cli import main
+from cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -110,7 +110,7 @@ def test_the_real_process_answers_only_get_and_stops_cleanly(films_model, tmp_pa
     checkpoint, data = films_model
     base = f"http://127.0.0.1:{(port := free_port())}"
     env = {**os.environ, "FEDREC_OFFLINE": "1", "FEDREC_CACHE": str(tmp_path / "cache")}
-    proc = subprocess.Popen([sys.executable, "-m", "shared.cli", "serve", "--checkpoint", str(checkpoint),
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--checkpoint", str(checkpoint),
                              "--path", str(data), "--port", str(port)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     try:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import as_pairs, make_tiny, tiny_run_config, write_csv
 
-from shared.cli import main
+from cli import main
 from shared.models.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow  # real Flower processes
@@ -82,7 +82,7 @@ def test_sigterm_mid_run_stops_every_process_the_run_started(tiny_csv_module, tm
     import psutil
 
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "shared.cli", "simulate", "--num-supernodes", "3", "--run-config",
+    cmd = [sys.executable, "-m", "cli", "simulate", "--num-supernodes", "3", "--run-config",
            *as_pairs(tiny_run_config(tiny_csv_module, tmp_path / "cache", out, dp=False, num_server_rounds=100))]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

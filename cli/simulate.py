@@ -12,7 +12,7 @@ from shared.atomic import check_writable
 from shared.config import DataConfig, PartitionConfig, from_run_config
 from shared.errors import FedrecError
 
-APP_DIR = Path(__file__).resolve().parents[2]  # the repository: pyproject.toml is the app manifest
+APP_DIR = Path(__file__).resolve().parents[1]  # the repository: pyproject.toml is the app manifest
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -137,7 +137,7 @@ def check_ray_address(address: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from shared.data.dataset import load_dataset
     from shared.data.partition import partition_users
-    from simulations.superlink import flwr_run, local_superlink
+    from cli.local.superlink import flwr_run, local_superlink
 
     if args.client_cpus < 0:
         raise FedrecError(f"--client-cpus must be >= 0, got {args.client_cpus}")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from shared.cli.options import table
-from shared.cli.recommend import add_user_options, user_or_history
+from cli.options import table
+from cli.recommend import add_user_options, user_or_history
 from shared.config import TrainConfig
 from shared.errors import FedrecError
 from shared.models.checkpoint import load_checkpoint

@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from shared.cli import audit, catalog, data, deploy, evaluate, privacy, recommend, search, serve, simulate, train
+from cli import audit, catalog, data, deploy, evaluate, privacy, recommend, search, serve, simulate, train
 from shared.errors import FedrecError
 
 EXIT_USER_ERROR = 2

@@ -7,7 +7,7 @@ integration test and the edge-footprint benchmark:
         dep.flwr_run({"num-server-rounds": 2, "catalog-path": ..., ...})
 
 With `netns`, the SuperLink and each node run on hosts of their own: network namespaces joined
-by veth pairs (simulations/netns.py), each node reaching the SuperLink over its own link. Without
+by veth pairs (cli/local/netns.py), each node reaching the SuperLink over its own link. Without
 the privilege to make them, it falls back to loopback and says so in `network`. Every process is
 started through `fedrec deploy ...` (so its checks run too) in its own session, and every one of
 them is stopped, and every namespace deleted, when the block exits, whatever happened inside it.
@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cli.local.netns import Topology, in_namespace
+from cli.local.superlink import free_port, listening, toml_value
 from shared.deploy.process import BIN, flower_env
 from shared.errors import FedrecError
-from simulations.netns import Topology, in_namespace
-from simulations.superlink import free_port, listening, toml_value
 
 CONNECTION = "fedrec-edge"
 
@@ -140,7 +140,7 @@ class LocalDeployment:
 
     def flwr_run(self, run_config: dict[str, Any], timeout: float = 900, log: str = "flwr-run.log") -> int:
         overrides = " ".join(f"{k}={toml_value(v)}" for k, v in run_config.items())
-        app = Path(__file__).resolve().parents[1]
+        app = Path(__file__).resolve().parents[2]
         cmd = [str(BIN / "flwr"), "run", str(app), CONNECTION, "--stream", "--run-config", overrides]
         with open(self.work / log, "w") as out:
             return subprocess.run(in_namespace(self.server_ns, cmd), env=self.env, stdout=out, stderr=subprocess.STDOUT,

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.cli.options import (
+from cli.options import (
     add_data_options,
     add_partition_options,
     data_config,

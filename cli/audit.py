@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from shared.cli.options import emit_json
+from cli.options import emit_json
 
 
 def register(commands: argparse._SubParsersAction) -> None:

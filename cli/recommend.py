@@ -7,7 +7,7 @@ import argparse
 
 import numpy as np
 
-from shared.cli.options import table
+from cli.options import table
 from shared.config import DataConfig, TrainConfig
 from shared.data.dataset import Dataset, load_dataset
 from shared.errors import FedrecError

@@ -7,7 +7,7 @@ import logging
 import time
 from pathlib import Path
 
-from shared.cli.options import add_data_options, data_config, table
+from cli.options import add_data_options, data_config, table
 from shared.config import RETRIEVAL_LOSSES, ModelConfig, TrainConfig
 from shared.data.consent import consented_users
 from shared.data.dataset import load_dataset

@@ -6,7 +6,7 @@ import argparse
 
 import numpy as np
 
-from shared.cli.options import add_data_options, data_config, emit_json, table
+from cli.options import add_data_options, data_config, emit_json, table
 from shared.data.consent import consented_users
 from shared.data.dataset import STAGES, Dataset, load_dataset
 from shared.errors import FedrecError
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_checkpoint(args: argparse.Namespace) -> int:
     # Imported here so that evaluating a baseline does not pay for importing torch.
-    from shared.cli.train import metrics_table
+    from cli.train import metrics_table
     from shared.config import TrainConfig
     from shared.models.checkpoint import check_catalog, load_checkpoint
     from shared.models.training import evaluate_model
