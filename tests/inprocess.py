@@ -29,6 +29,8 @@ from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
+from shared.config import FederationConfig, from_run_config
+
 FIRST_NODE_ID = 101  # node ids are arbitrary; partition p lives on node FIRST_NODE_ID + p
 
 
@@ -130,7 +132,8 @@ def run_config(overrides: Mapping[str, Any], nodes: int) -> dict[str, Any]:
 @dataclass
 class FederatedRun:
     """What an in-process run left: the ServerApp's exit code (0, or 2 as `fedrec simulate`
-    reports a failed run), its run directory (None if it made none) and the grid it ran on."""
+    reports a failed run) and why it failed, its run directory (None if it made none), the grid
+    it ran on (every message delivered is there) and the run config its apps were given."""
 
     code: int
     run_dir: Path | None
@@ -158,10 +161,8 @@ def run_federation(overrides: Mapping[str, Any], nodes: int, *,
         try:
             main(grid, context)
         except SystemExit as exit_:
-            code, error = int(exit_.code or 0), "bad configuration"
+            code, error = int(exit_.code or 0), "the ServerApp refused its run config (its log says why)"
         except RunFailed as failed:
             code, error = 2, str(failed)
-    from shared.config import FederationConfig, from_run_config
-
     run_dir = from_run_config(FederationConfig, config).run_dir(run_id)
     return FederatedRun(code, run_dir if run_dir.exists() else None, grid, error, config)
