@@ -14,6 +14,11 @@
 
 Writes simulations/results/private_recipe.json and .md, each row with its commands, the commit
 and the machine; finished points are kept, so a second invocation adds rows.
+
+`make main` runs the same steps; its outputs are recorded without running anything again:
+
+    python -m simulations.private_recipe --pretrained outputs/pretrained \
+        --record main-job "$(cat command.txt)" outputs/run-...
 """
 
 from __future__ import annotations
@@ -78,6 +83,17 @@ def judge(checkpoint: Path | None, consent: float) -> dict[str, dict[str, float]
     return out
 
 
+def recorded_run(run_dir: Path) -> tuple[Path, dict]:
+    """A finished `fedrec simulate` run's best-round checkpoint and what the table says of it."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    best = metrics.get("test_round") or metrics["rounds"]
+    info: dict = {"run_dir": str(run_dir), "rounds": metrics["rounds"], "test_round": best}
+    report = run_dir / "privacy_report.json"
+    if report.exists():
+        info["client_epsilon_max"] = json.loads(report.read_text())["epsilon_quantiles"].get("p100")
+    return run_dir / f"round-{best:03d}", info
+
+
 def federate(work: Path, name: str, pretrained: Path, consent: float, keys: list[str]) -> tuple[Path, str, dict]:
     out = work / name
     overrides = ["partitioning=region", f"pretrained={pretrained}", f"consent-fraction={consent:g}", *MODEL, *keys]
@@ -86,15 +102,9 @@ def federate(work: Path, name: str, pretrained: Path, consent: float, keys: list
     started = time.perf_counter()
     fedrec(*argv)
     (run_dir,) = set(out.glob("run-*")) - before
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    best = metrics.get("test_round") or metrics["rounds"]
-    info = {"run_dir": str(run_dir), "rounds": metrics["rounds"], "test_round": best,
-            "wall_seconds": round(time.perf_counter() - started)}  # fmt: skip
-    report = run_dir / "privacy_report.json"
-    if report.exists():
-        q = json.loads(report.read_text())["epsilon_quantiles"]
-        info["client_epsilon_max"] = q.get("p100")
-    return run_dir / f"round-{best:03d}", "fedrec simulate --run-config " + " ".join(overrides), info
+    checkpoint, info = recorded_run(run_dir)
+    info["wall_seconds"] = round(time.perf_counter() - started)
+    return checkpoint, "fedrec simulate --run-config " + " ".join(overrides), info
 
 
 def markdown(report: dict) -> str:
@@ -123,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pretrain-epochs", type=int, default=15)
     parser.add_argument("--point", nargs="+", action="append", default=[], metavar=("NAME", "KEY=VALUE"),
                         help="a federated point: its name, then run-config keys")  # fmt: skip
+    parser.add_argument("--pretrained", type=Path, default=None,
+                        help="an existing consented-only checkpoint (make main's) instead of training one")  # fmt: skip
+    parser.add_argument("--record", nargs=3, action="append", default=[], metavar=("NAME", "COMMAND", "RUN_DIR"),
+                        help="a finished run to record (make main's), with the command that made it")  # fmt: skip
     parser.add_argument("--work", type=Path, default=Path("outputs/private_recipe"))
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -139,8 +153,14 @@ def main(argv: list[str] | None = None) -> int:
         write_text(args.out / "private_recipe.md", markdown(report))
 
     record("popularity", "fedrec evaluate --baseline popularity", judge(None, consent))
-    pretrained, command = pretrain(work, consent, args.pretrain_epochs)
+    if args.pretrained is not None:
+        pretrained, command = args.pretrained, f"fedrec train --consented-only ... --output {args.pretrained}"
+    else:
+        pretrained, command = pretrain(work, consent, args.pretrain_epochs)
     record(f"pretrained on consented ({args.pretrain_epochs} epochs)", command, judge(pretrained, consent))
+    for name, command, run_dir in args.record:
+        checkpoint, info = recorded_run(Path(run_dir))
+        record(name, command, judge(checkpoint, consent), **info)
     for name, *keys in args.point:
         checkpoint, command, info = federate(work, name, pretrained, consent, keys)
         record(name, command, judge(checkpoint, consent), **info)
