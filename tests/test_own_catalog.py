@@ -275,8 +275,9 @@ def test_a_two_node_federation_on_a_title_only_catalog(tmp_path, cache, capsys) 
     tier (no genres), DP-SGD is on as by default, and the round's checkpoint then evaluates and
     recommends like a centrally trained one."""
     titles_dir = write_books_csv(tmp_path / "books", ("title",), num_users=48)  # the same books, fewer readers
+    # A fixed noise multiplier: DP-SGD as by default, without calibrating sigma to the budget.
     run = run_federation(tiny_run_config(titles_dir, cache, tmp_path / "out", nodes=2, text_columns="title",
-                                         partitioning="dirichlet", num_server_rounds=1), 2)  # fmt: skip
+                                         partitioning="dirichlet", num_server_rounds=1, noise_multiplier=1.0), 2)  # fmt: skip
     assert run.code == 0, run.error
     run_dir = run.run_dir
     metrics = json.loads((run_dir / "metrics.json").read_text())
