@@ -1,7 +1,8 @@
-"""Tiny generated datasets in every on-disk format fedrec reads.
+"""Tiny generated datasets in every on-disk format fedrec reads, and the tiny run config.
 
 The same interactions are written as the official 100k files, the official 1m files, RecBole's
 atomic files and the generic CSV format, so tests can check that every reader agrees.
+`tiny_run_config` is the run config of every federated test (in-process ones: tests/inprocess.py).
 """
 
 from __future__ import annotations
