@@ -1,4 +1,5 @@
-"""The `fedrec` command line: one sub-command per job, each a thin shell around `shared/`.
+"""The `fedrec` command line: one sub-command per job, each a thin shell around `shared/`,
+`client/` and `server/`.
 
 User mistakes (`FedrecError`) become one line on stderr and exit status 2; nothing else is caught,
 so a real bug keeps its traceback.

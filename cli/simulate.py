@@ -8,11 +8,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from cli.app import app_defaults, app_dir
 from shared.atomic import check_writable
 from shared.config import DataConfig, PartitionConfig, from_run_config
 from shared.errors import FedrecError
-
-APP_DIR = Path(__file__).resolve().parents[1]  # the repository: pyproject.toml is the app manifest
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -90,13 +89,6 @@ def read_evaluation(path: Path) -> dict[str, Any]:
     return evaluated
 
 
-def app_defaults() -> dict[str, Any]:
-    import tomllib
-
-    with open(APP_DIR / "pyproject.toml", "rb") as f:
-        return dict(tomllib.load(f)["tool"]["flwr"]["app"]["config"])
-
-
 def check_run_config(config: dict[str, Any]) -> None:
     """Every key through its dataclass, before a SuperLink, Flower or Ray starts: a bad value is
     one line naming the key, not a ServerApp error minutes later."""
@@ -160,10 +152,10 @@ def run(args: argparse.Namespace) -> int:
     overrides["output-dir"] = str(output_dir)
     overrides.setdefault("population", nodes)  # central DP's N: the federation this run simulates
     before = set(output_dir.glob("run-*"))
-    with tempfile.TemporaryDirectory(prefix="fedrec-flwr-") as home:
+    with tempfile.TemporaryDirectory(prefix="fedrec-flwr-") as home, app_dir() as app:
         with local_superlink(Path(home), ray_address=args.ray_address) as env:
             errors: list[str] = []
-            code = flwr_run(APP_DIR, env, nodes, overrides, client_cpus=args.client_cpus, errors=errors)
+            code = flwr_run(app, env, nodes, overrides, client_cpus=args.client_cpus, errors=errors)
     if config["resume-from"]:  # a resumed run continues in the directory it resumes from
         runs = [Path(str(config["resume-from"])).resolve().parent]
     else:

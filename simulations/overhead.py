@@ -33,8 +33,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from cli.app import app_dir
 from cli.local.superlink import flwr_run, local_superlink
-from cli.simulate import APP_DIR, parse_overrides
+from cli.simulate import parse_overrides
 from shared.config import DataConfig
 from shared.data.dataset import load_dataset
 from shared.gil_switch import SWITCH_INTERVAL
@@ -59,11 +60,11 @@ def one_run(args: argparse.Namespace, nodes: int) -> tuple[list[dict], list[dict
     one private SuperLink: their per-round records."""
     with tempfile.TemporaryDirectory(prefix="fedrec-overhead-") as tmp:
         work = Path(tmp)
-        with local_superlink(work / "flwr") as env:
+        with local_superlink(work / "flwr") as env, app_dir() as app:
             ours = {"dataset": args.dataset, "partitioning": "user", "dp": False, "num-server-rounds": args.rounds,
                     "fraction-train": args.fraction, "fraction-evaluate": args.fraction, "min-train-nodes": 1,
                     "output-dir": str(work / "out"), **parse_overrides(args.set)}  # fmt: skip
-            if flwr_run(APP_DIR, env, nodes, ours, client_cpus=args.client_cpus) != 0:
+            if flwr_run(app, env, nodes, ours, client_cpus=args.client_cpus) != 0:
                 raise SystemExit("overhead: error: the fedrec run failed")
             (run_dir,) = (work / "out").glob("run-*")
             history = json.loads((run_dir / "metrics.json").read_text())["history"]

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cli.app import app_dir
 from cli.local.netns import Topology, in_namespace
 from cli.local.superlink import free_port, listening, toml_value
 from shared.deploy.process import BIN, flower_env
@@ -140,9 +141,8 @@ class LocalDeployment:
 
     def flwr_run(self, run_config: dict[str, Any], timeout: float = 900, log: str = "flwr-run.log") -> int:
         overrides = " ".join(f"{k}={toml_value(v)}" for k, v in run_config.items())
-        app = Path(__file__).resolve().parents[2]
-        cmd = [str(BIN / "flwr"), "run", str(app), CONNECTION, "--stream", "--run-config", overrides]
-        with open(self.work / log, "w") as out:
+        with app_dir() as app, open(self.work / log, "w") as out:
+            cmd = [str(BIN / "flwr"), "run", str(app), CONNECTION, "--stream", "--run-config", overrides]
             return subprocess.run(in_namespace(self.server_ns, cmd), env=self.env, stdout=out, stderr=subprocess.STDOUT,
                                   timeout=timeout).returncode  # fmt: skip
 
