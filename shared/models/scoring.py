@@ -162,11 +162,11 @@ def _ordered(items: np.ndarray, retrieval: np.ndarray, logits: np.ndarray, k: in
     for ids, values in (ranked, rest):
         finite = np.isfinite(values)
         ids, values = ids[finite], values[finite]
-        by = np.lexsort((ids, -values))
+        by = np.lexsort((ids, -values))[: k - len(out)]  # Python objects for the k kept only
         out += [(int(i), float(v)) for i, v in zip(ids[by], values[by])]
         if len(out) >= k:
             break
-    return out[:k]
+    return out
 
 
 class CatalogRanker:
