@@ -1,11 +1,13 @@
 """Micro-batching: the requests that arrive while the model is busy are answered by its next pass.
 
-A request's model work is mostly fixed cost (a hundred small torch calls, each a few
-microseconds of Python and dispatch, and a pass over the catalog), so eight requests in one
-pass cost little more than one. Nothing waits for a batch to fill: a request that finds the
-model idle starts a pass at once (a lone request's latency is unchanged); those that arrive
-during a pass queue and go together in the next. Passes run one at a time in a thread of their
-own, so the event loop keeps accepting, parsing and answering HTTP meanwhile on the other core.
+Much of a request's model work is fixed cost (dozens of small torch calls, each a few
+microseconds of Python and dispatch, and a pass over the catalog), so eight ML-1M requests in
+one pass cost about five times one, not eight (7.6 ms against 1.6 ms on one core), and eight
+over a million-item catalog read its vectors once instead of eight times. Nothing waits for a
+batch to fill: a request that finds the model idle starts a pass at once (a lone request's
+latency is unchanged); those that arrive during a pass queue and go together in the next.
+Passes run one at a time in a thread of their own, so the event loop keeps accepting, parsing
+and answering HTTP meanwhile on the other core.
 """
 
 from __future__ import annotations

@@ -145,7 +145,7 @@ class Service:
         """The answers to several (user, history, k) queries, each the one `recommend` gives it
         alone, computed together: one transformer pass for the typed histories, one catalog
         product and one ranker pass for all. The HTTP service sends the /recommend requests that
-        arrive together; per request, most of the work is fixed cost that a batch shares. A
+        arrive together; much of a request's work is fixed cost that a batch shares. A
         query's bad input is its own answer (the error, not raised) and leaves the others be."""
         answers: list[dict | FedrecError] = [FedrecError("not answered")] * len(queries)
         valid, histories, features, ks, states = [], [], [], [], []
