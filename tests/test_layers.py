@@ -87,3 +87,13 @@ def test_an_installed_wheel_finds_its_flower_app_without_the_source_checkout(tmp
     assert {"server/app.py", "client/app.py", "shared/config.py"} <= code
     assert {n.split("/")[0] for n in code} == {"server", "client", "shared"}
     assert {"pyproject.toml", "README.md"} <= set(names)
+
+
+def test_cli_main_stays_the_function_after_the_commands_load() -> None:
+    """`from cli import main` in one test after another's call: a submodule named like the
+    function would have replaced it on the package."""
+    import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    assert callable(cli.main) and cli.main.__module__ == "cli"
