@@ -98,6 +98,16 @@ def utility() -> list[str]:
         privacy = "no DP" if math.isinf(eps) else f"DP epsilon {eps:g}"
         label = f"federated, {point['setting']}, {point['rounds']} rounds, {privacy}"
         lines.append(_row(label, *_flat(point["test"]), "privacy_utility.json", "federated"))
+    if pr := _load("private_recipe"):
+        lines += ["", "The private recipe (`make main`: pretraining on the consented 10%, then DP-SGD of the head over "
+                  "10 regional silos at epsilon 8 each), on the test items of the users who did not consent "
+                  "(`private_recipe.md`):", "",
+                  "| model | full HR@10 | full NDCG@10 | sampled HR@10 | sampled NDCG@10 | epsilon (max client) |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        for row in pr["rows"]:
+            m, eps = row["test"]["non_consented"], row.get("client_epsilon_max")
+            lines.append(f"| {row['name']} | {m['full-hr@10']:.4f} | {m['full-ndcg@10']:.4f} | {m['sampled-hr@10']:.4f} "
+                         f"| {m['sampled-ndcg@10']:.4f} | {'-' if eps is None else f'{eps:.2f}'} |")  # fmt: skip
     if r := _load("retrieval_loss"):
         b, sm = r["valid_epoch15"]["bce"], r["valid_epoch15"]["softmax"]
         lines += ["", "The retrieval loss at equal epochs (15, CPU), pretraining on the 10% consented users, "
