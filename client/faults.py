@@ -60,6 +60,20 @@ def corrupt(kind: str, trained: np.ndarray, global_weights: np.ndarray) -> np.nd
     return trained
 
 
+def clipped_as_sent(sent: np.ndarray, global_weights: np.ndarray, config: dict) -> np.ndarray:
+    """The corrupted update as the node may send it: under central DP (the round's config carries
+    the clipping norm) clipped again, since the norm bound is the node's guarantee and a server
+    that writes the run config could otherwise ask a node for a scaled, unclipped update."""
+    from shared.privacy.central import CLIPPING_NORM_KEY, clip_update
+
+    if CLIPPING_NORM_KEY not in config:
+        return sent
+    import torch
+
+    norm = float(config[CLIPPING_NORM_KEY])
+    return clip_update(torch.from_numpy(sent), torch.from_numpy(global_weights), norm).numpy()
+
+
 def fault_mod(msg: Message, context: Context, call_next):  # type: ignore[no-untyped-def]
     """This node's fault for this round, if the run config rehearses any: a crash or a hang
     before the handler trains, a NaN or scaled update in place of the one it sends."""
@@ -71,6 +85,7 @@ def fault_mod(msg: Message, context: Context, call_next):  # type: ignore[no-unt
     before_training(kind, 2 * run.federation.round_timeout)
     reply = call_next(msg, context)
     if not reply.has_error() and "arrays" in reply.content:  # a declining or refusing node sends none
-        trained = reply.content["arrays"][WEIGHTS].numpy()
-        reply.content["arrays"] = ArrayRecord({WEIGHTS: Array(corrupt(kind, trained, msg.content["arrays"][WEIGHTS].numpy()))})
+        trained, global_weights = reply.content["arrays"][WEIGHTS].numpy(), msg.content["arrays"][WEIGHTS].numpy()
+        sent = clipped_as_sent(corrupt(kind, trained, global_weights), global_weights, dict(msg.content["config"]))
+        reply.content["arrays"] = ArrayRecord({WEIGHTS: Array(sent)})
     return reply

@@ -105,3 +105,20 @@ def test_a_hung_client_costs_the_round_its_timeout_and_the_round_goes_on(tmp_pat
     (r,) = json.loads((run.run_dir / "metrics.json").read_text())["history"]
     assert r["clients_trained"] == nodes - 1 and r["rejected"] == []  # went on without it, nothing refused
     assert r["seconds_train"] >= timeout  # it waited for the hung client, then only the timeout
+
+
+def test_a_scaled_fault_under_central_dp_is_still_clipped_to_the_nodes_norm() -> None:
+    """A server writes the run config, fault keys included: a rehearsal must not make a node send
+    more than central DP's clipping norm allows."""
+    import numpy as np
+
+    from client.faults import clipped_as_sent, corrupt
+    from shared.privacy.central import CLIPPING_NORM_KEY
+
+    global_weights = np.zeros(50, dtype=np.float32)
+    trained = np.full(50, 0.01, dtype=np.float32)
+    sent = corrupt(SCALED, trained, global_weights)
+    assert np.linalg.norm(sent) > 5
+    clipped = clipped_as_sent(sent, global_weights, {CLIPPING_NORM_KEY: 1.0})
+    assert np.linalg.norm(clipped - global_weights) == pytest.approx(1.0, rel=1e-5)
+    assert np.array_equal(clipped_as_sent(sent, global_weights, {}), sent)  # no central DP: as corrupted
