@@ -47,10 +47,12 @@ main: $(STAMP)
 		num-server-rounds=$(ROUNDS) output-dir=$(OUT) consent-fraction=$(CONSENT) \
 		pretrained=$(abspath $(OUT))/pretrained $(RECIPE)
 
-# docs/configuration.md from the run-config dataclasses in shared/config.py; tests/test_docs.py
-# fails while the committed page differs from what this writes.
+# docs/configuration.md from the run-config dataclasses in shared/config.py, then BENCHMARKS.md and
+# the benchmark numbers README.md and docs/ quote, from simulations/results/; tests/test_docs.py
+# fails while a committed page differs from what this writes.
 docs: $(STAMP)
 	$(PY) -m shared.config_docs
+	$(PY) -m simulations.page
 
 clean:
 	rm -rf $(VENV) $(OUT)

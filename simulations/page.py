@@ -1,4 +1,5 @@
-"""simulations/results/BENCHMARKS.md, assembled from the runners' JSON files, never typed in.
+"""simulations/results/BENCHMARKS.md, assembled from the runners' JSON files, never typed in; then
+the numbers README.md and docs/ quote, from the same files (simulations/doc_numbers.py).
 
     python -m simulations.page
 
@@ -11,14 +12,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import sys
-from pathlib import Path
-from typing import Any
 
 from shared.atomic import write_text
+from shared.errors import FedrecError
+from simulations import doc_numbers
+from simulations.records import RESULTS, load, protocol, run_setting
 
-RESULTS = Path(__file__).parent / "results"
 ANCHORS = [
     ("ItemPop", "sampled-100 HR@10 0.454", "He et al., Neural Collaborative Filtering, WWW 2017"),
     ("NCF", "sampled-100 HR@10 about 0.70", "He et al., WWW 2017"),
@@ -29,11 +29,6 @@ ANCHORS = [
     ("FedNCF", "sampled-100 HR@10 0.61", "Perifanis & Efraimidis, Federated Neural Collaborative Filtering, Knowledge-Based Systems 2022"),
     ("PFedRec", "sampled-100 HR@10 0.73", "Zhang et al., Dual Personalization on Federated Recommendation, IJCAI 2023"),
 ]  # fmt: skip
-
-
-def _load(name: str) -> dict[str, Any] | None:
-    path = RESULTS / f"{name}.json"
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 # What each kind of row is compared with (papers in ANCHORS); their protocol is the column's.
@@ -49,28 +44,10 @@ def _row(label: str, full: dict, sampled: dict, source: str, kind: str) -> str:
             f"| {sampled['ndcg@10']:.4f} | {ROW_ANCHORS[kind]} | {source} |")  # fmt: skip
 
 
-def _setting(command: str, key: str) -> str:
-    """A run-config value from a recorded `fedrec simulate --run-config k=v ...` command."""
-    found = re.search(rf"(?:^|\s){re.escape(key)}=(\S+)", command)
-    return found.group(1) if found else "?"
-
-
-def _protocol(command: str) -> str:
-    """'10 x 10' or '200 x 1, fedadam (server lr 0.005, tau 1e-8), SGD clients': rounds x local
-    epochs, the server's optimizer when it is not FedAvg (commands recorded before the option name
-    none), and the clients' when it is not AdamW."""
-    rounds, local = _setting(command, "num-server-rounds"), _setting(command, "local-epochs")
-    strategy, tau = _setting(command, "strategy"), _setting(command, "server-tau")
-    server = "" if strategy in ("?", "fedavg") else (
-        f", {strategy} (server lr {_setting(command, 'server-lr')}" + ("" if tau == "?" else f", tau {tau}") + ")")
-    clients = ", SGD clients" if _setting(command, "optimizer") == "sgd" else ""
-    return f"{rounds} x {local}{server}{clients}"
-
-
 def _flat(test: dict, prefix: str = "ranking-") -> tuple[dict, dict]:
     """(full, sampled) HR@10 and NDCG@10 from flat keys like 'ranking-full-hr@10' ('' prefix: 'full-hr@10')."""
-    return tuple({m: test[f"{prefix}{protocol}-{m}"] for m in ("hr@10", "ndcg@10")}  # type: ignore[return-value]
-                 for protocol in ("full", "sampled"))  # fmt: skip
+    return tuple({m: test[f"{prefix}{split}-{m}"] for m in ("hr@10", "ndcg@10")}  # type: ignore[return-value]
+                 for split in ("full", "sampled"))  # fmt: skip
 
 
 def utility() -> list[str]:
@@ -79,26 +56,26 @@ def utility() -> list[str]:
              "unseen items (the NCF/SASRec protocol). Two-stage model (retrieval + ranking) unless noted.", "",
              "| model | full HR@10 | full NDCG@10 | sampled HR@10 | sampled NDCG@10 | published anchor "
              "| results file |", "|---|---|---|---|---|---|---|"]  # fmt: skip
-    if (b := _load("baselines")) and "movielens-1m" in b["results"]:
+    if (b := load("baselines")) and "movielens-1m" in b["results"]:
         p = b["results"]["movielens-1m"]["popularity"]
         lines.append(_row("popularity", p["full"], p["sampled"], "baselines.json", "popularity"))
     for name, label in (("centralized", "centralized, text + ID items, 25 epochs (CPU)"),
                         ("centralized-h200", "centralized, text + ID items, 50 epochs (H200)")):  # fmt: skip
-        if (c := _load(name)) and "full" in c["variants"]:
+        if (c := load(name)) and "full" in c["variants"]:
             t = c["variants"]["full"]["test"]["ranking"]
             lines.append(_row(label, t["full"], t["sampled"], f"{name}.json", "centralized"))
     for path in sorted(RESULTS.glob("fed_vs_central-*.json")):
         f = json.loads(path.read_text())["federated"]
-        setting = _setting(f["command"], "partitioning")
-        label = f"federated, {setting}, rounds x local epochs {_protocol(f['command'])}, no DP"
+        setting = run_setting(f["command"], "partitioning")
+        label = f"federated, {setting}, rounds x local epochs {protocol(f['command'])}, no DP"
         lines.append(_row(label, *_flat(f["test"], prefix=""), path.name, "federated"))
-    pu = _load("privacy_utility")
+    pu = load("privacy_utility")
     for point in sorted(pu["points"] if pu else [], key=lambda r: (r["setting"], -float(r["epsilon"]))):
         eps = float(point["epsilon"])
         privacy = "no DP" if math.isinf(eps) else f"DP epsilon {eps:g}"
         label = f"federated, {point['setting']}, {point['rounds']} rounds, {privacy}"
         lines.append(_row(label, *_flat(point["test"]), "privacy_utility.json", "federated"))
-    if pr := _load("private_recipe"):
+    if pr := load("private_recipe"):
         lines += ["", "The private recipe (`make main`: pretraining on the consented 10%, then DP-SGD of the head over "
                   "10 regional silos at epsilon 8 each), on the test items of the users who did not consent "
                   "(`private_recipe.md`):", "",
@@ -108,13 +85,13 @@ def utility() -> list[str]:
             m, eps = row["test"]["non_consented"], row.get("client_epsilon_max")
             lines.append(f"| {row['name']} | {m['full-hr@10']:.4f} | {m['full-ndcg@10']:.4f} | {m['sampled-hr@10']:.4f} "
                          f"| {m['sampled-ndcg@10']:.4f} | {'-' if eps is None else f'{eps:.2f}'} |")  # fmt: skip
-    if r := _load("retrieval_loss"):
+    if r := load("retrieval_loss"):
         b, sm = r["valid_epoch15"]["bce"], r["valid_epoch15"]["softmax"]
         lines += ["", "The retrieval loss at equal epochs (15, CPU), pretraining on the 10% consented users, "
                   f"validation two-stage full NDCG@10 / sampled HR@10: BCE {b['full_ndcg']:.4f} / "
                   f"{b['sampled_hr']:.4f}, sampled softmax {sm['full_ndcg']:.4f} / {sm['sampled_hr']:.4f} "
                   "(`retrieval_loss.md`)."]  # fmt: skip
-    if h := _load("hard-negatives"):
+    if h := load("hard-negatives"):
         pairs = [(h["runs"][f"{ds}-old"], h["runs"][f"{ds}-new"]) for ds in ("movielens-1m", "movielens-100k")]
         lines += ["", "The ranker's hard negatives from the training pass's own states (the default) against a "
                   "second, eval-mode encoding of the history, single centralized runs, test two-stage full NDCG@10: "
@@ -133,21 +110,21 @@ def utility() -> list[str]:
 
 def cost() -> list[str]:
     lines = ["## Cost", ""]
-    if fed := _load("federated"):
+    if fed := load("federated"):
         lines += ["| federated run | runs | s/round (median) | peak RSS MiB | MiB per client each way |", "|---|---|---|---|---|"]
         for r in fed["runs"]:
             lines.append(f"| `{r['command']}` | {r.get('repeats', 1)} | {r['seconds_per_round_median']:.1f} | {r['peak_rss_mib']} "
                          f"| {r['bytes_per_client_each_way'] / 2**20:.2f} |")  # fmt: skip
         lines += ["", "Regenerate: `python -m simulations.federated --name NAME --run-config ...`.", ""]
     for device in ("cpu", "cuda"):
-        if d := _load(f"dp_step-{device}"):
+        if d := load(f"dp_step-{device}"):
             s = d["steps"]
             lines.append(f"- DP step / plain step on {device} ({d['provenance']['machine']['cpu']}): "
                          f"{s['dp-hooks']['ratio_to_plain']:.2f} (Opacus hooks), "
                          f"{s['dp-functorch']['ratio_to_plain']:.2f} (functorch); plain step "
                          f"{s['plain']['median_ms']:.1f} ms. `python -m simulations.dp_step --device {device}`")  # fmt: skip
     for path in sorted(RESULTS.glob("overhead*.json"), key=lambda p: (p.stem != "overhead", p.stem)):
-        if o := _load(path.stem):
+        if o := load(path.stem):
             cpus, settings = o.get("client_cpus", 0), o.get("set", [])
             share = (f"{cpus} core per ClientApp" if cpus else "one ClientApp at a time") + "".join(f", {kv}" for kv in settings)
             without = o.get("ratio_without_local_work")
@@ -160,14 +137,14 @@ def cost() -> list[str]:
                          + f". `python -m simulations.overhead{f' --client-cpus {cpus}' if cpus else ''}"
                          + (f" --set {' '.join(settings)}`" if settings else "`"))  # fmt: skip
     for path in sorted(RESULTS.glob("client_step*.json")):
-        if c := _load(path.stem):
+        if c := load(path.stem):
             lines.append(f"- One-user client step alone (plain process, {c['users']} random {c['dataset']} users, "
                          f"median of {c['repeats']} passes), commit {c['provenance']['commit'][:7]}: "
                          f"{c['median_ms']:.2f} ms (`{path.stem}.md`). `python -m simulations.client_step`")  # fmt: skip
     if (RESULTS / "overhead-repeats" / "README.md").is_file():
         lines.append("- Every overhead run of a session, the record's repeats and an earlier commit's among them, "
                      "pooled: `overhead-repeats/README.md`.")  # fmt: skip
-    if e := _load("edge_footprint"):
+    if e := load("edge_footprint"):
         lines.append(f"- One edge SuperNode (real deployment, TLS), ML-1M region {e['partition_id']} ({e['users']} users), DP: "
                      f"{e['seconds_per_round_median']:.1f} s per round (median of {e.get('repeats', 1)} runs), "
                      f"peak RSS {e['peak_rss_mib']} MiB. "
@@ -176,7 +153,7 @@ def cost() -> list[str]:
 
 
 def serving() -> list[str]:
-    if not (sv := _load("serving")):
+    if not (sv := load("serving")):
         return []
     lines = ["## Serving", "", "One user's top-10: full-catalog retrieval (exact), then the ranker over 100 candidates; "
              "model loaded once. `python -m simulations.serving`", "",
@@ -185,8 +162,33 @@ def serving() -> list[str]:
     return lines
 
 
+def serve_load() -> list[str]:
+    """`fedrec serve` under wrk: the record (serve_load.json) and every other run kept beside it."""
+    names = ["serve_load", *sorted(path.stem for path in RESULTS.glob("serve_load-*.json"))]
+    if not (records := [(name, r) for name in names if (r := load(name))]):
+        return []
+    lines = ["## Serving under load", "",
+             "`fedrec serve` on loopback under wrk, the median of each level's runs; the load is the machine's "
+             "one-minute load average. `python -m simulations.serve_load --checkpoint DIR`", "",
+             "| record | commit | requests | connections | p50 ms | p99 ms | req/s | load |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    return lines + [f"| {name}.md | {r['provenance']['commit'][:7]} | {m['scenario']} | {m['connections']} "
+                    f"| {m['p50_ms']:.1f} | {m['p99_ms']:.1f} | {m['rps']:.0f} | {m['load1']:.1f} |"
+                    for name, r in records for m in r["medians"]]  # fmt: skip
+
+
+def search() -> list[str]:
+    if not (ks := load("search_known_item")):
+        return []
+    every = ks["all"]
+    return ["## Known-item search", "",
+            f"`fedrec search` with each of the {every['queries']:,} {ks['dataset']} titles, its year removed, as the "
+            f"query: MRR {every['mrr']:.3f}, HR@1 {every['hr@1']:.3f}, HR@10 {every['hr@10']:.4f}, median rank "
+            f"{every['median_rank']:g} (`search_known_item.md`). `python -m simulations.search_known_item --checkpoint DIR`"]  # fmt: skip
+
+
 def scale() -> list[str]:
-    if not (sc := _load("scale")):
+    if not (sc := load("scale")):
         return []
     lines = ["## Scale: one simulated client per ML-1M user", "",
              f"{sc['fraction']:g} of the clients trained and validated per round, no DP. `python -m simulations.scale`", "",
@@ -196,7 +198,7 @@ def scale() -> list[str]:
 
 
 def audit() -> list[str]:
-    if not (au := _load("canary_audit")):
+    if not (au := load("canary_audit")):
         return []
     lines = ["## Privacy audit: epsilon lower bound from canaries", "",
              f"{au['canaries']} canary users, each trained on with probability 1/2, in one federated run; a 95% lower "
@@ -220,7 +222,7 @@ def federated_vs_central() -> list[str]:
     for r in rows:
         c, f = r["centralized"]["test"]["full-ndcg@10"], r["federated"]["test"]["full-ndcg@10"]
         lines.append(f"| {r['partitioning']} | {r['centralized']['epochs']} | {c:.4f} "
-                     f"| {_protocol(r['federated']['command'])} | {f:.4f} "
+                     f"| {protocol(r['federated']['command'])} | {f:.4f} "
                      f"| {r['ratio']['full-ndcg@10']:.2f} | `{r['federated']['command']}` |")  # fmt: skip
     return lines + ["", "`python -m simulations.fed_vs_central --partitioning region|user [--epochs E --rounds R "
                         "--local-epochs L --strategy S]`"]  # fmt: skip
@@ -234,7 +236,7 @@ def privacy() -> list[str]:
              "Table: privacy_utility.md (`python -m simulations.privacy_utility`).", "",
              "### Epsilon spent per client", "", "![epsilon per client](privacy_epsilons.png)", "",
              "| setting | budget | clients | min | median | max |", "|---|---|---|---|---|---|"]  # fmt: skip
-    for r in sorted(_load("privacy_utility")["points"], key=lambda r: (r["setting"], float(r["epsilon"]))):
+    for r in sorted(load("privacy_utility")["points"], key=lambda r: (r["setting"], float(r["epsilon"]))):
         if eps := r.get("client_epsilons"):
             lines.append(f"| {r['setting']} | {float(r['epsilon']):g} | {len(eps)} | {eps[0]:.2f} | "
                          f"{eps[len(eps) // 2]:.2f} | {eps[-1]:.2f} |")  # fmt: skip
@@ -248,20 +250,32 @@ def figures(*patterns: str) -> list[str]:
     return [line for png in pngs for line in (f"![{png.stem}]({png.name})", "")]
 
 
-def main() -> int:
+def render() -> str:
+    """BENCHMARKS.md as the records in simulations/results/ make it now."""
     lines = ["# fedrec benchmarks", "",
              "Generated by `python -m simulations.page` from the JSON files in this folder; each holds the "
-             "command, commit and machine of its numbers, and each has a chart beside it "
+             "command, commit and machine of its numbers, and most have a chart beside them "
              "(`python -m simulations.charts` redraws them all).", ""]  # fmt: skip
     sections = [(utility, ("baselines", "centralized*", "ablations*")), (federated_vs_central, ("fed_vs_central-*",)),
                 (cost, ("federated", "overhead", "dp_step-*", "edge_footprint")), (scale, ("scale",)),
-                (serving, ("serving",)), (audit, ("canary_audit",))]  # fmt: skip
+                (serving, ("serving",)), (serve_load, ()), (search, ()), (audit, ("canary_audit",))]  # fmt: skip
     for section, charts in sections:
         if body := section():
             lines += body + [""] + figures(*charts)
     lines += privacy()
-    write_text(RESULTS / "BENCHMARKS.md", "\n".join(lines) + "\n")
-    print(f"wrote {RESULTS / 'BENCHMARKS.md'}")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    """Write BENCHMARKS.md, then the numbers README.md and docs/ quote from the same records."""
+    try:
+        text, pages = render(), doc_numbers.filled()
+        for path, new in [(RESULTS / "BENCHMARKS.md", text), *pages]:
+            write_text(path, new)
+            print(f"wrote {path}")
+    except FedrecError as err:
+        print(f"page: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

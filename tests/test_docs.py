@@ -1,5 +1,6 @@
-"""The documentation cannot drift from the code: the configuration page is generated, and what
-a reader follows from the README leads somewhere."""
+"""The documentation cannot drift from the code: the configuration page is generated, every
+benchmark number it quotes is written from the records in simulations/results/, and what a reader
+follows from the README leads somewhere."""
 
 import re
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ import pytest
 from shared import config_docs
 from shared.config import knob
 from shared.errors import FedrecError
+from simulations import doc_numbers, page, records
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,3 +100,66 @@ def test_a_broken_link_or_heading_is_found(tmp_path) -> None:
                     "[web](https://example.org/x) `[code](nothere.md)`\n", encoding="utf-8")  # fmt: skip
     assert broken_links(page, tmp_path) == ["page.md: missing.md (no such file)",
                                             "page.md: there.md#nowhere (no such heading)"]  # fmt: skip
+
+
+# ---- Every benchmark number in the docs comes from the records in simulations/results/ ----------
+
+
+def test_the_committed_results_page_is_the_generated_one() -> None:
+    committed = (records.RESULTS / "BENCHMARKS.md").read_text(encoding="utf-8")
+    assert committed == page.render(), "BENCHMARKS.md is stale: run `python -m simulations.page` and commit it"
+
+
+def test_every_quoted_result_is_what_the_records_say_now() -> None:
+    assert doc_numbers.stale() == [], "run `python -m simulations.page` and commit the pages it rewrites"
+
+
+def test_no_benchmark_number_is_typed_into_the_readme_or_docs() -> None:
+    assert doc_numbers.hand_typed() == [], "quote it in a <!-- results:NAME --> span (simulations/doc_numbers.py)"
+
+
+def test_a_number_typed_into_a_copy_of_the_docs_is_found(tmp_path) -> None:
+    (tmp_path / "docs").mkdir()
+    for page_path in doc_numbers.pages():
+        (tmp_path / page_path.relative_to(ROOT)).write_text(page_path.read_text(encoding="utf-8"), encoding="utf-8")
+    assert doc_numbers.hand_typed(tmp_path) == []
+    cli = tmp_path / "docs" / "cli.md"
+    cli.write_text(cli.read_text(encoding="utf-8") + "\nKnown-item search: MRR 0.123.\n", encoding="utf-8")
+    assert doc_numbers.hand_typed(tmp_path) == ["docs/cli.md: 0.123"]
+
+
+def test_results_are_told_apart_from_versions_addresses_commands_and_quoted_spans() -> None:
+    results = "p50 19 ms, 380 req/s, 4.4 GiB peak, 1.44x a plain step, ratio 0.58, 1,000 ms"
+    assert doc_numbers.typed_numbers(results) == ["19 ms", "380 req/s", "4.4 GiB", "1.44x", "0.58", "1,000 ms"]
+    not_results = ("Flower 1.42 on 127.0.0.1, PyTorch 2.13.0, `--weight 0.3`, `fedrec train\n  --lr 0.05`, "
+                   "[a record](x-lr0.005.md), 10 x 10 rounds, epsilon 8, 10% of users, delta 1e-6, "
+                   "<!-- results:scale -->33.8 s<!-- /results:scale -->\n```\nlr=0.05\n```\n")  # fmt: skip
+    assert doc_numbers.typed_numbers(not_results) == []
+
+
+def test_a_span_is_rewritten_in_place_and_a_bad_marker_is_refused() -> None:
+    blocks = {"inline": lambda: "new", "lines": lambda: "| a |\n| b |"}
+    text = "x <!-- results:inline -->old<!-- /results:inline --> y\n<!-- results:lines -->\nold\n<!-- /results:lines -->\n"
+    assert doc_numbers.fill(text, "p.md", blocks) == \
+        "x <!-- results:inline -->new<!-- /results:inline --> y\n<!-- results:lines -->\n| a |\n| b |\n<!-- /results:lines -->\n"  # fmt: skip
+    with pytest.raises(FedrecError, match=r"^p\.md: no generator for <!-- results:nope -->"):
+        doc_numbers.fill("<!-- results:nope -->1<!-- /results:nope -->", "p.md", blocks)
+    with pytest.raises(FedrecError, match=r"^p\.md: a <!-- results:NAME --> marker without its"):
+        doc_numbers.fill("<!-- results:inline -->old", "p.md", blocks)
+
+
+def test_a_goal_is_met_or_not_as_the_record_says() -> None:
+    assert doc_numbers._verdict([0.58], [0.5], "at least") == "met"
+    assert doc_numbers._verdict([19.1, 50.2], [20, 50], "at most") == "**not met**"
+    assert doc_numbers._verdict([0.051, 0.62], [0.051, 0.6], "above") == "**not met**"
+
+
+def test_a_missing_record_is_one_line_and_changes_no_page(tmp_path, monkeypatch, capsys) -> None:
+    for module in (records, page, doc_numbers):
+        monkeypatch.setattr(module, "RESULTS", tmp_path)
+    before = {p: p.read_text(encoding="utf-8") for p in doc_numbers.pages()}
+    assert page.main() == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("page: error: simulations/results/") and "is missing" in err[0]
+    assert not (tmp_path / "BENCHMARKS.md").exists()
+    assert {p: p.read_text(encoding="utf-8") for p in doc_numbers.pages()} == before

@@ -1,0 +1,320 @@
+"""The benchmark numbers that README.md and docs/ quote, written from the records in
+simulations/results/ (the JSON files BENCHMARKS.md is built from), never typed in.
+
+A page marks each quoted span, inline or as lines of their own:
+
+    <!-- results:NAME -->...<!-- /results:NAME -->
+
+and `python -m simulations.page` rewrites what lies between the markers with BLOCKS[NAME]().
+tests/test_docs.py fails while a committed span differs from what its function writes now, and
+when a number outside the spans looks like a typed-in benchmark result.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from shared.errors import FedrecError
+from simulations.records import RESULTS, protocol, require, run_setting
+
+ROOT = RESULTS.parents[1]
+BLOCK = re.compile(r"<!-- results:(?P<name>[\w-]+) -->(?P<body>.*?)<!-- /results:(?P=name) -->", re.S)
+OPENING = re.compile(r"<!-- /?results:[\w-]+ -->")
+STRATEGIES = {"fedavg": "FedAvg", "fedadam": "FedAdam", "fedyogi": "FedYogi", "fedprox": "FedProx"}
+
+
+def pages(root: Path = ROOT) -> list[Path]:
+    """The pages that may quote results: README.md and docs/*.md."""
+    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+
+
+# ---- The records, read once per span ------------------------------------------------------------
+
+
+def _recipe_rows() -> dict[str, dict[str, Any]]:
+    """private_recipe's rows on the users who did not consent: popularity, pretrained, main job."""
+    rows = require("private_recipe")["rows"]
+    by_kind = {kind: next((r for r in rows if r["name"].startswith(kind)), None)
+               for kind in ("popularity", "pretrained", "main job")}  # fmt: skip
+    if missing := [kind for kind, row in by_kind.items() if row is None]:
+        raise FedrecError(f"simulations/results/private_recipe.json has no {missing[0]!r} row")
+    return {kind: row["test"]["non_consented"] for kind, row in by_kind.items()}  # type: ignore[index]
+
+
+def _fed_vs_central(partitioning: str) -> list[tuple[str, dict[str, Any]]]:
+    """(results file stem, record) of every federated-vs-centralized run with that partitioning."""
+    found = [(p.stem, require(p.stem)) for p in sorted(RESULTS.glob("fed_vs_central-*.json"))]
+    if not (kept := [(stem, r) for stem, r in found if r["partitioning"] == partitioning]):
+        raise FedrecError(f"no simulations/results/fed_vs_central-*.json with partitioning {partitioning}")
+    return kept
+
+
+def _best_fed_vs_central(partitioning: str) -> tuple[str, dict[str, Any]]:
+    return max(_fed_vs_central(partitioning), key=lambda sr: sr[1]["ratio"]["full-ndcg@10"])
+
+
+def _serve_medians(name: str) -> dict[tuple[str, int], dict[str, Any]]:
+    return {(m["scenario"], m["connections"]): m for m in require(name)["medians"]}
+
+
+SERVE_USER, SERVE_BIG = "ML-1M /recommend?user", "synthetic 1,000,000 /recommend?history"
+
+
+def _serve_records() -> list[str]:
+    """serve_load.json (the record) first, then any other wrk record beside it."""
+    others = sorted(p.stem for p in RESULTS.glob("serve_load-*.json"))
+    return ["serve_load", *others]
+
+
+def _dp_ratios() -> dict[str, dict[str, float]]:
+    return {device: {how: require(f"dp_step-{device}")["steps"][how]["ratio_to_plain"] for how in ("dp-hooks", "dp-functorch")}
+            for device in ("cpu", "cuda")}  # fmt: skip
+
+
+# ---- Goals: each issue's target, and whether the record meets it -------------------------------
+
+# The targets of the issues that set them, each written once here.
+FED_RATIO_GOAL = {"region": 0.95, "user": 0.90}  # #4: federated / centralized full NDCG@10
+OVERHEAD_GOAL = 0.5  # #4: fedrec's client updates per second / a trivial Flower app's, at least
+DP_STEP_GOAL = 1.5  # #5 (and #24 for the H200): a DP step's time / a plain step's, at most
+PRIVATE_GOAL = {"consented": [0.75, 0.09], "no consent": [0.6, 0.045]}  # #24, epsilon 8: sampled HR@10, full NDCG@10
+CENTRAL_GOAL = [0.32, 0.185, 0.83]  # #26: full HR@10, full NDCG@10, sampled HR@10 of the two-stage model
+
+COMPARE: dict[str, Callable[[float, float], bool]] = {
+    "at least": lambda m, t: m >= t, "at most": lambda m, t: m <= t, "above": lambda m, t: m > t,
+}  # fmt: skip
+
+
+def _verdict(measured: list[float], targets: list[float], how: str) -> str:
+    """'met' when every measured value stands `how` ('at least', 'at most', 'above') its target."""
+    met = all(COMPARE[how](m, t) for m, t in zip(measured, targets, strict=True))
+    return "met" if met else "**not met**"
+
+
+def _pair(values: list[float], fmt: str) -> str:
+    return " / ".join(format(v, fmt) for v in values)
+
+
+def _record_link(stem: str) -> str:
+    """A results file, linked from a page in docs/."""
+    return f"[{stem}.md](../simulations/results/{stem}.md)"
+
+
+def _goal(issue: str, goal: str, how: str, targets: list[float], measured: list[float], fmt: str, stem: str) -> str:
+    return (f"| {issue} | {goal} | {how} {_pair(targets, 'g' if how != 'above' else fmt)} | {_pair(measured, fmt)} "
+            f"| {_verdict(measured, targets, how)} | {_record_link(stem)} |")  # fmt: skip
+
+
+def _goal_rows() -> list[str]:
+    """A table row for every goal of an issue that a record answers, with the record's verdict."""
+    rows = []
+    for partitioning, nodes in (("region", "10 regional nodes"), ("user", "one client per user")):
+        stem, best = _best_fed_vs_central(partitioning)
+        rows.append(_goal("#4", f"federated / centralized full NDCG@10, same model, no DP, {nodes} (best run: "
+                          f"{protocol(best['federated']['command'])}, against {best['centralized']['epochs']} epochs)",
+                          "at least", [FED_RATIO_GOAL[partitioning]], [best["ratio"]["full-ndcg@10"]], ".2f", stem))  # fmt: skip
+    rows.append(_goal("#4", "client updates per second, fedrec / a trivial Flower app, same run", "at least", [OVERHEAD_GOAL],
+                      [require("overhead")["ratio"]], ".2f", "overhead"))  # fmt: skip
+    for device, ratios in _dp_ratios().items():
+        rows.append(_goal("#5, #24", f"DP step / plain step on {device} (Opacus hooks)", "at most", [DP_STEP_GOAL],
+                          [ratios["dp-hooks"]], ".2f", f"dp_step-{device}"))  # fmt: skip
+    for name in _serve_records():
+        record, at8 = require(name), _serve_medians(name)[(SERVE_USER, 8)]
+        rows.append(_goal("#28", f"`fedrec serve`, ML-1M `/recommend?user=` at 8 connections, p50 / p99 ms (one-minute "
+                          f"load {at8['load1']:.1f} on {record['provenance']['machine']['cores']} shared cores)", "at most",
+                          [record["goal"]["p50_ms"], record["goal"]["p99_ms"]], [at8["p50_ms"], at8["p99_ms"]], ".1f", name))  # fmt: skip
+    recipe = _recipe_rows()
+    pair = ("sampled-hr@10", "full-ndcg@10")
+    main = [recipe["main job"][k] for k in pair]
+    rows.append(_goal("#24", "main job (10 regions, 10% consented, epsilon 8), users who did not consent: sampled "
+                      "HR@10 / full NDCG@10", "at least", PRIVATE_GOAL["consented"], main, ".3f",
+                      "private_recipe"))  # fmt: skip
+    for rival, label in (("pretrained", "the model pretrained on the consented users"), ("popularity", "popularity")):
+        rows.append(_goal("#24", f"main job against {label}, same users: sampled HR@10 / full NDCG@10", "above",
+                          [recipe[rival][k] for k in pair], main, ".3f", "private_recipe"))  # fmt: skip
+    point = next(p for p in require("privacy_utility")["points"] if p["setting"] == "regional" and float(p["epsilon"]) == 8)
+    rows.append(_goal("#24", "10 regions, no consented data, epsilon 8: sampled HR@10 / full NDCG@10", "at least",
+                      PRIVATE_GOAL["no consent"], [point["test"][f"ranking-{k}"] for k in pair], ".3f", "privacy_utility"))  # fmt: skip
+    for name, label in (("centralized", "25 epochs, CPU"), ("centralized-h200", "50 epochs, H200")):
+        ranking = require(name)["variants"]["full"]["test"]["ranking"]
+        rows.append(_goal("#26", f"centralized two-stage model ({label}): full HR@10 / full NDCG@10 / sampled HR@10",
+                          "at least", CENTRAL_GOAL,
+                          [ranking["full"]["hr@10"], ranking["full"]["ndcg@10"], ranking["sampled"]["hr@10"]], ".3f", name))  # fmt: skip
+    return rows
+
+
+def goals() -> str:
+    """docs/results.md: each issue's goals against the records (its links are relative to docs/)."""
+    return "\n".join(["| issue | goal | target | measured | verdict | record |", "|---|---|---|---|---|---|", *_goal_rows()])
+
+
+# ---- The spans the pages quote ------------------------------------------------------------------
+
+
+def main_job() -> str:
+    """README: the main job against its two baselines, on the users who did not consent."""
+    recipe = _recipe_rows()
+    return (f"full NDCG@10 {recipe['main job']['full-ndcg@10']:.3f} against {recipe['popularity']['full-ndcg@10']:.3f} "
+            f"and {recipe['pretrained']['full-ndcg@10']:.3f}")  # fmt: skip
+
+
+def federated_parity() -> str:
+    """README: the best one-client-per-user run against centralized training of the same model."""
+    stem, best = _best_fed_vs_central("user")
+    command = best["federated"]["command"]
+    strategy = run_setting(command, "strategy")
+    return (f"{best['federated']['rounds']} rounds of {STRATEGIES.get(strategy, 'FedAvg' if strategy == '?' else strategy)} "
+            f"reach {best['ratio']['full-ndcg@10']:.2f}x the full NDCG@10 of {best['centralized']['epochs']} "
+            "centralized epochs of the same model")  # fmt: skip
+
+
+def search_known_item() -> str:
+    """cli.md: known-item search over every title."""
+    every = require("search_known_item")["all"]
+    return f"MRR {every['mrr']:.3f}, HR@10 {every['hr@10']:.4f} over {every['queries']:,} titles"
+
+
+def serve_load() -> str:
+    """cli.md: `fedrec serve` under wrk, the record and any other run beside it."""
+    record, medians = require("serve_load"), _serve_medians("serve_load")
+    one, eight = medians[(SERVE_USER, 1)], medians[(SERVE_USER, 8)]
+    goal = [record["goal"]["p50_ms"], record["goal"]["p99_ms"]]
+    verdict = _verdict([eight["p50_ms"], eight["p99_ms"]], goal, "at most")
+    text = (f"ML-1M `/recommend?user=` p50 {one['p50_ms']:.1f} ms at one connection; at 8, p50 {eight['p50_ms']:.1f} ms, "
+            f"p99 {eight['p99_ms']:.1f} ms, {eight['rps']:.0f} req/s (median of {eight['repeats']} runs, one-minute load "
+            f"{eight['load1']:.1f}; the goal of at most {_pair(goal, 'g')} ms: {verdict})")  # fmt: skip
+    for name in _serve_records()[1:]:
+        other = _serve_medians(name)[(SERVE_USER, 8)]
+        met = _verdict([other["p50_ms"], other["p99_ms"]], goal, "at most")
+        text += (f"; another record, at load {other['load1']:.1f}, gave {other['p50_ms']:.1f} / {other['p99_ms']:.1f} ms "
+                 f"(`{name}.md`: {met})")  # fmt: skip
+    if (SERVE_BIG, 1) in medians:
+        big1, big8 = medians[(SERVE_BIG, 1)], medians[(SERVE_BIG, 8)]
+        text += (f"; on a synthetic 1,000,000-item catalog, p50 {big1['p50_ms']:.0f} ms at one connection and "
+                 f"{big8['rps']:.0f} req/s at 8")  # fmt: skip
+    return text
+
+
+def scale() -> str:
+    """federated.md: one client per ML-1M user, the largest run of scale.json."""
+    record = require("scale")
+    row = max(record["rows"], key=lambda r: r["clients"])
+    return (f"Measured here (`python -m simulations.scale` runs this {row['repeats']} times, {row['clients']:,} "
+            f"clients): {row['seconds_per_round_after_first']:.1f} s per round (the median after the first), "
+            f"{row['peak_rss_mib'] / 1024:.1f} GiB peak over the SuperLink, Ray and the clients, "
+            f"{row['bytes_per_client_each_way'] / 2**20:.1f} MiB per client each way (text-only item tower), and "
+            f"{row['wall_seconds'] / 60:.1f} minutes for the whole run, the final test evaluation of every node included")  # fmt: skip
+
+
+def overhead() -> str:
+    """federated.md: fedrec's client updates per second against a trivial Flower app's."""
+    ratio = require("overhead")["ratio"]
+    verdict = _verdict([ratio], [OVERHEAD_GOAL], "at least")
+    return f"{ratio:.2f} client updates for each one a trivial Flower app completes (goal: at least {OVERHEAD_GOAL:g}, {verdict})"
+
+
+def dp_step() -> str:
+    """privacy.md: the cost of a DP step against a plain one, on the CPU and on the H200."""
+    ratios = _dp_ratios()
+    hooks = {device: r["dp-hooks"] for device, r in ratios.items()}
+    slower = all(r["dp-functorch"] > r["dp-hooks"] for r in ratios.values())
+    met = [label for device, label in (("cpu", "on the CPU"), ("cuda", "on the H200")) if hooks[device] <= DP_STEP_GOAL]
+    verdict = {0: "met on neither", 1: f"met {met[0]} only", 2: "met on both"}[len(met)]
+    cores = require("dp_step-cpu")["provenance"]["machine"]["cores"]
+    return (f"{hooks['cpu']:.2f}x a plain step on this {cores}-core CPU and {hooks['cuda']:.2f}x on an H200 (Opacus hooks; "
+            f"functorch is {'slower on both' if slower else 'not slower on both'}); the goal of at most {DP_STEP_GOAL:g}x is {verdict}")  # fmt: skip
+
+
+def retrieval_loss() -> str:
+    """private-model.md: sampled softmax against BCE, pretraining at equal epochs."""
+    valid = require("retrieval_loss")["valid_epoch15"]
+    return f"{valid['softmax']['full_ndcg'] / valid['bce']['full_ndcg']:.2f}x BCE's validation full NDCG@10"
+
+
+def audit() -> str:
+    """results.md: what the canary audit found with and without DP, against the epsilon reported."""
+    rows = {r["reported_epsilon"] is None: r for r in require("canary_audit")["rows"]}
+    plain, private = rows[True], rows[False]
+    within = private["epsilon_lower_bound"] <= private["reported_epsilon"]
+    return (f"without DP, a lower bound of {plain['epsilon_lower_bound']:.2f} (attack AUC {plain['attack_auc']:.2f}); "
+            f"with DP, {private['epsilon_lower_bound']:.2f} (attack AUC {private['attack_auc']:.2f}) against a reported "
+            f"epsilon of {private['reported_epsilon']:.2f}, {'within' if within else '**above**: the claim is refuted'}")  # fmt: skip
+
+
+BLOCKS: dict[str, Callable[[], str]] = {
+    "main-job": main_job, "federated-parity": federated_parity, "search-known-item": search_known_item,
+    "serve-load": serve_load, "scale": scale, "overhead": overhead, "dp-step": dp_step,
+    "retrieval-loss": retrieval_loss, "goals": goals, "audit": audit,
+}  # fmt: skip
+
+
+# ---- Filling the pages ---------------------------------------------------------------------------
+
+
+def fill(text: str, where: str, blocks: dict[str, Callable[[], str]] = BLOCKS) -> str:
+    """`text` with every marked span rewritten; a span alone on its lines stays on lines of its own."""
+
+    def body(match: re.Match[str]) -> str:
+        name = match["name"]
+        if name not in blocks:
+            raise FedrecError(f"{where}: no generator for <!-- results:{name} --> (known: {', '.join(sorted(blocks))})")
+        new = blocks[name]()
+        new = f"\n{new}\n" if match["body"].startswith("\n") else new
+        return f"<!-- results:{name} -->{new}<!-- /results:{name} -->"
+
+    out = BLOCK.sub(body, text)
+    if OPENING.search(BLOCK.sub("", out)):
+        raise FedrecError(f"{where}: a <!-- results:NAME --> marker without its <!-- /results:NAME --> pair")
+    return out
+
+
+def filled(root: Path = ROOT) -> list[tuple[Path, str]]:
+    """(page, its new text) for each page whose marked spans differ from what the records say now;
+    every span is computed before the caller writes anything, so a missing record changes no page."""
+    changed = []
+    for page in pages(root):
+        text = page.read_text(encoding="utf-8")
+        if (new := fill(text, str(page.relative_to(root)))) != text:
+            changed.append((page, new))
+    return changed
+
+
+def stale(root: Path = ROOT) -> list[str]:
+    """The pages whose marked spans differ from what the records say now."""
+    return [str(page.relative_to(root)) for page, _ in filled(root)]
+
+
+# ---- Numbers typed in by hand --------------------------------------------------------------------
+
+# How a benchmark result reads: a number with a unit of measurement or a multiplier ("19 ms",
+# "37 req/s", "4.4 GiB", "1.44x"), or any decimal that is not part of a dotted run (an address,
+# a version like 2.13.0).
+RESULT_LIKE = re.compile(r"(?<![\w.])(?:\d[\d,]*(?:\.\d+)?(?:\s?(?:ms|req/s|[KMG]iB)\b|x\b)|\d+\.\d+(?!\.?\d))")
+FENCE = re.compile(r"^```.*?^```", re.S | re.M)
+CODE_SPAN = re.compile(r"`(?:[^`\n]|\n(?!\n))*`")  # a span may wrap, but not across a paragraph
+LINK_TARGET = re.compile(r"\]\([^)\s]*\)")
+# Numbers that are not results: versions named in prose. Keep this short; a result belongs in a span.
+ALLOWED = ("Flower 1.42",)
+# Generated from shared/config.py: its numbers are defaults, and a test holds it to its generator.
+NOT_RESULTS = ("docs/configuration.md",)
+
+
+def typed_numbers(text: str) -> list[str]:
+    """The benchmark-looking numbers of a page outside its marked spans, commands and links."""
+    for pattern in (BLOCK, FENCE, CODE_SPAN, LINK_TARGET):
+        text = pattern.sub(" ", text)
+    for phrase in ALLOWED:
+        text = text.replace(phrase, " ")
+    return RESULT_LIKE.findall(text)
+
+
+def hand_typed(root: Path = ROOT) -> list[str]:
+    """'page: number' for every benchmark-looking number typed into README.md or docs/."""
+    found = []
+    for page in pages(root):
+        if (rel := str(page.relative_to(root))) not in NOT_RESULTS:
+            found += [f"{rel}: {n}" for n in typed_numbers(page.read_text(encoding="utf-8"))]
+    return found
