@@ -62,13 +62,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     node.add_argument("--insecure", action="store_true")
     # The node's own privacy policy (client/policy.py): what it refuses whatever the server asks.
     # Written to STATE_DIR/privacy-policy.json; options not given keep the file's (or the strict
-    # defaults: DP required, epsilon 8, delta 1e-6, clipping norm 1).
+    # defaults: DP required, epsilon 8, delta 1e-6, clipping norm 1, metrics of 20 users or more).
     node.add_argument("--dp-required", action=argparse.BooleanOptionalAction, default=None,
                       help="refuse runs without DP-SGD (default: required)")
     node.add_argument("--max-epsilon", type=float, help="this node's privacy budget over all runs (default 8)")
     node.add_argument("--max-delta", type=float, help="the largest delta it accepts (default 1e-6)")
     node.add_argument("--min-noise-multiplier", type=float, help="the smallest sigma it accepts (default 0: calibrated)")
     node.add_argument("--max-grad-norm", type=float, help="the largest clipping norm it accepts (default 1)")
+    node.add_argument("--min-eval-users", type=int,
+                      help="the fewest users whose mean evaluation metrics it sends (default 20)")
     # The startup check filters as a run will (a run's own min-interactions applies in it).
     node.add_argument("--min-interactions", type=int, default=5, help="for the startup check of the data")
     node.add_argument("--rating-threshold", type=float, default=0.0, help="for the startup check of the data")
@@ -165,7 +167,8 @@ def run_supernode(args: argparse.Namespace) -> int:
     from client.policy import set_policy
 
     policy = set_policy(args.state_dir, {k: getattr(args, k) for k in
-                                         ("dp_required", "max_epsilon", "max_delta", "min_noise_multiplier", "max_grad_norm")})  # fmt: skip
+                                         ("dp_required", "max_epsilon", "max_delta", "min_noise_multiplier",
+                                          "max_grad_norm", "min_eval_users")})  # fmt: skip
     print(f"privacy policy of this node ({args.state_dir}): {policy.to_json()}", file=sys.stderr)
     cfg = SuperNodeConfig(args.superlink, args.data_path, args.state_dir, args.partition_id,
                           None if insecure else args.ca, None if insecure else args.key,

@@ -16,13 +16,15 @@ evaluate: global arrays in -> HR/NDCG/MRR of both stages on this node's held-out
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 
-from client.data import local_data, local_model
+from client.data import LocalData, local_data, local_model
 from client.policy import node_policy
 from client.privacy import privacy_record, private_round, record_round, save_state, state_path
 from client.state import state_dir
@@ -101,6 +103,16 @@ def train(msg: Message, context: Context) -> Message:
     return Message(content, reply_to=msg)
 
 
+def _consented(local: LocalData, run: RunConfig, node_config: Mapping[str, Any]) -> np.ndarray:
+    """This node's consented users. A deployed node (it has a state directory) takes consent from
+    its own data's flags only: a fraction drawn with the run config's seed is a simulation device,
+    and a server choosing fraction and seed could pick subsets that differ by one user and read
+    that user's outcome from the difference of two means."""
+    if node_config.get("state-dir") and local.dataset.consent is None:
+        return np.zeros(0, dtype=np.int64)  # no flags: nobody consented
+    return consented_users(local.dataset, run.data.consent_fraction, run.partition.seed)
+
+
 def evaluate(msg: Message, context: Context) -> Message:
     local = local_data(context.run_config, context.node_config)
     check_catalog_fingerprint(local.dataset, str(msg.content["config"].get(CATALOG_KEY, "")))
@@ -111,12 +123,12 @@ def evaluate(msg: Message, context: Context) -> Message:
     set_threads(run.local_train, context.node_config)
     device = run.train.resolved_device()
     privacy = run.privacy
-    private = privacy.dp or privacy.central_dp or node_policy(context.node_config, privacy).dp_required
+    policy = node_policy(context.node_config, privacy)
+    private = privacy.dp or privacy.central_dp or policy.dp_required
     if str(msg.content["config"].get("users", "all")) == NON_CONSENTED:
         # The users whose data reached the model only through this node's DP training.
-        consented = consented_users(local.dataset, run.data.consent_fraction, run.partition.seed)
-        local = replace(local, users=np.setdiff1d(local.users, consented))
-    if not len(local.users) or (private and len(local.users) < privacy.min_eval_users):
+        local = replace(local, users=np.setdiff1d(local.users, _consented(local, run, context.node_config)))
+    if not len(local.users) or (private and len(local.users) < policy.eval_floor(privacy)):
         # Too few users for a mean to hide any one of them: nothing is sent.
         return Message(RecordDict({"metrics": MetricRecord({"num-examples": 0})}), reply_to=msg)
     metrics = local_evaluate(model, local, stage, device)

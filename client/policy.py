@@ -34,6 +34,9 @@ class NodePolicy:
     min_noise_multiplier: float = 0.0  # 0: any sigma the accountant calibrates to the budget
     max_grad_norm: float = 1.0  # the largest per-example clipping norm C it accepts
     accountant: str = "pld"
+    # Evaluation metrics are released without noise. The run config's min-eval-users comes from
+    # the server, which could set it to 1 and read one user's outcome: the node's floor holds.
+    min_eval_users: int = 20
 
     def __post_init__(self) -> None:
         if float(self.max_epsilon) <= 0 or not 0 < float(self.max_delta) < 1:
@@ -41,6 +44,8 @@ class NodePolicy:
                               f"{self.max_epsilon} and {self.max_delta}")  # fmt: skip
         if float(self.min_noise_multiplier) < 0 or float(self.max_grad_norm) <= 0:
             raise FedrecError("privacy policy: min-noise-multiplier must be >= 0 and max-grad-norm > 0")
+        if int(self.min_eval_users) < 1:
+            raise FedrecError(f"privacy policy: min-eval-users must be >= 1, got {self.min_eval_users}")
         if self.accountant not in ACCOUNTANTS:
             raise FedrecError(f"privacy policy: accountant must be one of {', '.join(ACCOUNTANTS)}")
 
@@ -60,6 +65,10 @@ class NodePolicy:
         ]  # fmt: skip
         return next(((key, reason) for key, bad, reason in checks if bad), None)
 
+    def eval_floor(self, cfg: PrivacyConfig) -> int:
+        """The fewest users whose mean this node sends: the run config's or its own, the larger."""
+        return max(int(cfg.min_eval_users), int(self.min_eval_users))
+
     def noise_floor(self, sigma: float) -> float:
         """A calibrated sigma, raised to the policy's minimum."""
         return max(sigma, self.min_noise_multiplier)
@@ -71,7 +80,8 @@ class NodePolicy:
 def simulated_policy(cfg: PrivacyConfig) -> NodePolicy:
     """A simulated node's policy: exactly what the run config asks, so it never refuses."""
     return NodePolicy(dp_required=cfg.dp, max_epsilon=cfg.target_epsilon, max_delta=cfg.target_delta,
-                      min_noise_multiplier=0.0, max_grad_norm=cfg.max_grad_norm, accountant=cfg.accountant)  # fmt: skip
+                      min_noise_multiplier=0.0, max_grad_norm=cfg.max_grad_norm, accountant=cfg.accountant,
+                      min_eval_users=cfg.min_eval_users)  # fmt: skip
 
 
 def read_policy(path: Path) -> NodePolicy:

@@ -497,6 +497,39 @@ def test_central_epsilon_counts_every_release_across_a_resume(tmp_path: Path) ->
     (tmp_path / "metrics.json").write_text(json.dumps({"history": history}))
     central = write_report(tmp_path)["central"]
     acc = pld.PLDAccountant(neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE)
+    from client.policy import NodePolicy, write_policy
     acc.compose(dp_event.GaussianDpEvent(0.8), 3)
     assert central["releases"] == 3 and central["epsilon"] == pytest.approx(acc.get_epsilon(1e-6), rel=2e-3)
     assert central["epsilon"] == central_epsilon(0.8, 3, 1e-6) > central["history"][1]["epsilon"]
+    # The server cannot lower a deployed node's floor (the policy's 20 users): asking for 1 gets nothing.
+    reply = evaluate(msg, node({**cfg, "min-eval-users": 1}, tmp_path / "s"))
+    assert dict(reply.content["metrics"]) == {"num-examples": 0}
+    # The node's operator can.
+    write_policy(tmp_path / "s", NodePolicy(min_eval_users=1))
+def test_a_deployed_node_takes_consent_from_its_data_not_from_the_run_config(csv_dir: Path, tmp_path: Path) -> None:
+    """A server choosing consent-fraction and seed could otherwise pick two subsets of a node's users
+    that differ by one user, and read that user's outcome from the difference of the two means."""
+    from client.handlers import evaluate
+    from client.policy import NodePolicy, write_policy
+    from shared.data.consent import NON_CONSENTED
+
+    cfg = {**run_config(csv_dir, tmp_path / "cache", tmp_path / "out"), "min-eval-users": 1}
+    model = local_model(cfg, local_data(cfg, {"partition-id": 0, "num-partitions": 2}).dataset)
+    msg = train_message(model, 1)
+    msg.content["config"]["stage"] = "valid"
+    write_policy(tmp_path / "s", NodePolicy(min_eval_users=1))
+
+    def users_evaluated(consent_fraction: float, who: str, ctx: Context) -> float:
+        msg.content["config"]["users"] = who
+        ctx.run_config["consent-fraction"] = consent_fraction
+        return float(evaluate(msg, ctx).content["metrics"]["num-examples"])
+
+    everyone = users_evaluated(0.0, "all", node(cfg, tmp_path / "s"))
+    # Deployed, data without consent flags: nobody consented, whatever fraction the server asks.
+    assert users_evaluated(0.9, NON_CONSENTED, node(cfg, tmp_path / "s")) == everyone
+    # Simulated (no state directory of its own): the run config's draw applies.
+    simulated = Context(run_id=7, node_id=1, node_config={"partition-id": 0, "num-partitions": 2},
+                        state=RecordDict(), run_config=dict(cfg))  # fmt: skip
+    assert users_evaluated(0.9, NON_CONSENTED, simulated) < everyone
+
+
