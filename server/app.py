@@ -103,7 +103,7 @@ def main(grid: Grid, context: Context) -> None:
             report = write_report(run_dir)
             summary["privacy"] = {k: report[k] for k in ("neighbouring_relation", "accountant", "unit", "delta",
                                                          "status_counts", "num_clients", "epsilon_quantiles",
-                                                         "all_recomputations_agree", "refusals", "central")}  # fmt: skip
+                                                         "refusals", "central")}  # fmt: skip
         except FedrecError as err:  # a run stopped before anyone spent anything has nothing to report
             log.warning("no privacy report: %s", "no node trained in this run, so none spent any privacy budget"
                         if not summary["history"] else err)  # fmt: skip

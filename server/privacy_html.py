@@ -99,8 +99,7 @@ def _local_section(report: dict) -> str:
     esc = html.escape
     rows = "".join(
         f"<tr><td>{esc(c['client_id'])}</td><td>{c['epsilon']:.4f}</td><td>{c['budget']:.2f}</td>"
-        f"<td>{c['delta']:.2e}</td><td>{esc(c['status'])}</td><td>{len(c['history'])}</td>"
-        f"<td>{'yes' if c['recomputation_agrees'] else 'NO'}</td></tr>"
+        f"<td>{c['delta']:.2e}</td><td>{esc(c['status'])}</td><td>{len(c['history'])}</td></tr>"
         for c in sorted(report["clients"], key=lambda c: -c["epsilon"])[:50]
     )
     q = report["epsilon_quantiles"]
@@ -111,9 +110,10 @@ def _local_section(report: dict) -> str:
 Rounds: {report['rounds']}. Clients: {report['num_clients']}.</p>
 <p>Final epsilon: median {q['p50']:.3f}, 95th percentile {q['p95']:.3f}, max {q['p100']:.3f}.
 Budget status: {esc(json.dumps(report['status_counts']))}.
-Every epsilon recomputed from its history agrees: <b>{'yes' if report['all_recomputations_agree'] else 'NO'}</b>.</p>
+Each epsilon is computed by this report from the client's recorded history (sigma, q and steps per
+round, in privacy_report.json), not taken from the client.</p>
 <table><caption>Clients, highest epsilon first{', top 50' if report['num_clients'] > 50 else ''}</caption>
-<tr><th>client</th><th>epsilon</th><th>budget</th><th>delta</th><th>status</th><th>rounds trained</th><th>recomputed</th></tr>
+<tr><th>client</th><th>epsilon</th><th>budget</th><th>delta</th><th>status</th><th>rounds trained</th></tr>
 {rows}</table>"""
 
 

@@ -1,8 +1,9 @@
 """`privacy_report.json` and a self-contained `privacy_report.html` from a run's ledger.
 
-Every epsilon in the report is the one the client computed, and the report recomputes it from
-the client's own history (sigma, q, steps per round) with Google's `dp_accounting` under the
-relation it names (replace-one), and says whether they agree; anyone can repeat that.
+Every epsilon in the report is computed here, from the history each client recorded (sigma, q
+and executed steps per round, and its delta), with Google's `dp_accounting` under the relation it
+names (replace-one). The epsilon a node reports about itself is never used: a node that misreports
+it changes nothing in the report. The history is in the report, so anyone can recompute it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from shared.errors import FedrecError
 from shared.privacy.accounting import (ACCOUNTANT, EXAMPLE, NEIGHBOURING_RELATION, SAMPLING, USER,
                                        accountant_version, central_epsilon, epsilon)
 
-HISTORY_KEYS = ("round", "noise_multiplier", "sample_rate", "steps", "max_grad_norm", "epsilon")
+# What the report takes from a node's history; the node's own epsilon per round is not among them.
+HISTORY_KEYS = ("round", "noise_multiplier", "sample_rate", "steps", "max_grad_norm")
 # What evaluation releases, and what no epsilon here covers: said once, in every report.
 SCOPE = ("The guarantee covers the model updates a node sends (DP-SGD's output), against a curious "
          "server, other nodes and whoever reads the final model, with the noise and the Poisson "
@@ -74,7 +76,7 @@ def build_report(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
     if not entries:
         return {"neighbouring_relation": None, "accountant": None, "unit": None, "delta": None,
                 "rounds": central["history"][-1]["round"], "num_clients": 0, "status_counts": {},
-                "epsilon_quantiles": {}, "all_recomputations_agree": True, "refusals": [], "scope": SCOPE,
+                "epsilon_quantiles": {}, "refusals": [], "scope": SCOPE,
                 "clients": [], "central": central}  # fmt: skip
     clients = [_client(e) for e in _longest_histories(read_ledger(run_dir, superseded=True))]
     refusals = [e for e in entries if e.get("status") == REFUSED]
@@ -90,7 +92,6 @@ def build_report(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
         "num_clients": len(clients),
         "status_counts": {s: statuses.count(s) for s in sorted(set(statuses))},
         "epsilon_quantiles": _quantiles([c["epsilon"] for c in clients]) if clients else {},
-        "all_recomputations_agree": all(c["recomputation_agrees"] for c in clients),
         "refusals": [{k: e[k] for k in ("round", "node_id", "partition_id", "key", "reason")} for e in refusals],
         "scope": SCOPE,
         "clients": clients,
@@ -113,21 +114,22 @@ def _longest_histories(entries: list[dict]) -> list[dict]:
 
 
 def _client(e: dict) -> dict[str, Any]:
-    """One client's block: its spend, recomputed from its history by the accountant, and what its
-    guarantee is (relation, mechanism, sampling, unit and what the unit leaves out)."""
-    history = [{k: h[k] for k in HISTORY_KEYS} | {"executed_steps": h.get("executed_steps", h["steps"])}
-               for h in e["history"]]  # fmt: skip
-    steps = [(h["noise_multiplier"], h["sample_rate"], h["executed_steps"]) for h in history]
-    recomputed = epsilon(steps, e["delta"])
+    """One client's block: its spend, computed from its recorded history by the accountant, and
+    what its guarantee is (relation, mechanism, sampling, unit and what the unit leaves out)."""
+    rounds = [{k: h[k] for k in HISTORY_KEYS} | {"executed_steps": h.get("executed_steps", h["steps"])}
+              for h in e["history"]]  # fmt: skip
+    steps = [(h["noise_multiplier"], h["sample_rate"], h["executed_steps"]) for h in rounds]
+    # Epsilon after each round, over the history up to it: what the plot of spending over rounds
+    # draws. One accountant run per round trained, as the node itself ran when it trained.
+    history = [h | {"epsilon": epsilon(steps[: i + 1], e["delta"])} for i, h in enumerate(rounds)]
     return {
         "client_id": e["client_id"], "unit": e["unit"], "unit_does_not_cover": UNIT_MEANING[e["unit"]].split("Not covered: ")[1],
         "neighbouring_relation": NEIGHBOURING_RELATION, "mechanism": "DP-SGD: per-example clipping, Gaussian noise",
-        "sampling": SAMPLING, "accountant": accountant_version(), "delta": e["delta"], "epsilon": e["epsilon"],
+        "sampling": SAMPLING, "accountant": accountant_version(), "delta": e["delta"],
+        "epsilon": history[-1]["epsilon"] if history else 0.0,
         "budget": e["budget"], "status": e["status"], "history": history,
         "planned_noisy_steps": sum(h["steps"] for h in history),
         "executed_noisy_steps": sum(h["executed_steps"] for h in history),
-        "recomputed_epsilon": recomputed,
-        "recomputation_agrees": bool(np.isclose(recomputed, e["epsilon"], rtol=1e-6, atol=1e-9)),
     }  # fmt: skip
 
 

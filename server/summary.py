@@ -49,9 +49,8 @@ def privacy_lines(p: dict[str, Any]) -> list[str]:
         q = p["epsilon_quantiles"]
         lines.append(f"Local DP-SGD. Unit: {p['unit']}. Neighbouring relation: {p.get('neighbouring_relation')}. "
                      f"Accountant: {p['accountant']}. delta <= {p['delta']:.2e}. "
-                     f"Final epsilon: median {q['p50']:.3f}, max {q['p100']:.3f}. Budget status: {p['status_counts']}. "
-                     f"Recomputed from the ledger's histories: "
-                     f"{'agrees' if p['all_recomputations_agree'] else 'DISAGREES'}.")  # fmt: skip
+                     f"Final epsilon (computed from the ledger's histories): median {q['p50']:.3f}, "
+                     f"max {q['p100']:.3f}. Budget status: {p['status_counts']}.")  # fmt: skip
     for r in p.get("refusals", []):
         lines.append(f"Node {r['node_id']} (partition {r['partition_id']}) refused round {r['round']}: "
                      f"{r['key']}: {r['reason']}.")  # fmt: skip
