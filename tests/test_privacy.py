@@ -497,6 +497,7 @@ def test_a_node_refuses_a_run_config_below_its_policy_and_the_ledger_says_why(cs
 
 def test_a_small_node_sends_no_evaluation_metrics_under_dp(csv_dir: Path, tmp_path: Path) -> None:
     from client.handlers import evaluate
+    from client.policy import NodePolicy, write_policy
 
     cfg = {**run_config(csv_dir, tmp_path / "cache", tmp_path / "out"), "min-eval-users": 10_000}
     model = local_model(cfg, local_data(cfg, {"partition-id": 0, "num-partitions": 2}).dataset)
@@ -504,42 +505,15 @@ def test_a_small_node_sends_no_evaluation_metrics_under_dp(csv_dir: Path, tmp_pa
     msg.content["config"]["stage"] = "valid"
     reply = evaluate(msg, node(cfg, tmp_path / "s"))
     assert dict(reply.content["metrics"]) == {"num-examples": 0}
-    reply = evaluate(msg, node({**cfg, "min-eval-users": 1}, tmp_path / "s"))
-    assert reply.content["metrics"]["num-examples"] > 0 and "ranking-full-ndcg@10" in reply.content["metrics"]
-
-
-def test_the_operator_sets_the_policy_and_unset_options_keep_the_saved_ones(tmp_path: Path) -> None:
-    from client.policy import NodePolicy, node_policy, set_policy
-
-    assert set_policy(tmp_path, {"max_epsilon": 2.0, "dp_required": None}) == NodePolicy(max_epsilon=2.0)
-    assert set_policy(tmp_path, {"max_delta": 1e-7, "max_epsilon": None}) == NodePolicy(max_epsilon=2.0, max_delta=1e-7)
-    assert node_policy({"state-dir": str(tmp_path)}, PrivacyConfig()) == NodePolicy(max_epsilon=2.0, max_delta=1e-7)
-    # A simulated node (no state directory of its own) takes the run config's.
-    assert node_policy({}, PrivacyConfig(dp=False)).refusal(PrivacyConfig(dp=False)) is None
-
-
-def test_central_epsilon_counts_every_release_across_a_resume(tmp_path: Path) -> None:
-    """A resumed ServerApp's Flower accountant restarts from zero (round 3 reads like round 1);
-    the report composes all three releases, as dp_accounting does for three Gaussian releases."""
-    from dp_accounting import NeighboringRelation, dp_event, pld
-
-    from shared.privacy.accounting import central_epsilon
-
-    flower = {"accountant": "rdp", "delta": 1e-6, "noise_multiplier": 0.8, "clipping_norm": 0.5,
-              "clients_per_round": 3, "releases": 1}  # fmt: skip
-    history = [{"round": r, "valid": {}, "central_dp": {**flower, "epsilon": e}} for r, e in ((1, 6.0), (2, 9.0), (3, 6.0))]
-    (tmp_path / "metrics.json").write_text(json.dumps({"history": history}))
-    central = write_report(tmp_path)["central"]
-    acc = pld.PLDAccountant(neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE)
-    from client.policy import NodePolicy, write_policy
-    acc.compose(dp_event.GaussianDpEvent(0.8), 3)
-    assert central["releases"] == 3 and central["epsilon"] == pytest.approx(acc.get_epsilon(1e-6), rel=2e-3)
-    assert central["epsilon"] == central_epsilon(0.8, 3, 1e-6) > central["history"][1]["epsilon"]
     # The server cannot lower a deployed node's floor (the policy's 20 users): asking for 1 gets nothing.
     reply = evaluate(msg, node({**cfg, "min-eval-users": 1}, tmp_path / "s"))
     assert dict(reply.content["metrics"]) == {"num-examples": 0}
     # The node's operator can.
     write_policy(tmp_path / "s", NodePolicy(min_eval_users=1))
+    reply = evaluate(msg, node({**cfg, "min-eval-users": 1}, tmp_path / "s"))
+    assert reply.content["metrics"]["num-examples"] > 0 and "ranking-full-ndcg@10" in reply.content["metrics"]
+
+
 def test_a_deployed_node_takes_consent_from_its_data_not_from_the_run_config(csv_dir: Path, tmp_path: Path) -> None:
     """A server choosing consent-fraction and seed could otherwise pick two subsets of a node's users
     that differ by one user, and read that user's outcome from the difference of the two means."""
@@ -567,3 +541,29 @@ def test_a_deployed_node_takes_consent_from_its_data_not_from_the_run_config(csv
     assert users_evaluated(0.9, NON_CONSENTED, simulated) < everyone
 
 
+def test_the_operator_sets_the_policy_and_unset_options_keep_the_saved_ones(tmp_path: Path) -> None:
+    from client.policy import NodePolicy, node_policy, set_policy
+
+    assert set_policy(tmp_path, {"max_epsilon": 2.0, "dp_required": None}) == NodePolicy(max_epsilon=2.0)
+    assert set_policy(tmp_path, {"max_delta": 1e-7, "max_epsilon": None}) == NodePolicy(max_epsilon=2.0, max_delta=1e-7)
+    assert node_policy({"state-dir": str(tmp_path)}, PrivacyConfig()) == NodePolicy(max_epsilon=2.0, max_delta=1e-7)
+    # A simulated node (no state directory of its own) takes the run config's.
+    assert node_policy({}, PrivacyConfig(dp=False)).refusal(PrivacyConfig(dp=False)) is None
+
+
+def test_central_epsilon_counts_every_release_across_a_resume(tmp_path: Path) -> None:
+    """A resumed ServerApp's Flower accountant restarts from zero (round 3 reads like round 1);
+    the report composes all three releases, as dp_accounting does for three Gaussian releases."""
+    from dp_accounting import NeighboringRelation, dp_event, pld
+
+    from shared.privacy.accounting import central_epsilon
+
+    flower = {"accountant": "rdp", "delta": 1e-6, "noise_multiplier": 0.8, "clipping_norm": 0.5,
+              "clients_per_round": 3, "releases": 1}  # fmt: skip
+    history = [{"round": r, "valid": {}, "central_dp": {**flower, "epsilon": e}} for r, e in ((1, 6.0), (2, 9.0), (3, 6.0))]
+    (tmp_path / "metrics.json").write_text(json.dumps({"history": history}))
+    central = write_report(tmp_path)["central"]
+    acc = pld.PLDAccountant(neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE)
+    acc.compose(dp_event.GaussianDpEvent(0.8), 3)
+    assert central["releases"] == 3 and central["epsilon"] == pytest.approx(acc.get_epsilon(1e-6), rel=2e-3)
+    assert central["epsilon"] == central_epsilon(0.8, 3, 1e-6) > central["history"][1]["epsilon"]
