@@ -48,9 +48,14 @@ def fedrec(*argv: str) -> None:
         raise SystemExit(f"private_recipe: error: fedrec {argv[0]} failed")
 
 
-def pretrain(work: Path, consent: float, epochs: int) -> tuple[Path, str]:
-    out = work / f"pretrained-c{consent:g}-e{epochs}"
-    argv = ["train", "--dataset", DATASET, "--consent-fraction", f"{consent:g}", "--consented-only",
+def pretrained_dir(work: Path, consent: float, epochs: int, dataset: str = DATASET) -> Path:
+    """Where `pretrain` keeps its checkpoint: one per dataset, consent fraction and epochs."""
+    return work / (f"pretrained-c{consent:g}-e{epochs}" if dataset == DATASET else f"pretrained-{dataset}-c{consent:g}-e{epochs}")
+
+
+def pretrain(work: Path, consent: float, epochs: int, dataset: str = DATASET) -> tuple[Path, str]:
+    out = pretrained_dir(work, consent, epochs, dataset)
+    argv = ["train", "--dataset", dataset, "--consent-fraction", f"{consent:g}", "--consented-only",
             "--no-id-embedding", "--item-bias", "--epochs", str(epochs), "--patience", str(epochs),
             "--seed", str(SEED), "--output", str(out)]  # fmt: skip
     if not (out / "model.safetensors").exists():
@@ -58,9 +63,10 @@ def pretrain(work: Path, consent: float, epochs: int) -> tuple[Path, str]:
     return out, "fedrec " + " ".join(argv)
 
 
-def judge(checkpoint: Path | None, consent: float) -> dict[str, dict[str, float]]:
+def judge(checkpoint: Path | None, consent: float, dataset_name: str = DATASET) -> dict[str, dict[str, float]]:
     """Test metrics of the two-stage model (or popularity, for None) on the non-consented users
-    and on everyone, in one process: the dataset is read once."""
+    and on everyone, in one process: the dataset is read once (and the model scored once when
+    nobody consented: both sets are everyone)."""
     import numpy as np
 
     from shared.config import DataConfig
@@ -71,9 +77,12 @@ def judge(checkpoint: Path | None, consent: float) -> dict[str, dict[str, float]
     from shared.models.popularity import Popularity
     from shared.models.training import evaluate_model
 
-    dataset = load_dataset(DataConfig(dataset=DATASET))
+    dataset = load_dataset(DataConfig(dataset=dataset_name))
     out = {}
     for name, users in (("non_consented", non_consented_users(dataset, consent, SEED)), ("all", None)):
+        if name == "all" and out["non_consented"]["users"] == dataset.num_users:
+            out["all"] = out["non_consented"]
+            continue
         if checkpoint is None:
             result = evaluate(dataset, Popularity.fit(dataset), "test", users=users)
         else:

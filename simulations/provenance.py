@@ -34,10 +34,12 @@ def machine() -> dict[str, Any]:
         import torch
 
         threads: int | None = torch.get_num_threads()
+        # The accelerator a run may have used, so a GPU row says which one.
+        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     except ImportError:
-        threads = None
+        threads, gpu = None, None
     return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": round(mem_gib, 1),
-            "torch_threads": threads, "python": platform.python_version()}  # fmt: skip
+            "torch_threads": threads, "python": platform.python_version(), "gpu": gpu}  # fmt: skip
 
 
 def command() -> str:

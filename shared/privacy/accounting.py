@@ -146,3 +146,28 @@ def central_epsilon(noise_multiplier: float, releases: int, delta: float) -> flo
                             value_discretization_interval=DISCRETIZATION)  # fmt: skip
     acc.compose(dp_event.GaussianDpEvent(noise_multiplier), releases)
     return float(acc.get_epsilon(delta))
+
+
+def central_noise_multiplier(budget: float, releases: int, delta: float) -> float:
+    """The noise multiplier whose `releases` noised sums spend at most `budget` (the inverse of
+    `central_epsilon`, within 0.5% of the smallest). `releases` Gaussian releases at z compose
+    exactly to one at z / sqrt(releases), whose (epsilon, delta) curve is analytic (Balle & Wang,
+    ICML 2018); that gives z, and the PLD accountant, which the report uses, has the last word."""
+    if budget <= 0 or releases <= 0 or not 0 < delta < 1:
+        raise ValueError(f"central noise for budget {budget}, {releases} releases, delta {delta}: all must be > 0")
+
+    def normal_cdf(x: float) -> float:
+        return 0.5 * math.erfc(-x / math.sqrt(2))
+
+    def analytic_delta(z: float) -> float:
+        mu = math.sqrt(releases) / z  # sensitivity over noise, after composition
+        return normal_cdf(mu / 2 - budget / mu) - math.exp(budget) * normal_cdf(-mu / 2 - budget / mu)
+
+    low, high = 1e-3, 1e4  # delta falls as z grows; bisect on log z
+    for _ in range(60):
+        mid = math.sqrt(low * high)
+        low, high = (mid, high) if analytic_delta(mid) > delta else (low, mid)
+    z = high
+    while central_epsilon(z, releases, delta) > budget:  # the PLD grid is a pessimistic upper bound
+        z *= 1.005
+    return z
