@@ -4,7 +4,7 @@
 
 Runners call `draw(name, report, out)` right after writing `name`.json; this module is the only
 place that knows how each report looks, so a chart can be redrawn without re-running anything.
-The privacy-utility runner draws its own two plots (simulations/privacy_utility.py).
+The privacy-utility runner draws its own chart (simulations/privacy_utility.py).
 """
 
 from __future__ import annotations

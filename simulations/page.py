@@ -11,12 +11,11 @@ literature anchors are written here, each with its paper.
 from __future__ import annotations
 
 import json
-import math
 import sys
 
 from shared.atomic import write_text
 from shared.errors import FedrecError
-from simulations import doc_numbers
+from simulations import doc_numbers, privacy_utility
 from simulations.records import RESULTS, load, protocol, run_setting
 
 ANCHORS = [
@@ -69,12 +68,6 @@ def utility() -> list[str]:
         setting = run_setting(f["command"], "partitioning")
         label = f"federated, {setting}, rounds x local epochs {protocol(f['command'])}, no DP"
         lines.append(_row(label, *_flat(f["test"], prefix=""), path.name, "federated"))
-    pu = load("privacy_utility")
-    for point in sorted(pu["points"] if pu else [], key=lambda r: (r["setting"], -float(r["epsilon"]))):
-        eps = float(point["epsilon"])
-        privacy = "no DP" if math.isinf(eps) else f"DP epsilon {eps:g}"
-        label = f"federated, {point['setting']}, {point['rounds']} rounds, {privacy}"
-        lines.append(_row(label, *_flat(point["test"]), "privacy_utility.json", "federated"))
     if pr := load("private_recipe"):
         lines += ["", "The private recipe (`make main`: pretraining on the consented 10%, then DP-SGD of the head over "
                   "10 regional silos at epsilon 8 each), on the test items of the users who did not consent "
@@ -100,7 +93,6 @@ def utility() -> list[str]:
                               for old, new in pairs)
                   + " (`hard-negatives.md`)."]  # fmt: skip
     lines += ["", "Regenerate: `python -m simulations.baselines`, `python -m simulations.centralized`, "
-              "`python -m simulations.privacy_utility --setting regional|per-user ...`, "
               "`python -m simulations.fed_vs_central ...` (commands in each file).",
               "", "Anchors (published, not measured here; each under its paper's own protocol, stated "
               "beside it):", ""]  # fmt: skip
@@ -229,19 +221,9 @@ def federated_vs_central() -> list[str]:
 
 
 def privacy() -> list[str]:
-    """The privacy-utility curve, and how much of its budget each client spent."""
-    if not (RESULTS / "privacy_utility.png").exists():
-        return []
-    lines = ["## Privacy-utility", "", "![privacy-utility curve](privacy_utility.png)", "",
-             "Table: privacy_utility.md (`python -m simulations.privacy_utility`).", "",
-             "### Epsilon spent per client", "", "![epsilon per client](privacy_epsilons.png)", "",
-             "| setting | budget | clients | min | median | max |", "|---|---|---|---|---|---|"]  # fmt: skip
-    for r in sorted(load("privacy_utility")["points"], key=lambda r: (r["setting"], float(r["epsilon"]))):
-        if eps := r.get("client_epsilons"):
-            lines.append(f"| {r['setting']} | {float(r['epsilon']):g} | {len(eps)} | {eps[0]:.2f} | "
-                         f"{eps[len(eps) // 2]:.2f} | {eps[-1]:.2f} |")  # fmt: skip
-    return lines + ["", "The main job's setting is regional at budget 8. Each client's noise is calibrated once for "
-                        "all planned rounds, so a per-user client sampled in fewer rounds spends less."]  # fmt: skip
+    """The privacy-utility grid, user-level DP throughout, with popularity and the pretrained model
+    on the same users (simulations/privacy_utility.py writes it)."""
+    return privacy_utility.page_section(RESULTS)
 
 
 def figures(*patterns: str) -> list[str]:

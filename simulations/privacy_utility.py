@@ -1,16 +1,37 @@
-"""The privacy-utility curve on ML-1M: test HR@10 and NDCG@10 (both protocols) against epsilon.
+"""The privacy-utility grid (#24): test HR@10 and NDCG@10 against epsilon, every private row under
+user-level DP, beside popularity and the model pretrained on the consented users, on the same users.
 
-    python -m simulations.privacy_utility --setting regional --epsilons 1 2 4 8 inf \\
-        --run-config num-server-rounds=3
-    python -m simulations.privacy_utility --setting per-user --epsilons 1 2 4 8 inf \\
-        --run-config num-server-rounds=3 fraction-train=0.01 fraction-evaluate=0.01
+    python -m simulations.privacy_utility --setting regional per-user --consent 0 0.1 \\
+        --epsilons 0.5 1 2 4 8 inf --run-config num-server-rounds=3
 
-Settings: `regional` (10 regional silos, user-level DP) and `per-user` (one client per user,
-record-level DP). `inf` is the same run without DP. Each point is one `fedrec simulate` run
-(timed as in simulations.federated); finished points are kept in
-simulations/results/privacy_utility.json, so an interrupted sweep resumes where it stopped
-(`--force` reruns). Writes privacy_utility.json, .md and .png, and privacy_epsilons.png (the
-epsilon each client spent, per budget); `--replot` redraws them from the JSON.
+The grid is epsilon x setting x consent fraction; each point is one `fedrec simulate` run.
+- `regional`: 10 regional silos, DP-SGD (Opacus) in each, one user's whole history one example:
+  user-level DP within the silo, `target-epsilon` per silo.
+- `per-user`: one client per user under central DP (DP-FedAvg: each user's whole update clipped
+  on its node, Gaussian noise added by the server to the round's sum), no local DP-SGD. Its
+  `central-noise-multiplier` is calibrated here so that the planned rounds spend epsilon
+  (client-level, add/remove one client, delta min(target-delta, N^-1.1), no amplification by
+  sampling: what the run's privacy report accounts). Without SecAgg+ unless --run-config asks
+  (`secure-aggregation=true`): it changes what the server sees, not the model.
+- `inf`: the same point without DP (`dp=false`).
+- Consent 0: the federation starts from scratch (docs/private-model.md has no better start
+  without consented data), with the federation's model (text-only items, item bias) and the
+  app's defaults for the rest. Consent > 0: the server pretrains on the consented users
+  (`fedrec train --consented-only`, kept in --work and reused, as simulations.private_recipe
+  does), the federation starts from that checkpoint (`pretrained`), and the point's keys are the
+  Makefile's RECIPE, make main's private recipe.
+- --run-config adds keys to every point (rounds, sampling, ...), after the recipe's.
+
+Every model, popularity and the pretrained model included, is scored in one process on the test
+items of the users who did not consent (everyone at consent 0), and of everyone
+(simulations.private_recipe.judge), from the run's best-round checkpoint: under DP a one-user
+node releases no evaluation metrics, so the federation's own test would be empty.
+
+Finished points are kept in simulations/results/privacy_utility.json (ML-1M; other datasets:
+privacy_utility-DATASET.json), each with its command, commit and machine, so an interrupted grid
+resumes where it stopped (`--force` reruns). Writes .json, .md and .png; `--replot` redraws the
+page and the chart from the JSON. The earlier grid (record-level DP for its per-user rows) is
+privacy_utility-v1.json.
 """
 
 from __future__ import annotations
@@ -18,150 +39,377 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from cli.app import app_defaults
+from cli.simulate import parse_overrides
 from shared.atomic import atomic_path, write_json, write_text
+from shared.errors import FedrecError
+from shared.privacy.accounting import central_noise_multiplier
 from simulations.federated import run as timed_run
+from simulations.private_recipe import MODEL, judge, pretrain, pretrained_dir, recorded_run
 from simulations.provenance import provenance
 
+ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
-SETTINGS = {"regional": ["partitioning=region"], "per-user": ["partitioning=user", "min-train-nodes=2"]}
-METRICS = ("ranking-full-hr@10", "ranking-full-ndcg@10", "ranking-sampled-hr@10", "ranking-sampled-ndcg@10")
+DEFAULT_DATASET = "movielens-1m"
+SETTINGS = {"regional": ("partitioning=region",), "per-user": ("partitioning=user",)}
+# What the grid sets on each point; the same key in --run-config would make the row lie about it.
+GRID_KEYS = ("dataset", "partitioning", "consent-fraction", "pretrained", "seed", "output-dir", "dp",
+             "target-epsilon", "noise-multiplier", "central-dp", "central-noise-multiplier")  # fmt: skip
+METRICS = ("full-hr@10", "full-ndcg@10", "sampled-hr@10", "sampled-ndcg@10")
+PLOTTED = ("full-ndcg@10", "sampled-hr@10")
+REFERENCES = {"popularity": "popularity", "pretrained": "pretrained on the consented users"}
 
 
-def point_overrides(setting: str, eps: float, extra: list[str]) -> list[str]:
-    privacy = ["dp=false"] if math.isinf(eps) else ["dp=true", f"target-epsilon={eps:g}"]
-    return [*SETTINGS[setting], *privacy, *extra]
+@dataclass(frozen=True)
+class Point:
+    """One `fedrec simulate` run of the grid."""
+
+    setting: str
+    consent: float
+    epsilon: float  # inf: no DP
+    overrides: tuple[str, ...]  # its --run-config keys, output-dir aside
+
+    @property
+    def name(self) -> str:
+        return f"{self.setting}-c{self.consent:g}-eps{self.epsilon:g}"
+
+    @property
+    def command(self) -> str:
+        return "fedrec simulate --run-config " + " ".join(self.overrides)
 
 
-def markdown(report: dict) -> str:
-    p = report["provenance"]
-    lines = ["# Privacy-utility on ML-1M (test item, two-stage model)", "",
-             f"Machine: {p['machine']}  ", "Each point ran at the commit in its row.",
-             "Budget per client; `inf` is the same run without DP. Regional: user-level DP within each "
-             "of 10 silos. Per-user: record-level DP, one client per user. Each point is one seeded run; "
-             "its timing stays in privacy_utility.json (one run, not a benchmark: see federated.md and "
-             "dp_step-cpu.md for DP's cost, medians of repeated runs).", "",
-             "| setting | epsilon | rounds | full HR@10 | full NDCG@10 | sampled HR@10 | sampled NDCG@10 "
-             "| median client epsilon | commit | command |",
-             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for r in sorted(report["points"], key=lambda r: (r["setting"], r["epsilon"])):
-        t = r["test"]
-        lines.append(
-            f"| {r['setting']} | {r['epsilon']:g} | {r['rounds']} | "
-            + " | ".join(f"{t.get(m, float('nan')):.4f}" for m in METRICS)
-            + f" | {r.get('median_client_epsilon', float('nan')):.3f} "
-              f"| `{r.get('commit', p['commit'])[:7]}` | `{r['command']}` |"
-        )  # fmt: skip
-    return "\n".join(lines) + "\n"
+def makefile_recipe(makefile: Path = ROOT / "Makefile") -> list[str]:
+    """The Makefile's RECIPE (make main's private fine-tuning keys), read from the one place it is
+    written."""
+    found = re.search(r"^RECIPE\s*\?=\s*(.+)$", makefile.read_text(), re.M) if makefile.is_file() else None
+    if found is None:
+        raise FedrecError(f"{makefile}: no `RECIPE ?= ...` line to take the private recipe from")
+    return found.group(1).split()
 
 
-def client_epsilons(run_dir: Path) -> list[float] | None:
-    """Every client's spent epsilon, from the run's own privacy report (None without DP)."""
-    report = Path(run_dir) / "privacy_report.json"
-    if not report.exists():
-        return None
-    return sorted(float(c["epsilon"]) for c in json.loads(report.read_text())["clients"])
+def merged(*groups: Iterable[str]) -> tuple[str, ...]:
+    """KEY=VALUE groups as one list, a later group's value winning, each key once where it first
+    appears."""
+    keys: dict[str, str] = {}
+    for pair in (p for group in groups for p in group):
+        key, _, value = pair.partition("=")
+        keys[key] = value
+    return tuple(f"{k}={v}" for k, v in keys.items())
 
 
-def plot_epsilons(report: dict, path: Path) -> None:
-    """Per setting, the spread of what each client spent against the budget it was given."""
+def privacy_keys(setting: str, epsilon: float, rounds: int, delta: float) -> list[str]:
+    """A point's privacy: none, DP-SGD in each silo at `epsilon`, or DP-FedAvg whose noise spends
+    `epsilon` over `rounds` releases (rounded up: never less noise than the budget needs)."""
+    if math.isinf(epsilon):
+        return ["dp=false"]
+    if setting == "regional":
+        return ["dp=true", f"target-epsilon={epsilon:g}"]
+    noise = math.ceil(central_noise_multiplier(epsilon, rounds, delta) * 1e4) / 1e4
+    return ["dp=false", "central-dp=true", f"central-noise-multiplier={noise:g}"]
+
+
+def grid(
+    dataset: str,
+    settings: Iterable[str],
+    consents: Iterable[float],
+    epsilons: Iterable[float],
+    extra: Iterable[str],
+    *,
+    recipe: Iterable[str],
+    pretrained: Mapping[float, Path],
+    population: int,
+) -> list[Point]:
+    """Every point, consent fraction by consent fraction. `pretrained` maps each consent > 0 to its
+    checkpoint; `population` is the per-user federation's N (its delta is capped at N^-1.1, as
+    the server caps it)."""
+    extra, epsilons = list(extra), list(epsilons)
+    config = {**app_defaults(), **parse_overrides(extra)}
+    rounds = int(config["num-server-rounds"])
+    delta = min(float(config["target-delta"]), max(population, 1) ** -1.1)
+    privacy = {(s, e): privacy_keys(s, e, rounds, delta) for s in settings for e in epsilons}  # calibrated once
+    points = []
+    for consent in consents:
+        start = ([f"consent-fraction={consent:g}", f"pretrained={pretrained[consent]}", *MODEL, *recipe] if consent > 0
+                 else [f"consent-fraction={consent:g}", *MODEL])  # fmt: skip
+        for setting, eps in privacy:
+            keys = merged(SETTINGS[setting], [f"dataset={dataset}"], start, privacy[setting, eps], extra)
+            points.append(Point(setting, consent, eps, keys))
+    return points
+
+
+# ---- The record: .json, .md, .png ---------------------------------------------------------------
+
+
+def _machine(m: dict[str, Any]) -> str:
+    return m.get("gpu") or f"{m['cpu']}, {m['cores']} cores"
+
+
+def _commit(commit: str) -> str:
+    """The short hash, and whether the tree held uncommitted changes when the row ran."""
+    return commit[:7] + ("-dirty" if commit.endswith("-dirty") else "")
+
+
+def _spent(row: dict[str, Any]) -> str:
+    eps = row.get("epsilon_spent")
+    return "-" if eps is None else f"{eps:.2f} ({row['epsilon_spent_by']})"
+
+
+def tables(report: dict[str, Any]) -> list[str]:
+    """One table per consent fraction: popularity and the pretrained model, then the grid's rows,
+    all on the same users."""
+    lines: list[str] = []
+    for consent in sorted({r["consent"] for r in report["points"] + report["references"]}):
+        refs = sorted((r for r in report["references"] if r["consent"] == consent), key=lambda r: r["name"] != "popularity")
+        rows = sorted((r for r in report["points"] if r["consent"] == consent), key=lambda r: (r["setting"], r["epsilon"]))
+        users = next(iter(refs + rows))["test"]["non_consented"]["users"]
+        who = f"all {users:,} users" if consent == 0 else f"the {users:,} users who did not consent"
+        lines += [f"Consent {consent:g}: test items of {who}.", "",
+                  "| model | epsilon | epsilon spent | rounds | full HR@10 | full NDCG@10 | sampled HR@10 "
+                  "| sampled NDCG@10 | commit | machine | command |", "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for r in refs + rows:
+            label = REFERENCES[r["name"]] if "setting" not in r else r["setting"]
+            eps = "-" if "setting" not in r else ("no DP" if math.isinf(r["epsilon"]) else f"{r['epsilon']:g}")
+            m = r["test"]["non_consented"]
+            lines.append(f"| {label} | {eps} | {_spent(r)} | {r.get('rounds', '-')} | "
+                         + " | ".join(f"{m[k]:.4f}" for k in METRICS)
+                         + f" | `{_commit(r['commit'])}` | {_machine(r['machine'])} | `{r['command']}` |")  # fmt: skip
+        lines.append("")
+    return lines
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [f"# Privacy-utility on {report['dataset']} (test item, two-stage model, user-level DP)", "",
+             "Regional: 10 silos, DP-SGD in each, user-level within the silo, epsilon per silo (spent: the "
+             "largest client's, replace-one). Per-user: one client per user, central DP (DP-FedAvg, noise "
+             "calibrated to epsilon over the planned rounds; spent: client-level, add/remove one client, as "
+             "the run's privacy report accounts it). Consent 0 starts from scratch; consent > 0 from the "
+             "model pretrained on the consented users, fine-tuned with make main's recipe. Every model is "
+             "scored on the same users' test items from its best-round checkpoint; one seeded run per row.", ""]  # fmt: skip
+    if report["dataset"] == DEFAULT_DATASET:
+        lines += ["The earlier grid (3 rounds from scratch; its per-user rows were record-level local DP, "
+                  "not user-level) is kept apart in privacy_utility-v1.json / .md, not mixed in here.", ""]  # fmt: skip
+    return "\n".join(lines + tables(report))
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """One panel per metric; a line per (setting, consent) over epsilon, no DP at the right end;
+    popularity and the pretrained model as horizontal lines, one per consent fraction."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(SETTINGS), figsize=(10, 3.8), sharey=True)
-    for ax, setting in zip(axes, SETTINGS):
-        pts = sorted((r for r in report["points"] if r["setting"] == setting and r.get("client_epsilons")),
-                     key=lambda r: r["epsilon"])  # fmt: skip
-        if pts:
-            ax.boxplot([r["client_epsilons"] for r in pts], positions=range(len(pts)), widths=0.5)
-            ax.scatter(range(len(pts)), [r["epsilon"] for r in pts], marker="_", s=400, c="C3", label="budget")
-            ax.set_xticks(range(len(pts)), [f"{r['epsilon']:g}\n({len(r['client_epsilons'])} clients)" for r in pts])
-            ax.legend(fontsize=7)
-        ax.set(title=f"{setting}: epsilon spent per client", xlabel="target epsilon", ylabel="epsilon spent")
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-
-
-def plot(report: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, metric in zip(axes, ("ranking-full-ndcg@10", "ranking-sampled-hr@10")):
+    eps = sorted({r["epsilon"] for r in report["points"]})
+    x = {e: i for i, e in enumerate(eps)}  # evenly spaced: 0.5 ... 8 doubles, so a log axis
+    consents = sorted({r["consent"] for r in report["points"] + report["references"]})
+    # Dashed: no consented users; solid (then dash-dot, dotted): with consented users.
+    styles = {0.0: "--", **dict(zip([c for c in consents if c > 0], ("-", "-.", ":")))}
+    fig, axes = plt.subplots(1, len(PLOTTED), figsize=(11, 4.2))
+    for ax, metric in zip(axes, PLOTTED):
         for color, setting in zip(("C0", "C1"), SETTINGS):
-            pts = sorted((r for r in report["points"] if r["setting"] == setting), key=lambda r: r["epsilon"])
-            finite = [r for r in pts if math.isfinite(r["epsilon"])]
-            if finite:
-                ax.plot([r["epsilon"] for r in finite], [r["test"][metric] for r in finite], marker="o",
-                        c=color, label=setting)  # fmt: skip
-            for r in pts:
-                if not math.isfinite(r["epsilon"]):
-                    ax.axhline(r["test"][metric], ls="--", lw=1, c=color, label=f"{setting}, no DP")
-        eps = sorted({r["epsilon"] for r in report["points"] if math.isfinite(r["epsilon"])})
-        ax.set(xscale="log", xlabel="epsilon (per client)", ylabel=metric, title=metric)
-        ax.set_xticks(eps, [f"{e:g}" for e in eps])
-        ax.minorticks_off()
-        ax.legend(fontsize=7)
+            for consent in consents:
+                pts = sorted((r for r in report["points"] if (r["setting"], r["consent"]) == (setting, consent)),
+                             key=lambda r: r["epsilon"])  # fmt: skip
+                if pts:
+                    ax.plot([x[r["epsilon"]] for r in pts], [r["test"]["non_consented"][metric] for r in pts],
+                            marker="o", c=color, ls=styles[consent], label=f"{setting}, consent {consent:g}")  # fmt: skip
+        for r in report["references"]:
+            ax.axhline(r["test"]["non_consented"][metric], c="0.5" if r["name"] == "popularity" else "k",
+                       ls=styles[r["consent"]], lw=1, label=f"{REFERENCES[r['name']]}, consent {r['consent']:g}")  # fmt: skip
+        ax.set_xticks(range(len(eps)), ["no DP" if math.isinf(e) else f"{e:g}" for e in eps])
+        ax.set(xlabel="epsilon (user-level)", ylabel=f"test {metric}", title=metric)
+    fig.suptitle(f"{report['dataset']}: test items of the users who did not consent (everyone at consent 0)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, bbox_to_anchor=(0.5, -0.2))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
-def save(report: dict, out: Path) -> None:
-    """privacy_utility.json (JSON has no infinity: "inf"), .md, and both plots."""
-    write_json(out / "privacy_utility.json", {**report, "points": [
+def stem(dataset: str) -> str:
+    return "privacy_utility" if dataset == DEFAULT_DATASET else f"privacy_utility-{dataset}"
+
+
+def load(path: Path, dataset: str) -> dict[str, Any]:
+    """The record at `path` (epsilons back to floats: JSON has no infinity), or a new one."""
+    if not path.exists():
+        return {"dataset": dataset, "points": [], "references": []}
+    report = json.loads(path.read_text())
+    if "references" not in report:
+        raise FedrecError(f"{path}: an earlier grid's record (no consent, per-user rows under record-level DP); "
+                          f"move it to {path.with_name(path.stem + '-v1.json')} first")  # fmt: skip
+    for r in report["points"]:
+        r["epsilon"] = float(r["epsilon"])
+    return report
+
+
+def save(report: dict[str, Any], out: Path) -> None:
+    name = stem(report["dataset"])
+    write_json(out / f"{name}.json", {**report, "points": [
         {**r, "epsilon": r["epsilon"] if math.isfinite(r["epsilon"]) else "inf"} for r in report["points"]]})  # fmt: skip
-    write_text(out / "privacy_utility.md", markdown(report))
-    plot(report, out / "privacy_utility.png")
-    plot_epsilons(report, out / "privacy_epsilons.png")
+    write_text(out / f"{name}.md", markdown(report))
+    plot(report, out / f"{name}.png")
+
+
+def page_section(results: Path = RESULTS) -> list[str]:
+    """BENCHMARKS.md's section (simulations.page): the ML-1M grid's chart and tables, or, until it
+    has run, where the earlier grid is; nothing when neither is there."""
+    path, earlier = results / f"{stem(DEFAULT_DATASET)}.json", results / f"{stem(DEFAULT_DATASET)}-v1.md"
+    command = ("`python -m simulations.privacy_utility --setting regional per-user --consent 0 0.1 "
+               "--epsilons 0.5 1 2 4 8 inf --run-config ...`")  # fmt: skip
+    if path.exists():
+        report = load(path, DEFAULT_DATASET)
+        body = ["![privacy-utility](privacy_utility.png)", "", *markdown(report).splitlines()[2:],
+                f"Regenerate: {command}; each row's own command is its `fedrec simulate` run."]  # fmt: skip
+    elif earlier.exists():
+        body = [f"The user-level grid has not run on ML-1M yet: {command}. The earlier grid, whose per-user rows "
+                f"were record-level DP and not user-level, is kept apart: {earlier.name}."]  # fmt: skip
+    else:
+        return []
+    return ["## Privacy-utility", "", *body]
+
+
+# ---- Running the grid ------------------------------------------------------------------------------
+
+
+def check_extra(extra: list[str]) -> None:
+    """--run-config keys: known to the app, and none the grid sets itself."""
+    keys = parse_overrides(extra)
+    for key in keys:
+        if key in GRID_KEYS:
+            raise FedrecError(f"--run-config {key}: the grid sets it on every point (see --setting, --consent, --epsilons)")
+        if key not in app_defaults():
+            raise FedrecError(f"--run-config {key}: unknown key (see [tool.flwr.app.config])")
+
+
+def population(dataset: str, extra: list[str]) -> int:
+    """The per-user federation's N: its partitions, counted as `fedrec simulate` counts them."""
+    from shared.config import DataConfig, PartitionConfig, from_run_config
+    from shared.data.dataset import load_dataset
+    from shared.data.partition import partition_users
+
+    config = {**app_defaults(), **parse_overrides(extra), "dataset": dataset, "partitioning": "user"}
+    data = load_dataset(from_run_config(DataConfig, config))
+    return partition_users(data, from_run_config(PartitionConfig, config)).num_partitions
+
+
+def privacy_spent(run_dir: Path) -> tuple[float, str] | None:
+    """What the run's privacy report says was spent: DP-FedAvg's client-level epsilon, or the
+    largest silo's; None without DP."""
+    path = run_dir / "privacy_report.json"
+    if not path.exists():
+        return None
+    report = json.loads(path.read_text())
+    if report.get("central"):
+        return float(report["central"]["epsilon"]), "central"
+    return float(report["epsilon_quantiles"]["p100"]), "max client"
+
+
+def run_point(point: Point, work: Path, dataset: str) -> dict[str, Any]:
+    """One point: the timed run, then its best-round checkpoint scored like the references."""
+    started = provenance()  # the code this point runs, whatever the tree holds when it ends
+    timed = timed_run(point.name, list(point.overrides), work / point.name)
+    checkpoint, info = recorded_run(Path(timed["run_dir"]))
+    row: dict[str, Any] = {
+        "setting": point.setting, "consent": point.consent, "epsilon": point.epsilon, "name": point.name,
+        "command": point.command, "commit": started["commit"], "machine": started["machine"], **info,
+        **{k: timed[k] for k in ("wall_seconds", "seconds_per_round_median", "peak_rss_mib", "bytes_per_client_each_way")},
+        "test": judge(checkpoint, point.consent, dataset),
+    }  # fmt: skip
+    if (spent := privacy_spent(Path(timed["run_dir"]))) is not None:
+        row["epsilon_spent"], row["epsilon_spent_by"] = spent
+    return row
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--setting", nargs="+", choices=SETTINGS, default=list(SETTINGS))
+    parser.add_argument("--consent", nargs="+", type=float, default=[0.0, 0.1], help="consent fractions")
+    parser.add_argument("--epsilons", nargs="+", type=float, default=[0.5, 1, 2, 4, 8, math.inf],
+                        help="user-level budgets; inf: the same point without DP")  # fmt: skip
+    parser.add_argument("--run-config", nargs="*", default=[], metavar="KEY=VALUE", help="keys for every point")
+    parser.add_argument("--dataset", choices=(DEFAULT_DATASET, "movielens-100k"), default=DEFAULT_DATASET)
+    parser.add_argument("--pretrain-epochs", type=int, default=15, help="the consented-only pretraining's epochs")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--work", type=Path, default=Path("outputs/privacy_utility"))
+    parser.add_argument("--force", action="store_true", help="rerun points already recorded")
+    parser.add_argument("--replot", action="store_true", help="only redraw the page and the chart from the JSON")
+    parser.add_argument("--dry-run", action="store_true", help="print each point's command, run nothing")
+    return parser.parse_args(argv)
+
+
+def plan(args: argparse.Namespace) -> list[Point]:
+    """The points `args` ask for, after checking them."""
+    if bad := [c for c in args.consent if not 0 <= c < 1]:
+        raise FedrecError(f"--consent {bad[0]:g}: a fraction in [0, 1) (some users must not have consented)")
+    if bad := [e for e in args.epsilons if not e > 0]:
+        raise FedrecError(f"--epsilons {bad[0]:g}: must be > 0 (inf: no DP)")
+    if args.pretrain_epochs < 1:
+        raise FedrecError(f"--pretrain-epochs {args.pretrain_epochs}: must be >= 1")
+    check_extra(args.run_config)
+    work, consents = args.work.resolve(), sorted(set(args.consent))
+    return grid(args.dataset, dict.fromkeys(args.setting), consents, dict.fromkeys(args.epsilons), args.run_config,
+                recipe=makefile_recipe(),
+                pretrained={c: pretrained_dir(work, c, args.pretrain_epochs, args.dataset) for c in consents if c > 0},
+                population=population(args.dataset, args.run_config) if "per-user" in args.setting else 0)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--setting", choices=SETTINGS, required=True)
-    parser.add_argument("--epsilons", nargs="+", type=float, default=[1, 2, 4, 8, math.inf])
-    parser.add_argument("--run-config", nargs="*", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--work", type=Path, default=Path("outputs/benchmarks"))
-    parser.add_argument("--force", action="store_true", help="rerun points already recorded")
-    parser.add_argument("--replot", action="store_true", help="only redraw the page and plot from the JSON")
-    args = parser.parse_args(argv)
-    path = args.out / "privacy_utility.json"
-    report = json.loads(path.read_text()) if path.exists() else {"points": []}
-    for r in report["points"]:  # JSON has no infinity: "inf" on disk, a float in memory
-        r["epsilon"] = float(r["epsilon"])
+    args = parse_args(argv)
+    try:
+        return _main(args)
+    except FedrecError as err:
+        print(f"privacy_utility: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _main(args: argparse.Namespace) -> int:
+    path = args.out / f"{stem(args.dataset)}.json"
+    report = load(path, args.dataset)
     if args.replot:
-        if not report["points"]:
-            raise SystemExit(f"privacy_utility: error: {path} has no points to plot")
-        for r in report["points"]:  # points recorded before the runner kept them, from their runs
-            if "client_epsilons" not in r and (found := client_epsilons(Path(r["run_dir"]))) is not None:
-                r["client_epsilons"] = found
+        if not report["points"] + report["references"]:
+            raise FedrecError(f"{path}: no rows to plot")
         save(report, args.out)
         return 0
-    for i, eps in enumerate(args.epsilons, 1):
-        overrides = point_overrides(args.setting, eps, args.run_config)
-        command = "fedrec simulate --run-config " + " ".join(overrides)
-        if not args.force and any(r["command"] == command for r in report["points"]):
-            print(f"[{i}/{len(args.epsilons)}] {args.setting} epsilon {eps:g}: recorded, skipped", flush=True)
-            continue
-        print(f"[{i}/{len(args.epsilons)}] {args.setting} epsilon {eps:g}: running", flush=True)
-        started = provenance()  # the code this point runs, whatever the tree holds when it ends
-        row = timed_run(f"{args.setting}-eps-{eps:g}", overrides, args.work.resolve())
-        row.update(setting=args.setting, epsilon=eps, commit=started["commit"])
-        privacy = Path(row["run_dir"]) / "privacy_report.json"
-        if privacy.exists():
-            row["median_client_epsilon"] = json.loads(privacy.read_text())["epsilon_quantiles"]["p50"]
-            row["client_epsilons"] = client_epsilons(Path(row["run_dir"]))
-        report["points"] = [r for r in report["points"] if r["command"] != command] + [row]
-        report["provenance"] = {**report.get("provenance", {}), "machine": started["machine"]}
+    points = plan(args)
+    if args.dry_run:
+        print("\n".join(f"{p.name}: {p.command}" for p in points))
+        return 0
+    work = args.work.resolve()
+
+    def record(row: dict[str, Any], table: str, same: tuple[str, ...]) -> None:
+        report[table] = [r for r in report[table] if tuple(r[k] for k in same) != tuple(row[k] for k in same)] + [row]
         save(report, args.out)
+
+    def recorded(table: str, command: str, consent: float) -> bool:
+        return not args.force and any((r["command"], r["consent"]) == (command, consent) for r in report[table])
+
+    for consent in sorted(set(args.consent)):
+        refs = [("popularity", None, f"fedrec evaluate --baseline popularity --dataset {args.dataset} "
+                                     f"--consent-fraction {consent:g} --users non-consented")]
+        if consent > 0:
+            checkpoint, command = pretrain(work, consent, args.pretrain_epochs, args.dataset)
+            refs.append(("pretrained", checkpoint, command))
+        for name, checkpoint, command in refs:
+            if not recorded("references", command, consent):
+                started = provenance()
+                record({"name": name, "consent": consent, "command": command, "commit": started["commit"],
+                        "machine": started["machine"], "test": judge(checkpoint, consent, args.dataset)},
+                       "references", ("name", "consent"))  # fmt: skip
+        mine = [p for p in points if p.consent == consent]
+        for i, point in enumerate(mine, 1):
+            if recorded("points", point.command, consent):
+                print(f"[consent {consent:g}, {i}/{len(mine)}] {point.name}: recorded, skipped", flush=True)
+                continue
+            print(f"[consent {consent:g}, {i}/{len(mine)}] {point.name}: running", flush=True)
+            record(run_point(point, work, args.dataset), "points", ("setting", "consent", "epsilon"))
     print(markdown(report))
     return 0
 

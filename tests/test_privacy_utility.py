@@ -1,0 +1,134 @@
+"""The privacy-utility grid (simulations/privacy_utility.py): every private row is user-level DP
+(per-user runs central DP, not local DP-SGD), consented runs start from the pretrained model, and
+the record's page and chart are written from the rows alone. Nothing here runs a simulation."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from cli.simulate import parse_overrides
+from shared.privacy.accounting import central_epsilon, central_noise_multiplier
+from simulations import privacy_utility as pu
+
+ARGV = ["--setting", "regional", "per-user", "--consent", "0", "0.1", "--epsilons", "1", "8", "inf",
+        "--run-config", "num-server-rounds=3", "lr=0.01"]  # fmt: skip
+
+
+@pytest.fixture
+def points(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[pu.Point]:
+    monkeypatch.setattr(pu, "population", lambda dataset, extra: 6040)  # ML-1M's users, without reading ML-1M
+    return pu.plan(pu.parse_args([*ARGV, "--work", str(tmp_path), "--pretrain-epochs", "2"]))
+
+
+def test_the_grid_has_one_point_per_setting_consent_and_epsilon(points: list[pu.Point]) -> None:
+    cells = [(p.setting, p.consent, p.epsilon) for p in points]
+    assert sorted(cells) == sorted((s, c, e) for s in ("regional", "per-user") for c in (0.0, 0.1) for e in (1, 8, math.inf))
+    for p in points:
+        keys = parse_overrides(list(p.overrides))
+        assert keys["partitioning"] == {"regional": "region", "per-user": "user"}[p.setting]
+        assert (keys["dataset"], keys["num-server-rounds"], keys["consent-fraction"]) == ("movielens-1m", 3, p.consent)
+        assert p.command == "fedrec simulate --run-config " + " ".join(p.overrides)
+        assert len({k.partition("=")[0] for k in p.overrides}) == len(p.overrides)  # each key once
+
+
+def test_per_user_points_run_central_dp_calibrated_to_their_epsilon_and_never_local_dp(points: list[pu.Point]) -> None:
+    for p in points:
+        keys = parse_overrides(list(p.overrides))
+        if math.isinf(p.epsilon):  # no DP at all
+            assert keys["dp"] is False and not keys.get("central-dp", False)
+        elif p.setting == "per-user":
+            assert keys["dp"] is False and keys["central-dp"] is True and "target-epsilon" not in keys
+            spent = central_epsilon(keys["central-noise-multiplier"], 3, 1e-6)
+            assert 0.97 * p.epsilon <= spent <= p.epsilon
+        else:  # DP-SGD in each silo, one user's history one example
+            assert keys["dp"] is True and keys["target-epsilon"] == p.epsilon and "central-dp" not in keys
+
+
+def test_consented_points_start_from_the_pretrained_model_with_make_mains_recipe(points: list[pu.Point],
+                                                                                 tmp_path: Path) -> None:  # fmt: skip
+    recipe = parse_overrides(pu.makefile_recipe())
+    assert recipe["finetune"] == "head"  # the Makefile's RECIPE, read from there
+    for p in points:
+        keys = parse_overrides(list(p.overrides))
+        assert keys["use-id-embedding"] is False and keys["use-item-bias"] is True  # the pretraining's architecture
+        assert keys["lr"] == 0.01  # --run-config wins over the recipe
+        if p.consent > 0:
+            assert keys["pretrained"] == str(tmp_path.resolve() / "pretrained-c0.1-e2")
+            assert {k: keys[k] for k in recipe if k != "lr"} == {k: v for k, v in recipe.items() if k != "lr"}
+        else:
+            assert "pretrained" not in keys and "finetune" not in keys
+
+
+def test_central_noise_is_the_smallest_that_keeps_the_planned_rounds_within_budget() -> None:
+    for budget, rounds in ((0.5, 20), (8.0, 3)):
+        z = central_noise_multiplier(budget, rounds, 1e-6)
+        assert central_epsilon(z, rounds, 1e-6) <= budget < central_epsilon(z * 0.98, rounds, 1e-6)
+
+
+@pytest.mark.parametrize("extra", [["dp=true"], ["central-noise-multiplier=2"], ["no-such-key=1"]])
+def test_a_run_config_key_the_grid_sets_or_the_app_lacks_is_one_line_and_exit_2(
+    extra: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert pu.main(["--setting", "regional", "--out", str(tmp_path), "--dry-run", "--run-config", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"privacy_utility: error: --run-config {extra[0].split('=')[0]}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_earlier_grids_record_is_refused_not_mixed_in(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "privacy_utility.json").write_text(json.dumps({"points": [{"setting": "per-user", "epsilon": 8}]}))
+    assert pu.main(["--replot", "--out", str(tmp_path)]) == 2
+    assert "privacy_utility-v1.json" in capsys.readouterr().err
+
+
+def _metrics(hr: float, users: int) -> dict[str, float]:
+    return {"full-hr@10": hr / 10, "full-ndcg@10": hr / 20, "sampled-hr@10": hr, "sampled-ndcg@10": hr / 2, "users": users}
+
+
+def _report() -> dict:
+    machine = {"cpu": "AMD EPYC", "cores": 2, "gpu": None}
+    row = {"commit": "a" * 40, "machine": machine}
+
+    def test(hr: float, consent: float) -> dict:
+        return {"non_consented": _metrics(hr, 5462 if consent else 6040), "all": _metrics(hr + 0.01, 6040)}
+
+    refs = [{**row, "name": "popularity", "consent": c, "command": f"fedrec evaluate --baseline popularity c{c}",
+             "test": test(0.45, c)} for c in (0.0, 0.1)]  # fmt: skip
+    refs.append({**row, "name": "pretrained", "consent": 0.1, "command": "fedrec train --consented-only",
+                 "test": test(0.62, 0.1)})  # fmt: skip
+    points = [{**row, "setting": s, "consent": c, "epsilon": e, "rounds": 3, "command": f"fedrec simulate {s} {c} {e}",
+               "test": test(hr, c), **({} if math.isinf(e) else {"epsilon_spent": e * 0.99, "epsilon_spent_by": by})}
+              for s, by in (("regional", "max client"), ("per-user", "central"))
+              for c, e, hr in ((0.0, 1.0, 0.30), (0.0, 8.0, 0.35), (0.0, math.inf, 0.50), (0.1, 8.0, 0.66))]  # fmt: skip
+    return {"dataset": "movielens-1m", "points": points, "references": refs}
+
+
+def test_the_page_tables_each_consent_on_its_own_users_with_popularity_and_pretrained_first(tmp_path: Path) -> None:
+    pu.save(_report(), tmp_path)
+    page = (tmp_path / "privacy_utility.md").read_text()
+    c0, c01 = page.split("Consent 0: ")[1].split("Consent 0.1: ")
+    assert c0.startswith("test items of all 6,040 users.") and c01.startswith("test items of the 5,462 users who")
+    rows = [ln for ln in c01.splitlines() if ln.startswith("| ") and not ln.startswith("| model")]
+    assert [r.split(" | ")[0] for r in rows] == ["| popularity", "| pretrained on the consented users", "| per-user",
+                                                 "| regional"]  # fmt: skip
+    assert rows[2].split(" | ")[1:4] == ["8", "7.92 (central)", "3"]
+    assert "| regional | no DP | - | 3 | 0.0500 | 0.0250 | 0.5000 | 0.2500 | `aaaaaaa` | AMD EPYC, 2 cores |" in c0
+    assert "privacy_utility-v1.json" in page  # the earlier grid is named, not mixed in
+    assert (tmp_path / "privacy_utility.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads((tmp_path / "privacy_utility.json").read_text())
+    assert {p["epsilon"] for p in saved["points"]} == {1.0, 8.0, "inf"}  # JSON has no infinity
+
+
+def test_benchmarks_shows_the_grid_or_until_it_has_run_where_the_earlier_one_is(tmp_path: Path) -> None:
+    assert pu.page_section(tmp_path) == []
+    (tmp_path / "privacy_utility-v1.md").write_text("# v1\n")
+    waiting = pu.page_section(tmp_path)
+    assert waiting[0] == "## Privacy-utility" and "privacy_utility-v1.md" in waiting[-1]
+    pu.save(_report(), tmp_path)
+    section = pu.page_section(tmp_path)
+    assert section[:3] == ["## Privacy-utility", "", "![privacy-utility](privacy_utility.png)"]
+    assert sum(ln.startswith("| per-user |") for ln in section) == 4
