@@ -29,9 +29,10 @@ node releases no evaluation metrics, so the federation's own test would be empty
 
 Finished points are kept in simulations/results/privacy_utility.json (ML-1M; other datasets:
 privacy_utility-DATASET.json), each with its command, commit and machine, so an interrupted grid
-resumes where it stopped (`--force` reruns). Writes .json, .md and .png; `--replot` redraws the
-page and the chart from the JSON. The earlier grid (record-level DP for its per-user rows) is
-privacy_utility-v1.json.
+resumes where it stopped (`--force` reruns); each row is merged into the record as it stands on
+disk, so one invocation per setting may run side by side. Writes .json, .md and .png;
+`--replot` redraws the page and the chart from the JSON; `--dry-run` prints each point's
+command. The earlier grid (record-level DP for its per-user rows) is privacy_utility-v1.json.
 """
 
 from __future__ import annotations
@@ -385,6 +386,8 @@ def _main(args: argparse.Namespace) -> int:
     work = args.work.resolve()
 
     def record(row: dict[str, Any], table: str, same: tuple[str, ...]) -> None:
+        # Read again first: rows another invocation recorded meanwhile (the other setting) are kept.
+        report.update(load(path, args.dataset))
         report[table] = [r for r in report[table] if tuple(r[k] for k in same) != tuple(row[k] for k in same)] + [row]
         save(report, args.out)
 

@@ -132,3 +132,29 @@ def test_benchmarks_shows_the_grid_or_until_it_has_run_where_the_earlier_one_is(
     section = pu.page_section(tmp_path)
     assert section[:3] == ["## Privacy-utility", "", "![privacy-utility](privacy_utility.png)"]
     assert sum(ln.startswith("| per-user |") for ln in section) == 4
+
+
+def test_finished_points_are_skipped_unless_forced_and_another_invocations_rows_are_kept(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    record, ran = tmp_path / "privacy_utility.json", []
+
+    def run_point(point: pu.Point, work: Path, dataset: str) -> dict:
+        ran.append(point.name)
+        row = {"setting": point.setting, "consent": point.consent, "epsilon": point.epsilon, "command": point.command,
+               "commit": "b" * 40, "machine": {"cpu": "cpu", "cores": 2}, "rounds": 1, "test": _report()["points"][0]["test"]}  # fmt: skip
+        if len(ran) == 2:  # while this point ran, the per-user invocation recorded its own
+            other = json.loads(record.read_text())
+            record.write_text(json.dumps({**other, "points": [*other["points"], {**row, "setting": "per-user"}]}))
+        return row
+
+    monkeypatch.setattr(pu, "run_point", run_point)
+    monkeypatch.setattr(pu, "judge", lambda checkpoint, consent, dataset: _report()["references"][0]["test"])
+    monkeypatch.setattr(pu, "pretrain", lambda work, consent, epochs, dataset: (work / "ckpt", "fedrec train ..."))
+    argv = ["--setting", "regional", "--consent", "0.1", "--epsilons", "8", "--out", str(tmp_path), "--work", str(tmp_path)]
+    assert pu.main(argv) == 0 and ran == ["regional-c0.1-eps8"]
+    assert pu.main(argv) == 0 and ran == ["regional-c0.1-eps8"]  # recorded: skipped
+    assert pu.main([*argv, "--force"]) == 0 and ran == ["regional-c0.1-eps8"] * 2
+    saved = json.loads(record.read_text())
+    assert sorted(p["setting"] for p in saved["points"]) == ["per-user", "regional"]
+    assert sorted(r["name"] for r in saved["references"]) == ["popularity", "pretrained"]
