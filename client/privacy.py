@@ -61,6 +61,9 @@ class RoundPlan:
     sample_rate: float
     steps: int  # per round: local epochs x steps per epoch
     max_grad_norm: float
+    # How the steps clip each example (PrivacyConfig.dp_grad_sample_mode): the same mechanism,
+    # so the accountant never reads it.
+    grad_sample_mode: str = "hooks"
 
 
 def state_path(state_dir: Path, client_id: str) -> Path:
@@ -110,7 +113,7 @@ def plan_round(
         remaining = max(planned_rounds - len(state.history), 1)
         sigma = calibrate_sigma(state.budget, state.delta, q, remaining * steps)
         state = replace(state, noise_multiplier=policy.noise_floor(sigma) if policy else sigma)
-    return state, RoundPlan(state.noise_multiplier, q, steps, cfg.max_grad_norm)
+    return state, RoundPlan(state.noise_multiplier, q, steps, cfg.max_grad_norm, cfg.dp_grad_sample_mode)
 
 
 def epsilon_after(state: PrivacyState, plan: RoundPlan) -> float:

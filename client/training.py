@@ -11,16 +11,17 @@ from functools import lru_cache
 import numpy as np
 import torch
 from opacus import GradSampleModule
-from opacus.optimizers import DPOptimizer
+from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping
 
 from client.data import LocalData, with_canaries
+from client.ghost import GhostClipping
 from client.privacy import RoundPlan
 from shared.config import TrainConfig
 from shared.eval.metrics import flatten
 from shared.models.batches import Sequences, interaction_examples, training_sequences
 from shared.models.recommender import Recommender
 from shared.models.params import trainable_parameters
-from shared.models.training import evaluate_model, make_optimizer, reset_optimizer, train_epoch
+from shared.models.training import Backward, evaluate_model, make_optimizer, reset_optimizer, train_epoch
 from shared.privacy.accounting import EXAMPLE
 
 
@@ -65,14 +66,9 @@ def local_fit(
     reset_optimizer(optimizer)
     anchor = [p.detach().clone() for p in params] if proximal_mu > 0 else []
     stepped: torch.nn.Module = model
+    backward = None
     if dp is not None:
-        stepped = GradSampleModule(model)
-        # secure_mode: Opacus's noise robust to floating-point attacks, drawn from a generator
-        # seeded from the OS (torch's default one is seeded from public values above).
-        noise = torch.Generator(device=device).manual_seed(secrets.randbits(63))
-        optimizer = DPOptimizer(optimizer, noise_multiplier=dp.noise_multiplier,
-                                max_grad_norm=dp.max_grad_norm, generator=noise, secure_mode=True,
-                                expected_batch_size=max(1, round(dp.sample_rate * len(data))))  # fmt: skip
+        stepped, optimizer, backward = dp_sgd(model, optimizer, dp, max(1, round(dp.sample_rate * len(data))), device)
     losses: dict[str, float] = {}
     executed = 0  # DP-SGD's noisy steps, empty batches' noise-only steps included
     num_items = int(model.config["num_items"])
@@ -90,10 +86,10 @@ def local_fit(
                     executed += len(batches)
                 after = _proximal_step(params, anchor, proximal_mu, cfg.lr)
                 losses = train_epoch(stepped, num_items, optimizer, data, cfg, rng, device, batches=batches,
-                                     progress=False, after_step=after,
+                                     progress=False, after_step=after, backward=backward,
                                      empty_step=_noise_step(params, optimizer, after) if dp else None)  # fmt: skip
     finally:
-        if isinstance(stepped, GradSampleModule):
+        if isinstance(stepped, (GradSampleModule, GhostClipping)):
             stepped._close()  # the model instance serves the process's next client: no hooks left
     if moved:
         model.cpu()
@@ -101,6 +97,27 @@ def local_fit(
     return {"num-examples": len(data), "train-seconds": time.perf_counter() - started,
             **({"dp-steps": executed} if dp is not None else {}),
             **{f"train-{k}": v for k, v in losses.items()}}  # fmt: skip
+
+
+def dp_sgd(
+    model: Recommender, optimizer: torch.optim.Optimizer, plan: RoundPlan, expected_batch_size: int, device: str,
+) -> tuple[GradSampleModule | GhostClipping, DPOptimizer, Backward | None]:  # fmt: skip
+    """Opacus's DP-SGD around `model` and `optimizer` in the plan's grad-sample mode: the model to
+    step, the optimizer that clips (hooks) or not (ghost: the backward does) and adds the noise,
+    and the backward that turns per-example losses (B,) into gradients (None: their mean's).
+    Either way each example's gradient is clipped to C, and N(0, (sigma C)^2) is added to the
+    sum before it is divided by the expected batch size (tests/test_opacus.py).
+
+    secure_mode: Opacus's noise robust to floating-point attacks, drawn from a generator seeded
+    from the OS (torch's default one is seeded from public values in local_fit)."""
+    noise = torch.Generator(device=device).manual_seed(secrets.randbits(63))
+    kwargs = {"noise_multiplier": plan.noise_multiplier, "max_grad_norm": plan.max_grad_norm,
+              "expected_batch_size": expected_batch_size, "generator": noise, "secure_mode": True}  # fmt: skip
+    if plan.grad_sample_mode == "ghost":
+        ghost = GhostClipping(model, plan.max_grad_norm)
+        dp_optimizer = DPOptimizerFastGradientClipping(optimizer, **kwargs)
+        return ghost, dp_optimizer, lambda losses: ghost.backward(losses, dp_optimizer)
+    return GradSampleModule(model), DPOptimizer(optimizer, **kwargs), None
 
 
 def seed_device(seed: int, device: str) -> None:
@@ -136,7 +153,10 @@ def _noise_step(params: list[torch.Tensor], optimizer: torch.optim.Optimizer,
 
     def step() -> None:
         for p in params:
-            p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
+            if isinstance(optimizer, DPOptimizerFastGradientClipping):  # ghost: noises the summed p.grad
+                p.grad = torch.zeros_like(p)
+            else:  # hooks: clips and sums p.grad_sample, here no row
+                p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if after_step:

@@ -213,6 +213,7 @@ class TrainConfig:
 
 
 ACCOUNTANTS = ("pld",)  # dp_accounting's PLD, replace-one adjacency (shared/privacy/accounting.py)
+GRAD_SAMPLE_MODES = ("hooks", "ghost")  # how DP-SGD clips each example (client/training.py's dp_sgd)
 
 
 @dataclass(frozen=True)
@@ -224,6 +225,11 @@ class PrivacyConfig:
     noise_multiplier: float = knob(0.0, "sigma; `0` calibrates it once so `num-server-rounds` rounds fit the "
                                    "budget")
     max_grad_norm: float = knob(1.0, "per-example gradient clipping norm")
+    # The same mechanism (clip each example to C, add N(0, (sigma C)^2) to the sum) either way;
+    # only its cost differs (simulations/dp_step.py measures both).
+    dp_grad_sample_mode: str = knob("hooks", "how DP-SGD clips each example: `hooks` (Opacus's per-example "
+                                    "gradients of every layer, kept until the step) or `ghost` (two backward "
+                                    "passes and per-example gradient norms only; client/ghost.py)")
     # Public and fixed: a delta derived from a node's data size would itself disclose that size.
     target_delta: float = knob(1e-6, "delta: public and fixed, never derived from a node's data (at most 1e-3)")
     accountant: str = knob("pld", "Google `dp_accounting`'s PLD accountant, replace-one adjacency")
@@ -255,6 +261,9 @@ class PrivacyConfig:
             raise FedrecError(f"max-grad-norm must be > 0, got {self.max_grad_norm}")
         if not 0 < float(self.target_delta) <= 1e-3:
             raise FedrecError(f"target-delta must be in (0, 1e-3], got {self.target_delta}")
+        if self.dp_grad_sample_mode not in GRAD_SAMPLE_MODES:
+            raise FedrecError(f"dp-grad-sample-mode must be one of {', '.join(GRAD_SAMPLE_MODES)}, "
+                              f"got '{self.dp_grad_sample_mode}'")
         if self.accountant not in ACCOUNTANTS:
             raise FedrecError(f"accountant must be one of {', '.join(ACCOUNTANTS)}, got '{self.accountant}'")
         for name in ("target_epsilon", "noise_multiplier", "max_grad_norm", "target_delta",

@@ -133,6 +133,15 @@ def test_local_steps_set_the_dp_steps_the_accountant_counts() -> None:
     assert plan_round(state, cfg, 100, 10, local_epochs=2, planned_rounds=5, local_steps=3)[1].steps == 3
 
 
+def test_the_round_plan_carries_the_grad_sample_mode_to_local_fit() -> None:
+    from client.privacy import new_state, plan_round
+    from shared.config import PrivacyConfig
+
+    for mode in ("hooks", "ghost"):
+        cfg = PrivacyConfig(noise_multiplier=1.0, dp_grad_sample_mode=mode)
+        assert plan_round(new_state("user-0", "user", cfg), cfg, 100, 10, 1, 5)[1].grad_sample_mode == mode
+
+
 def test_fedprox_pulls_each_local_step_back_towards_the_global_weights(csv_dir: Path, tmp_path: Path) -> None:
     """FedProx's mu travels in its strategy's train message; after each optimizer step the client
     moves every weight lr * mu of the way back to the global one. At lr * mu = 1 the update is

@@ -62,6 +62,7 @@ def test_the_shipped_defaults_validate() -> None:
     (TrainConfig, "optimizer", "adam", "optimizer must be one of adamw, sgd, got 'adam'"),
     (FederationConfig, "server-tau", 0.0, "server-lr and server-tau must be > 0"),
     (ModelConfig, "text-finetune-layers", 9, "text-finetune-layers must be 0..6"),
+    (PrivacyConfig, "dp-grad-sample-mode", "functorch", "dp-grad-sample-mode must be one of hooks, ghost"),
 ])  # fmt: skip
 def test_bad_values_are_refused_with_the_key_name(cls, key, value, match) -> None:
     with pytest.raises(FedrecError, match=match):

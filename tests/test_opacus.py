@@ -1,5 +1,8 @@
-"""The model trains under Opacus DP-SGD: per-sample gradients for every trainable layer type."""
+"""The model trains under Opacus DP-SGD: per-sample gradients for every trainable layer type, and
+ghost clipping (client/ghost.py) that clips exactly as they do."""
 
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -7,10 +10,16 @@ import torch
 from conftest import make_tiny, write_csv
 from opacus import PrivacyEngine
 
+import client.training
+from client.data import LocalData
+from client.privacy import RoundPlan
+from client.training import local_fit
 from shared.config import DataConfig, ModelConfig, TrainConfig
 from shared.data.dataset import build_dataset
 from shared.data.readers import read_directory
+from shared.errors import FedrecError
 from shared.models.batches import base_batch, training_sequences
+from shared.models.params import flat_trainable, load_flat
 from shared.models.text_encoder import bert_layer, load_text_model
 from shared.models.training import build_model
 
@@ -95,3 +104,93 @@ def test_text_finetuning_option_trains_under_opacus(setup, tmp_path) -> None:
         module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=1.0, max_grad_norm=1.0)
     dp_step(model, private, optimizer, loader, data, cfg, lambda: top.grad_sample is not None or pytest.fail())
     assert not torch.equal(top, before)
+
+
+@pytest.fixture(scope="module")
+def tied(setup, tmp_path_factory):
+    """A model with every case ghost clipping meets: layers called several times a forward (the
+    item tower's projection, LayerNorm and bias embedding: histories, targets, negatives,
+    candidates; the user-feature embeddings), 4-d inputs (the ranker's (B, R, C, d)), Linears
+    whose norm takes the Gram form (the encoder's, T = 9) and ones whose norm takes the
+    per-example gradient (the item projection and the ranker's, T in the 50s). No ID embedding:
+    hooks mode (Opacus's embedding grad sampler) gives its padding row a gradient that autograd,
+    and so ghost clipping's second pass, does not; on this tiny catalog item 0 is among the
+    ranker's hard negatives."""
+    dataset, _ = setup
+    config = ModelConfig(dim=16, num_layers=1, num_heads=2, max_len=10, use_item_bias=True)
+    return dataset, build_model(dataset, config, tmp_path_factory.mktemp("tied"))
+
+
+@pytest.fixture(scope="module")
+def head(setup, tmp_path_factory):
+    """`tied` with finetune="head": Linears whose weight is frozen and whose bias trains."""
+    dataset, _ = setup
+    config = ModelConfig(dim=16, num_layers=1, num_heads=2, max_len=10, use_item_bias=True, finetune="head")
+    return dataset, build_model(dataset, config, tmp_path_factory.mktemp("head"))
+
+
+def dp_update(dataset, model, plan: RoundPlan, proximal_mu: float = 0.0) -> torch.Tensor:
+    """The shipped DP-SGD (local_fit) on every user under `plan`, with plain SGD at lr 1 and no
+    weight decay: the update is minus the privatised gradient. The model gets its weights back."""
+    local = LocalData(dataset, np.arange(dataset.num_users), 0, "region")
+    cfg = TrainConfig(epochs=1, batch_size=8, num_negatives=6, optimizer="sgd", lr=1.0, weight_decay=0.0, device="cpu")
+    start = flat_trainable(model).clone()
+    local_fit(model, local, training_sequences(dataset, local.users, 10), cfg, 1, proximal_mu, dp=plan)
+    update = flat_trainable(model) - start
+    load_flat(model, start)
+    return update
+
+
+@pytest.mark.parametrize("models", ["tied", "head"])
+def test_ghost_clipping_updates_exactly_as_per_example_gradients_do(models, request, monkeypatch) -> None:
+    """No noise, every user in the one batch (q = 1), C small enough that every example is
+    clipped: ghost clipping's two passes and Opacus's per-example gradients give one update.
+    The OS seed is pinned for the test, so both draw the same negatives and dropout masks."""
+    dataset, model = request.getfixturevalue(models)
+    monkeypatch.setattr(client.training, "secrets", SimpleNamespace(randbits=lambda bits: 1234))
+    norm = 1e-3
+    unclipped = dp_update(dataset, model, RoundPlan(0.0, 1.0, 1, 1e6, "hooks"))
+    hooks = dp_update(dataset, model, RoundPlan(0.0, 1.0, 1, norm, "hooks"))
+    ghost = dp_update(dataset, model, RoundPlan(0.0, 1.0, 1, norm, "ghost"))
+    assert float(unclipped.norm()) > 100 * norm  # so the clipping binds, for every example
+    assert 0 < float(hooks.norm()) <= norm * (1 + 1e-4)
+    torch.testing.assert_close(ghost, hooks, rtol=1e-4, atol=1e-4 * float(hooks.abs().max()))
+
+
+@pytest.mark.parametrize("mode", ["hooks", "ghost"])
+def test_fedprox_steps_back_after_every_dp_step_in_both_modes(tied, mode: str) -> None:
+    """FedProx's proximal step runs after each noisy step: at lr * mu = 1 it returns every weight
+    to the global one, so three noisy steps leave no update."""
+    dataset, model = tied
+    noisy = dp_update(dataset, model, RoundPlan(1.0, 0.5, 3, 1.0, mode))
+    pulled_back = dp_update(dataset, model, RoundPlan(1.0, 0.5, 3, 1.0, mode), proximal_mu=1.0)
+    assert float(pulled_back.norm()) < 1e-5 * float(noisy.norm())
+
+
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")  # x is no leaf that needs a gradient
+def test_ghost_clipping_refuses_a_parameter_without_a_norm_by_name() -> None:
+    """A trainable layer called outside the loss has no per-example gradient norm: the step is
+    refused, naming it, rather than letting a norm be missing from the clipping; closing the
+    wrapper then leaves nothing of the step behind."""
+    from opacus.optimizers import DPOptimizerFastGradientClipping
+
+    from client.ghost import GhostClipping
+
+    class Model(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.used, self.unused = torch.nn.Linear(3, 1), torch.nn.Linear(3, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.unused(x)  # its output never reaches the loss
+            return self.used(x).squeeze(-1)
+
+    model = Model()
+    private = GhostClipping(model, 1.0)
+    optimizer = DPOptimizerFastGradientClipping(torch.optim.SGD(model.parameters(), lr=0.1), noise_multiplier=1.0,
+                                                max_grad_norm=1.0, expected_batch_size=4)  # fmt: skip
+    with pytest.raises(FedrecError, match="no per-example gradient norm for 'unused.weight'"):
+        private.backward(private(torch.randn(4, 3)) ** 2, optimizer)
+    private._close()
+    # Nothing of the failed step stays on the model, which serves the process's next client.
+    assert not any(hasattr(m, "activations") or hasattr(p, "_norm_sample") for m in model.modules() for p in m.parameters())

@@ -382,7 +382,8 @@ def test_a_gradient_canary_is_hidden_by_noise_nobody_can_regenerate(csv_dir: Pat
     assert residual > 0.5 * step
 
 
-def test_an_empty_poisson_batch_takes_a_noise_only_step(csv_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["hooks", "ghost"])
+def test_an_empty_poisson_batch_takes_a_noise_only_step(csv_dir: Path, tmp_path: Path, mode: str) -> None:
     """q so small that every batch is empty: no example is used, yet every planned step runs
     and adds noise, so the weights move and the history counts every step as executed."""
     from client.privacy import RoundPlan
@@ -394,7 +395,7 @@ def test_an_empty_poisson_batch_takes_a_noise_only_step(csv_dir: Path, tmp_path:
     model = local_model(cfg, local.dataset)
     data = local_examples(model, local, "user")
     before = flat_trainable(model).clone()
-    plan = RoundPlan(noise_multiplier=1.0, sample_rate=1e-9, steps=4, max_grad_norm=1.0)
+    plan = RoundPlan(noise_multiplier=1.0, sample_rate=1e-9, steps=4, max_grad_norm=1.0, grad_sample_mode=mode)
     metrics = local_fit(model, local, data, train_config({**cfg, "optimizer": "sgd"}), 1, dp=plan)
     assert metrics["dp-steps"] == 4
     assert not torch.equal(before, flat_trainable(model))
@@ -423,14 +424,15 @@ def _dp_step_update(csv_dir: Path, tmp_path: Path, plan, rows: slice = slice(Non
     return update, len(data)
 
 
-def test_the_dp_step_clips_each_example_to_the_norm(csv_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["hooks", "ghost"])
+def test_the_dp_step_clips_each_example_to_the_norm(csv_dir: Path, tmp_path: Path, mode: str) -> None:
     """No noise, every example in the batch (q = 1, so B = n), a norm far below any gradient's:
     one example moves the weights by exactly C / 1; n examples by at most n C / n, and by more
     than C / n, which clipping the batch's summed gradient (not each example's) would give."""
     from client.privacy import RoundPlan
 
     norm = 1e-3
-    plan = RoundPlan(noise_multiplier=0.0, sample_rate=1.0, steps=1, max_grad_norm=norm)
+    plan = RoundPlan(noise_multiplier=0.0, sample_rate=1.0, steps=1, max_grad_norm=norm, grad_sample_mode=mode)
     one, n1 = _dp_step_update(csv_dir, tmp_path, plan, slice(0, 1))
     assert n1 == 1 and float(one.norm()) == pytest.approx(norm, rel=1e-3)
     every, n = _dp_step_update(csv_dir, tmp_path, plan)
@@ -438,7 +440,8 @@ def test_the_dp_step_clips_each_example_to_the_norm(csv_dir: Path, tmp_path: Pat
     assert 1.5 * norm / n < float(every.norm()) <= norm * (1 + 1e-3)
 
 
-def test_the_dp_step_adds_gaussian_noise_of_std_sigma_c_over_b(csv_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["hooks", "ghost"])
+def test_the_dp_step_adds_gaussian_noise_of_std_sigma_c_over_b(csv_dir: Path, tmp_path: Path, mode: str) -> None:
     """The noise, measured over every trainable weight: 4 steps at q = 0.5 add N(0, (sigma C / B)^2)
     each, B = q n the expected batch size whatever each Poisson batch holds, so the update's
     per-weight std is sigma C sqrt(4) / B. C is tiny: the clipped gradients (at most C per step)
@@ -446,7 +449,7 @@ def test_the_dp_step_adds_gaussian_noise_of_std_sigma_c_over_b(csv_dir: Path, tm
     from client.privacy import RoundPlan
 
     sigma, norm, steps, q = 2.0, 1e-3, 4, 0.5
-    update, n = _dp_step_update(csv_dir, tmp_path, RoundPlan(sigma, q, steps, norm))
+    update, n = _dp_step_update(csv_dir, tmp_path, RoundPlan(sigma, q, steps, norm, mode))
     expected = sigma * norm * steps**0.5 / max(1, round(q * n))
     assert update.numel() > 5_000  # enough weights for a 5% check (1/sqrt(2d) < 1%)
     assert float(update.pow(2).mean().sqrt()) == pytest.approx(expected, rel=0.05)

@@ -28,6 +28,8 @@ from shared.models.text_encoder import item_embeddings
 
 log = logging.getLogger(__name__)
 
+Backward = Callable[[torch.Tensor], None]  # per-example losses (B,) -> gradients on the parameters
+
 
 def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
@@ -108,12 +110,15 @@ def train_epoch(
     progress: bool = True,
     after_step: Callable[[], None] | None = None,
     empty_step: Callable[[], None] | None = None,
+    backward: Backward | None = None,
 ) -> dict[str, float]:
     """One pass of the joint loss. `model` is what is stepped (the Recommender itself, or its
     Opacus wrapper) over a catalog of `num_items`.
     `batches` (row indices) default to a seeded shuffle in `batch_size` chunks. `after_step`, if
     given, runs after each optimizer step (FedProx's proximal step); `empty_step` is what an
-    empty batch does (DP-SGD's noise-only step), else it is skipped."""
+    empty batch does (DP-SGD's noise-only step), else it is skipped. `backward` turns the
+    model's per-example losses into gradients (ghost clipping's two passes); by default, their
+    mean's backward."""
     if batches is None:
         order = rng.permutation(len(data))
         batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
@@ -130,8 +135,10 @@ def train_epoch(
         batch = {k: v.to(device) for k, v in batch.items()}
         out = model(batch)
         optimizer.zero_grad(set_to_none=True)
-        loss = out["loss"].mean()
-        loss.backward()
+        if backward:
+            backward(out["loss"])
+        else:
+            out["loss"].mean().backward()
         optimizer.step()
         if after_step:
             after_step()
