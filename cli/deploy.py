@@ -71,9 +71,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     node.add_argument("--max-grad-norm", type=float, help="the largest clipping norm it accepts (default 1)")
     node.add_argument("--min-eval-users", type=int,
                       help="the fewest users whose mean evaluation metrics it sends (default 20)")
-    # The startup check filters as a run will (a run's own min-interactions applies in it).
-    node.add_argument("--min-interactions", type=int, default=5, help="for the startup check of the data")
-    node.add_argument("--rating-threshold", type=float, default=0.0, help="for the startup check of the data")
+    # The node's own filters: the startup check and every run use them, whatever the run config says.
+    node.add_argument("--min-interactions", type=int, default=5,
+                      help="users with fewer interactions are dropped, in every run (the run config's is ignored)")
+    node.add_argument("--rating-threshold", type=float, default=0.0,
+                      help="ratings below it are not interactions, in every run (the run config's is ignored)")
     node.set_defaults(run=run_supernode)
 
 

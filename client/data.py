@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,17 @@ def _load_node(data: DataConfig, directory: str, catalog: str) -> Dataset:
     return load_node_dataset(Path(directory), data, public)
 
 
+def node_filters(data: DataConfig, node_config: Mapping[str, Any]) -> DataConfig:
+    """`data` with a deployed node's own filters: its operator's min-interactions and
+    rating-threshold (node config, set by `fedrec deploy supernode`), all of its users. Never the
+    run config's: a server varying them, or max-users, across runs could difference two replies
+    (user counts, metric means) down to one user."""
+    defaults = DataConfig()
+    return replace(data, max_users=0,
+                   min_interactions=int(node_config.get("min-interactions", defaults.min_interactions)),
+                   rating_threshold=float(node_config.get("rating-threshold", defaults.rating_threshold)))  # fmt: skip
+
+
 def local_data(run_config: Mapping[str, Any], node_config: Mapping[str, Any]) -> LocalData:
     """The users this node holds: every user in its node config's `data-path` (an edge node's own
     data, on the federation's catalog: its node config's `catalog-path`, else the run's), or, in
@@ -72,6 +83,7 @@ def local_data(run_config: Mapping[str, Any], node_config: Mapping[str, Any]) ->
             raise FedrecError(f"node config data-path '{directory}': no such directory")
         if from_run_config(AuditConfig, run_config).audit_canaries:
             raise FedrecError("audit-canaries is for simulations: an edge node trains on its own data only")
+        data = node_filters(data, node_config)
         catalog = str(node_config.get("catalog-path") or data.catalog_path)
         dataset = _load_node(data, str(directory.resolve()), str(Path(catalog).expanduser().resolve()) if catalog else "")
         return LocalData(dataset=dataset, users=np.arange(dataset.num_users), partition_id=pid, scheme=NODE)

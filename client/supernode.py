@@ -156,7 +156,9 @@ def supernode_command(cfg: SuperNodeConfig) -> list[str]:
         log.info("SuperLink %s: certificate verified by %s; this node's key %s (%s) is registered as SuperNode %d",
                  cfg.superlink, cfg.ca, cfg.key, key_fingerprint(cfg.key), node_id)  # fmt: skip
     node_config = (f"partition-id={cfg.partition_id} data-path='{cfg.data_path.resolve()}' "
-                   f"catalog-path='{cfg.catalog.expanduser().resolve()}' state-dir='{cfg.state_dir.resolve()}'")  # fmt: skip
+                   f"catalog-path='{cfg.catalog.expanduser().resolve()}' state-dir='{cfg.state_dir.resolve()}' "
+                   # Its data is filtered as its operator set, in the startup check and in every run.
+                   f"min-interactions={cfg.filters.min_interactions} rating-threshold={cfg.filters.rating_threshold}")  # fmt: skip
     return cmd + [
         "--superlink", cfg.superlink, "--node-config", node_config,
         "--isolation", "subprocess", "--port", str(cfg.clientappio_port),

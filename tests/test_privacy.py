@@ -570,3 +570,22 @@ def test_central_epsilon_counts_every_release_across_a_resume(tmp_path: Path) ->
     acc.compose(dp_event.GaussianDpEvent(0.8), 3)
     assert central["releases"] == 3 and central["epsilon"] == pytest.approx(acc.get_epsilon(1e-6), rel=2e-3)
     assert central["epsilon"] == central_epsilon(0.8, 3, 1e-6) > central["history"][1]["epsilon"]
+
+
+def test_a_deployed_node_filters_its_data_as_its_operator_set_not_as_the_run_config_asks(csv_dir: Path,
+                                                                                          tmp_path: Path) -> None:  # fmt: skip
+    """The user count leaves a node (FedAvg's weight, q = B / n) and evaluation sends means over
+    its users: a server varying max-users, min-interactions or rating-threshold across runs could
+    difference two replies down to one user. A node with a data-path ignores all three."""
+    from cli import main
+
+    cfg = run_config(csv_dir, tmp_path / "cache", tmp_path / "out")
+    assert main(["catalog", "build", "--dataset", "csv", "--path", str(csv_dir), "--out", str(tmp_path / "catalog")]) == 0
+    deployed = {"partition-id": 0, "data-path": str(csv_dir), "catalog-path": str(tmp_path / "catalog"),
+                "min-interactions": 3}  # fmt: skip
+    own = local_data(cfg, deployed)
+    assert own.scheme == "node" and len(own.users) > 2
+    asked = {**cfg, "max-users": 2, "min-interactions": 10, "rating-threshold": 4.0}
+    assert len(local_data(asked, deployed).users) == len(own.users)
+    # The operator's own filter does apply: a stricter one keeps fewer users.
+    assert len(local_data(cfg, {**deployed, "min-interactions": 10}).users) < len(own.users)
