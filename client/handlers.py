@@ -32,6 +32,7 @@ from client.training import local_evaluate, local_examples, local_fit
 from shared.config import RunConfig, TrainConfig
 from shared.data.consent import NON_CONSENTED, consented_users
 from shared.data.dataset import CATALOG_KEY, check_catalog_fingerprint
+from shared.errors import FedrecError
 from shared.models.params import flat_trainable, load_flat, num_trainable
 from shared.privacy.accounting import privacy_unit
 from shared.privacy.central import CLIPPING_NORM_KEY, UNIFORM_WEIGHT, clip_update
@@ -62,7 +63,7 @@ def train(msg: Message, context: Context) -> Message:
     config = msg.content["config"]
     check_catalog_fingerprint(local.dataset, str(config.get(CATALOG_KEY, "")))
     model = local_model(context.run_config, local.dataset)
-    global_weights = weights_vector(msg.content["arrays"], num_trainable(model))
+    global_weights = finite_weights(msg.content["arrays"], num_trainable(model))
     load_flat(model, global_weights)  # copies: global_weights stays the round's start
     server_round = int(config.get("server-round", 0))
     run = RunConfig.parse(context.run_config)
@@ -103,6 +104,15 @@ def train(msg: Message, context: Context) -> Message:
     return Message(content, reply_to=msg)
 
 
+def finite_weights(arrays: Any, size: int) -> torch.Tensor:
+    """The server's weights, refused when any is not finite: a NaN or inf placed where one user's
+    data reaches it would make what the node sends depend on that user beyond what DP bounds."""
+    weights = weights_vector(arrays, size)
+    if not bool(torch.isfinite(weights).all()):
+        raise FedrecError("the server sent weights that are not finite (NaN or inf); refusing them")
+    return weights
+
+
 def _consented(local: LocalData, run: RunConfig, node_config: Mapping[str, Any]) -> np.ndarray:
     """This node's consented users. A deployed node (it has a state directory) takes consent from
     its own data's flags only: a fraction drawn with the run config's seed is a simulation device,
@@ -117,18 +127,20 @@ def evaluate(msg: Message, context: Context) -> Message:
     local = local_data(context.run_config, context.node_config)
     check_catalog_fingerprint(local.dataset, str(msg.content["config"].get(CATALOG_KEY, "")))
     model = local_model(context.run_config, local.dataset)
-    load_flat(model, weights_vector(msg.content["arrays"], num_trainable(model)))
+    load_flat(model, finite_weights(msg.content["arrays"], num_trainable(model)))
     stage = str(msg.content["config"].get("stage", "valid"))
     run = RunConfig.parse(context.run_config)
     set_threads(run.local_train, context.node_config)
     device = run.train.resolved_device()
     privacy = run.privacy
     policy = node_policy(context.node_config, privacy)
-    private = privacy.dp or privacy.central_dp or policy.dp_required
+    # A deployed node's floor holds even in a run without DP (its operator may allow those).
+    private = privacy.dp or privacy.central_dp or policy.dp_required or bool(context.node_config.get("state-dir"))
     if str(msg.content["config"].get("users", "all")) == NON_CONSENTED:
         # The users whose data reached the model only through this node's DP training.
         local = replace(local, users=np.setdiff1d(local.users, _consented(local, run, context.node_config)))
-    if not len(local.users) or (private and len(local.users) < policy.eval_floor(privacy)):
+    withheld = not policy.evaluate or (private and len(local.users) < policy.eval_floor(privacy))
+    if not len(local.users) or withheld:
         # Too few users for a mean to hide any one of them: nothing is sent.
         return Message(RecordDict({"metrics": MetricRecord({"num-examples": 0})}), reply_to=msg)
     metrics = local_evaluate(model, local, stage, device)

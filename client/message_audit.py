@@ -15,6 +15,7 @@ from pathlib import Path
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
 
+from client.policy import node_policy
 from shared.config import PrivacyConfig, from_run_config
 from shared.wire import WEIGHTS
 
@@ -41,7 +42,11 @@ PRIVACY_KEYS = {"client-id", "partition-id", "unit", "status", "noise-multiplier
 
 def describe(msg: Message, dp: bool = False) -> dict:
     """A reply's structure: no values, only names, types, dtypes and shapes; and whether the run
-    asked for DP, which narrows what may be sent."""
+    asked for DP, which narrows what may be sent. An error carries no records but a text that
+    leaves the node: its kind and length are written down (the text stays in the node's log)."""
+    if msg.has_error():  # e.g. SecAgg+'s mod reporting a failed stage
+        return {"message_type": msg.metadata.message_type, "dp": dp, "records": {},
+                "error": {"code": int(msg.error.code), "reason_chars": len(msg.error.reason or "")}}  # fmt: skip
     records = {}
     for name, record in msg.content.items():
         if isinstance(record, ArrayRecord):
@@ -89,17 +94,30 @@ def audit_path(state_dir: Path, node_id: int) -> Path:
     return state_dir / f"messages-{node_id}.jsonl"
 
 
+def _append(directory: Path, node_id: int, line: dict) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(audit_path(directory, node_id), "a", encoding="utf-8") as f:
+        f.write(json.dumps(line) + "\n")
+
+
 def message_audit_mod(state_dir_of: Callable[[Context], Path]):  # type: ignore[no-untyped-def]
-    """A ClientApp mod appending every reply's description when the run asks for it."""
+    """A ClientApp mod appending every reply's description, error replies included, when the run
+    or the node's own policy asks for it (a server cannot switch a node's audit off)."""
 
     def mod(msg: Message, context: Context, call_next):  # type: ignore[no-untyped-def]
-        reply = call_next(msg, context)
         privacy = from_run_config(PrivacyConfig, context.run_config)
-        if privacy.audit_messages and not reply.has_error():
-            directory = state_dir_of(context)
-            directory.mkdir(parents=True, exist_ok=True)
-            with open(audit_path(directory, context.node_id), "a", encoding="utf-8") as f:
-                f.write(json.dumps(describe(reply, privacy.dp)) + "\n")
+        audit = privacy.audit_messages or node_policy(context.node_config, privacy).audit_messages
+        try:
+            reply = call_next(msg, context)
+        except Exception as err:
+            # Flower turns the exception into an error reply whose text leaves the node.
+            if audit:
+                _append(state_dir_of(context), context.node_id, {
+                    "message_type": msg.metadata.message_type, "dp": privacy.dp, "records": {},
+                    "error": {"type": type(err).__name__, "reason_chars": len(str(err))}})  # fmt: skip
+            raise
+        if audit:
+            _append(state_dir_of(context), context.node_id, describe(reply, privacy.dp))
         return reply
 
     return mod

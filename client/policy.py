@@ -37,6 +37,16 @@ class NodePolicy:
     # Evaluation metrics are released without noise. The run config's min-eval-users comes from
     # the server, which could set it to 1 and read one user's outcome: the node's floor holds.
     min_eval_users: int = 20
+    # Metrics are exact means of a function of the weights the server sends, which it can make
+    # depend on one user's data: a node that must not answer such queries sends none.
+    evaluate: bool = True
+    # The node's own message audit (client/message_audit.py), on whatever the run config says.
+    audit_messages: bool = False
+    # Ghost clipping (client/ghost.py) cannot yet leave out an example whose gradient is not finite:
+    # weights a server crafted to overflow on one user's features would turn the whole update into
+    # NaN, a bit about that user. Hooks mode zeroes such an example (client/training.py), so a
+    # deployed node clips with hooks whatever the run config asks.
+    ghost_clipping: bool = False
 
     def __post_init__(self) -> None:
         if float(self.max_epsilon) <= 0 or not 0 < float(self.max_delta) < 1:
@@ -81,7 +91,7 @@ def simulated_policy(cfg: PrivacyConfig) -> NodePolicy:
     """A simulated node's policy: exactly what the run config asks, so it never refuses."""
     return NodePolicy(dp_required=cfg.dp, max_epsilon=cfg.target_epsilon, max_delta=cfg.target_delta,
                       min_noise_multiplier=0.0, max_grad_norm=cfg.max_grad_norm, accountant=cfg.accountant,
-                      min_eval_users=cfg.min_eval_users)  # fmt: skip
+                      min_eval_users=cfg.min_eval_users, ghost_clipping=True)  # fmt: skip
 
 
 def read_policy(path: Path) -> NodePolicy:

@@ -113,7 +113,8 @@ def plan_round(
         remaining = max(planned_rounds - len(state.history), 1)
         sigma = calibrate_sigma(state.budget, state.delta, q, remaining * steps)
         state = replace(state, noise_multiplier=policy.noise_floor(sigma) if policy else sigma)
-    return state, RoundPlan(state.noise_multiplier, q, steps, cfg.max_grad_norm, cfg.dp_grad_sample_mode)
+    ghost = cfg.dp_grad_sample_mode == "ghost" and (policy is None or policy.ghost_clipping)
+    return state, RoundPlan(state.noise_multiplier, q, steps, cfg.max_grad_norm, "ghost" if ghost else "hooks")
 
 
 def epsilon_after(state: PrivacyState, plan: RoundPlan) -> float:

@@ -117,7 +117,25 @@ def dp_sgd(
         ghost = GhostClipping(model, plan.max_grad_norm)
         dp_optimizer = DPOptimizerFastGradientClipping(optimizer, **kwargs)
         return ghost, dp_optimizer, lambda losses: ghost.backward(losses, dp_optimizer)
-    return GradSampleModule(model), DPOptimizer(optimizer, **kwargs), None
+    return GradSampleModule(model), FiniteDPOptimizer(optimizer, **kwargs), None
+
+
+class FiniteDPOptimizer(DPOptimizer):
+    """Opacus's DPOptimizer, except that an example whose per-example gradient is not finite
+    contributes nothing. Opacus's clip factor C / (norm + 1e-6) is NaN for such an example, and
+    one NaN makes the whole noisy sum NaN: weights a server crafted to overflow on one user's
+    features would learn, from a NaN update, whether that user was in the batch. A zero gradient
+    is within the sensitivity the accountant assumes (any example's contribution has norm <= C)."""
+
+    def clip_and_accumulate(self) -> None:
+        flat = [self._get_flat_grad_sample(p) for p in self.params]
+        if len(flat[0]):
+            finite = torch.stack([torch.isfinite(g.reshape(len(g), -1)).all(dim=1) for g in flat]).all(dim=0)
+            if not bool(finite.all()):
+                for p, g in zip(self.params, flat):
+                    keep = finite.view(-1, *[1] * (g.dim() - 1))
+                    p.grad_sample = torch.where(keep, g, torch.zeros((), dtype=g.dtype))
+        super().clip_and_accumulate()
 
 
 def seed_device(seed: int, device: str) -> None:

@@ -29,10 +29,12 @@ SCOPE = ("The guarantee covers the model updates a node sends (DP-SGD's output),
          "server, other nodes and whoever reads the final model, with the noise and the Poisson "
          "sampling drawn from the operating system's secure source (no party holding the run "
          "config can replay them). It does not cover: evaluation metrics, released without noise "
-         "as means over a node's users (a node with fewer than min-eval-users users sends none); "
-         "the held-out validation and test interactions that drive those metrics (they are never "
-         "trained on, and are outside the unit); a node's example count (public under replace-one "
-         "adjacency, and sent as FedAvg's weight).")
+         "as means over a node's users (a node with fewer users than its policy's min-eval-users "
+         "sends none), which a server choosing the evaluated weights can make depend on one user's "
+         "held-out items, features or training history: the floor does not prevent that, so a node "
+         "that must not answer such queries refuses to evaluate; the held-out validation and test "
+         "interactions (never trained on, outside the unit); a node's example count (public under "
+         "replace-one adjacency, and sent as FedAvg's weight); the time a node takes to reply.")
 UNIT_MEANING = {
     EXAMPLE: ("example-level: one training example, i.e. one interaction as the target with up to max-len "
               "earlier interactions as context and the user's side features. Not covered: a single "

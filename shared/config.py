@@ -47,11 +47,13 @@ class DataConfig:
     catalog_path: str = knob("", "a public catalog directory (`fedrec catalog build`): the server reads it and "
                              "nothing else, nodes index their own data on it (a node's own `catalog-path` node "
                              "config comes first); `\"\"`: derived from `dataset` (simulation)")
-    min_interactions: int = knob(5, "users with fewer interactions are dropped (at least 3)")
-    rating_threshold: float = knob(0.0, "ratings below it are not interactions")
+    min_interactions: int = knob(5, "users with fewer interactions are dropped (at least 3); a deployed node "
+                                 "applies its own (`fedrec deploy supernode --min-interactions`)")
+    rating_threshold: float = knob(0.0, "ratings below it are not interactions; a deployed node applies its own")
     text_columns: str = knob("", "item columns the item text is built from, comma-separated (e.g. "
                              "`title,author,publisher`); empty: every string column but `item_id`")
-    max_users: int = knob(0, "keep only the first N users (scale experiments); `0`: all")
+    max_users: int = knob(0, "keep only the first N users (scale experiments); `0`: all; a deployed node "
+                               "keeps all of its users")
     # Consent is decided per user by users.csv's column where there is one (shared/data/consent.py).
     consent_fraction: float = knob(0.0, "simulation: the share of users who authorise central use of their "
                                    "data, drawn with `seed` (a `consent` column in `users.csv` decides instead)")
@@ -229,7 +231,8 @@ class PrivacyConfig:
     # only its cost differs (simulations/dp_step.py measures both).
     dp_grad_sample_mode: str = knob("hooks", "how DP-SGD clips each example: `hooks` (Opacus's per-example "
                                     "gradients of every layer, kept until the step) or `ghost` (two backward "
-                                    "passes and per-example gradient norms only; client/ghost.py)")
+                                    "passes and per-example gradient norms only; client/ghost.py). A deployed node "
+                                    "clips with hooks whatever this says (client/policy.py)")
     # Public and fixed: a delta derived from a node's data size would itself disclose that size.
     target_delta: float = knob(1e-6, "delta: public and fixed, never derived from a node's data (at most 1e-3)")
     accountant: str = knob("pld", "Google `dp_accounting`'s PLD accountant, replace-one adjacency")
@@ -246,7 +249,8 @@ class PrivacyConfig:
     audit_messages: bool = knob(False, "each node appends the shape (never the values) of every reply it sends "
                                 "to `messages-<node>.jsonl` in its state directory (client/message_audit.py)")
     # A one-user client's metric is exactly that user's own outcome.
-    min_eval_users: int = knob(20, "under DP, a node with fewer users sends no evaluation metrics")
+    min_eval_users: int = knob(20, "under DP, a node with fewer users sends no evaluation metrics (a deployed node "
+                                                       "keeps its own policy's floor when it is higher)")
 
     def __post_init__(self) -> None:
         if self.central_dp and float(self.central_noise_multiplier) <= 0:

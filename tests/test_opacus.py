@@ -194,3 +194,37 @@ def test_ghost_clipping_refuses_a_parameter_without_a_norm_by_name() -> None:
     private._close()
     # Nothing of the failed step stays on the model, which serves the process's next client.
     assert not any(hasattr(m, "activations") or hasattr(p, "_norm_sample") for m in model.modules() for p in m.parameters())
+
+
+def test_an_example_whose_gradient_is_not_finite_contributes_nothing_to_the_dp_step() -> None:
+    """Weights a server crafted to overflow on one user's data make that example's gradient
+    non-finite. Opacus's DPOptimizer then returns NaN for the whole update, a bit about that
+    user; ours gives the example a zero gradient, within the sensitivity the accountant assumes."""
+    from opacus import GradSampleModule
+    from opacus.optimizers import DPOptimizer
+
+    from client.training import FiniteDPOptimizer
+
+    def update(optimizer_cls: type, rows: torch.Tensor) -> torch.Tensor:
+        torch.manual_seed(0)
+        layer = torch.nn.Linear(3, 1)
+        start = torch.cat([p.detach().flatten().clone() for p in layer.parameters()])
+        # Summed losses: each example's gradient is its own, whatever the batch holds.
+        model = GradSampleModule(layer, loss_reduction="sum")
+        optimizer = optimizer_cls(torch.optim.SGD(model.parameters(), lr=1.0), noise_multiplier=0.0,
+                                  max_grad_norm=0.5, expected_batch_size=3, loss_reduction="sum")  # fmt: skip
+        model(rows).pow(2).sum().backward()
+        optimizer.step()
+        model._close()
+        return torch.cat([p.detach().flatten() for p in layer.parameters()]) - start
+
+    x = torch.tensor([[1.0, 2.0, 0.5], [0.3, -1.0, 2.0], [2.0, 0.0, 1.0]])
+    poisoned = x.clone()
+    poisoned[1, 0] = float("inf")  # example 1 meets the crafted overflow
+    assert not torch.isfinite(update(DPOptimizer, poisoned)).all()  # Opacus alone: NaN for everyone
+    got = update(FiniteDPOptimizer, poisoned)
+    assert torch.isfinite(got).all()
+    # Example 1's bias gradient is NaN too (its output is inf): it is left out whole, so the update
+    # is the other two examples' clipped gradients, as if example 1 had not been sampled.
+    only_two = update(FiniteDPOptimizer, x[[0, 2]])
+    assert torch.allclose(got, only_two, atol=1e-6)

@@ -473,6 +473,26 @@ def test_under_dp_no_training_metric_leaves_the_node(csv_dir: Path, tmp_path: Pa
     assert violations(line, num_trainable(model)) == ["metric 'train-loss'"]
 
 
+def test_a_node_audits_its_replies_errors_included_when_its_policy_says_so(csv_dir: Path, tmp_path: Path) -> None:
+    """The run config asks for no audit; the node's operator does, and the server cannot turn it
+    off. A failed message (here: weights that are not finite) is written down too."""
+    from client.app import app
+    from client.message_audit import audit_path, violations
+    from client.policy import NodePolicy, write_policy
+
+    cfg = run_config(csv_dir, tmp_path / "cache", tmp_path / "out")
+    write_policy(tmp_path / "s", NodePolicy(audit_messages=True))
+    model = local_model(cfg, local_data(cfg, {"partition-id": 0, "num-partitions": 2}).dataset)
+    app(train_message(model, 1), node(cfg, tmp_path / "s"))
+    bad = train_message(model, 1)
+    bad.content["arrays"] = to_record({"w": torch.full((num_trainable(model),), float("nan"))})
+    with pytest.raises(FedrecError, match="not finite"):
+        app(bad, node(cfg, tmp_path / "s"))
+    ok, failed = [json.loads(x) for x in audit_path(tmp_path / "s", 1).read_text().splitlines()]
+    assert "arrays" in ok["records"] and violations(ok, num_trainable(model)) == []
+    assert failed["message_type"] == "train" and failed["error"]["type"] == "FedrecError"
+
+
 def test_a_node_refuses_a_run_config_below_its_policy_and_the_ledger_says_why(csv_dir: Path, tmp_path: Path) -> None:
     """The node's policy, not the server's run config, decides: dp=false, or a larger epsilon than
     the node allows, is refused with the key and the reason; the server ledgers the refusal and
@@ -515,6 +535,9 @@ def test_a_small_node_sends_no_evaluation_metrics_under_dp(csv_dir: Path, tmp_pa
     write_policy(tmp_path / "s", NodePolicy(min_eval_users=1))
     reply = evaluate(msg, node({**cfg, "min-eval-users": 1}, tmp_path / "s"))
     assert reply.content["metrics"]["num-examples"] > 0 and "ranking-full-ndcg@10" in reply.content["metrics"]
+    # ... and can refuse to answer evaluations at all (their metrics carry no noise).
+    write_policy(tmp_path / "s", NodePolicy(min_eval_users=1, evaluate=False))
+    assert dict(evaluate(msg, node({**cfg, "min-eval-users": 1}, tmp_path / "s")).content["metrics"]) == {"num-examples": 0}
 
 
 def test_a_deployed_node_takes_consent_from_its_data_not_from_the_run_config(csv_dir: Path, tmp_path: Path) -> None:
@@ -589,3 +612,21 @@ def test_a_deployed_node_filters_its_data_as_its_operator_set_not_as_the_run_con
     assert len(local_data(asked, deployed).users) == len(own.users)
     # The operator's own filter does apply: a stricter one keeps fewer users.
     assert len(local_data(cfg, {**deployed, "min-interactions": 10}).users) < len(own.users)
+
+
+def test_a_deployed_node_refuses_weights_that_are_not_finite_and_clips_with_hooks() -> None:
+    """NaN or inf weights, or ghost clipping (which cannot yet leave out an example whose gradient
+    overflows), would let crafted weights turn one user's presence into a NaN update."""
+    from client.handlers import finite_weights
+    from client.policy import NodePolicy, simulated_policy
+    from client.privacy import new_state, plan_round
+
+    weights = torch.zeros(4)
+    assert torch.equal(finite_weights(to_record({"w": weights}), 4), weights)
+    weights[2] = float("nan")
+    with pytest.raises(FedrecError, match="not finite"):
+        finite_weights(to_record({"w": weights}), 4)
+    cfg = PrivacyConfig(dp_grad_sample_mode="ghost", noise_multiplier=1.0)
+    state = new_state("node-0", "user", cfg)
+    assert plan_round(state, cfg, 100, 10, 1, 3, policy=NodePolicy())[1].grad_sample_mode == "hooks"
+    assert plan_round(state, cfg, 100, 10, 1, 3, policy=simulated_policy(cfg))[1].grad_sample_mode == "ghost"
