@@ -75,8 +75,12 @@ def clipped_as_sent(sent: np.ndarray, global_weights: np.ndarray, config: dict) 
 
 
 def fault_mod(msg: Message, context: Context, call_next):  # type: ignore[no-untyped-def]
-    """This node's fault for this round, if the run config rehearses any: a crash or a hang
-    before the handler trains, a NaN or scaled update in place of the one it sends."""
+    """This simulated node's fault for this round, if the run config rehearses any: a crash or a
+    hang before the handler trains, a NaN or scaled update in place of the one it sends."""
+    if context.node_config.get("state-dir"):
+        # A deployed node rehearses nothing a server asks: a hang or a NaN would cost its
+        # operator time and budget for no one's benefit.
+        return call_next(msg, context)
     run = RunConfig.parse(context.run_config)
     server_round = int(msg.content["config"].get("server-round", 0))
     kind = fault_for(run.faults, run.partition.seed, server_round, int(context.node_config.get("partition-id", 0)))

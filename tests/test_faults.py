@@ -44,6 +44,25 @@ def test_a_crash_raises_and_a_hang_outlasts_the_time_it_is_given() -> None:
     before_training("", 10.0)  # no fault: returns at once
 
 
+def test_a_deployed_node_rehearses_no_fault_the_run_config_asks_for(tmp_path) -> None:
+    import time
+
+    from flwr.app import ConfigRecord, Context, Message, Metadata, RecordDict
+
+    from client.faults import InjectedCrash, fault_mod
+
+    config = {"fault-crash-fraction": 1.0}
+    meta = Metadata(run_id=1, message_id="m", src_node_id=0, dst_node_id=1, reply_to_message_id="", group_id="",
+                    created_at=time.time(), ttl=3600.0, message_type="train")  # fmt: skip
+    msg = Message(RecordDict({"config": ConfigRecord({"server-round": 1})}), metadata=meta)
+    simulated = Context(run_id=1, node_id=1, node_config={"partition-id": 0}, state=RecordDict(), run_config=config)
+    with pytest.raises(InjectedCrash):
+        fault_mod(msg, simulated, lambda m, c: "trained")
+    deployed = Context(run_id=1, node_id=1, node_config={"partition-id": 0, "state-dir": str(tmp_path)},
+                       state=RecordDict(), run_config=config)  # fmt: skip
+    assert fault_mod(msg, deployed, lambda m, c: "trained") == "trained"
+
+
 @pytest.fixture(scope="module")
 def faulty_run(tmp_path_factory, text_cache):
     data = write_csv(make_tiny(num_users=40, num_items=40, seed=2), tmp_path_factory.mktemp("d") / "csv")
