@@ -58,8 +58,9 @@ def utility() -> list[str]:
     if (b := load("baselines")) and "movielens-1m" in b["results"]:
         p = b["results"]["movielens-1m"]["popularity"]
         lines.append(_row("popularity", p["full"], p["sampled"], "baselines.json", "popularity"))
-    for name, label in (("centralized", "centralized, text + ID items, 25 epochs (CPU)"),
-                        ("centralized-h200", "centralized, text + ID items, 50 epochs (H200)")):  # fmt: skip
+    for name, label in (("centralized", "centralized, text + ID items, 25 epochs (CPU), BCE retrieval loss"),
+                        ("loss-25-epochs", "centralized, text + ID items, 25 epochs (CPU), sampled softmax"),
+                        ("centralized-h200", "centralized, text + ID items, 50 epochs (H200), BCE")):  # fmt: skip
         if (c := load(name)) and "full" in c["variants"]:
             t = c["variants"]["full"]["test"]["ranking"]
             lines.append(_row(label, t["full"], t["sampled"], f"{name}.json", "centralized"))
