@@ -114,11 +114,11 @@ def finite_weights(arrays: Any, size: int) -> torch.Tensor:
 
 
 def _consented(local: LocalData, run: RunConfig, node_config: Mapping[str, Any]) -> np.ndarray:
-    """This node's consented users. A deployed node (it has a state directory) takes consent from
-    its own data's flags only: a fraction drawn with the run config's seed is a simulation device,
-    and a server choosing fraction and seed could pick subsets that differ by one user and read
-    that user's outcome from the difference of two means."""
-    if node_config.get("state-dir") and local.dataset.consent is None:
+    """This node's consented users. A node on its own data (a data-path) takes consent from that
+    data's flags only: a fraction drawn with the run config's seed is a simulation device, and a
+    server choosing fraction and seed could pick subsets that differ by one user and read that
+    user's outcome from the difference of two means."""
+    if node_config.get("data-path") and local.dataset.consent is None:
         return np.zeros(0, dtype=np.int64)  # no flags: nobody consented
     return consented_users(local.dataset, run.data.consent_fraction, run.partition.seed)
 

@@ -112,6 +112,7 @@ def test_a_node_evaluates_the_users_who_did_not_consent_when_asked(tmp_path: Pat
 
     from client.data import local_data, local_model
     from client.handlers import evaluate
+    from client.policy import NodePolicy, write_policy
 
     d = write_csv(make_tiny(num_users=40), tmp_path / "csv")
     cfg = {**run_config(d, tmp_path / "cache", tmp_path / "out"), "consent-fraction": 0.5, "min-eval-users": 1}
@@ -119,6 +120,7 @@ def test_a_node_evaluates_the_users_who_did_not_consent_when_asked(tmp_path: Pat
     model = local_model(cfg, local.dataset)
     msg = train_message(model, 1)
     msg.content["config"]["stage"] = "test"
+    write_policy(tmp_path / "s", NodePolicy(min_eval_users=1))  # the node's own floor, below its 20 users
     everyone = evaluate(msg, node(cfg, tmp_path / "s"))
     msg.content["config"]["users"] = "non-consented"
     others = evaluate(msg, node(cfg, tmp_path / "s"))

@@ -84,8 +84,10 @@ def test_a_node_on_a_catalog_artifact_reads_nothing_but_its_files_and_the_catalo
     assert export(source, tmp_path / "node", 1) == 0
     assert main(["catalog", "build", "--dataset", "csv", "--path", str(source), "--out", str(tmp_path / "cat")]) == 0
     shutil.rmtree(source)  # the global data is gone: the node needs only its files and the catalog
-    node = local_data({"dataset": "movielens-1m", "min-interactions": 7},
-                      {"partition-id": 1, "data-path": str(tmp_path / "node"), "catalog-path": str(tmp_path / "cat")})
+    # The run config's min-interactions (3) is ignored: the node filters with its own (7).
+    node = local_data({"dataset": "movielens-1m", "min-interactions": 3},
+                      {"partition-id": 1, "data-path": str(tmp_path / "node"), "catalog-path": str(tmp_path / "cat"),
+                       "min-interactions": 7})  # fmt: skip
     assert node.dataset.name == "csv" and node.scheme == "node"
     # Filtering happens on the node, over its own users.
     inter = pd.read_csv(tmp_path / "node" / "interactions.csv", dtype=str)

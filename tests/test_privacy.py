@@ -543,28 +543,30 @@ def test_a_small_node_sends_no_evaluation_metrics_under_dp(csv_dir: Path, tmp_pa
 def test_a_deployed_node_takes_consent_from_its_data_not_from_the_run_config(csv_dir: Path, tmp_path: Path) -> None:
     """A server choosing consent-fraction and seed could otherwise pick two subsets of a node's users
     that differ by one user, and read that user's outcome from the difference of the two means."""
+    from cli import main
     from client.handlers import evaluate
     from client.policy import NodePolicy, write_policy
     from shared.data.consent import NON_CONSENTED
 
     cfg = {**run_config(csv_dir, tmp_path / "cache", tmp_path / "out"), "min-eval-users": 1}
-    model = local_model(cfg, local_data(cfg, {"partition-id": 0, "num-partitions": 2}).dataset)
-    msg = train_message(model, 1)
-    msg.content["config"]["stage"] = "valid"
+    assert main(["catalog", "build", "--dataset", "csv", "--path", str(csv_dir), "--out", str(tmp_path / "catalog")]) == 0
     write_policy(tmp_path / "s", NodePolicy(min_eval_users=1))
+    own_data = {"partition-id": 0, "data-path": str(csv_dir), "catalog-path": str(tmp_path / "catalog"),
+                "state-dir": str(tmp_path / "s")}  # fmt: skip
+    simulated = {"partition-id": 0, "num-partitions": 2}  # a partition of the run's dataset
 
-    def users_evaluated(consent_fraction: float, who: str, ctx: Context) -> float:
+    def users_evaluated(node_config: dict, consent_fraction: float, who: str) -> float:
+        run = {**cfg, "consent-fraction": consent_fraction}
+        msg = train_message(local_model(run, local_data(run, node_config).dataset), 1)
+        msg.content["config"]["stage"] = "valid"
         msg.content["config"]["users"] = who
-        ctx.run_config["consent-fraction"] = consent_fraction
+        ctx = Context(run_id=7, node_id=1, node_config=dict(node_config), state=RecordDict(), run_config=run)
         return float(evaluate(msg, ctx).content["metrics"]["num-examples"])
 
-    everyone = users_evaluated(0.0, "all", node(cfg, tmp_path / "s"))
-    # Deployed, data without consent flags: nobody consented, whatever fraction the server asks.
-    assert users_evaluated(0.9, NON_CONSENTED, node(cfg, tmp_path / "s")) == everyone
-    # Simulated (no state directory of its own): the run config's draw applies.
-    simulated = Context(run_id=7, node_id=1, node_config={"partition-id": 0, "num-partitions": 2},
-                        state=RecordDict(), run_config=dict(cfg))  # fmt: skip
-    assert users_evaluated(0.9, NON_CONSENTED, simulated) < everyone
+    # Its own data without consent flags: nobody consented, whatever fraction the server asks.
+    assert users_evaluated(own_data, 0.9, NON_CONSENTED) == users_evaluated(own_data, 0.0, "all") > 0
+    # Simulated: the run config's draw applies.
+    assert users_evaluated(simulated, 0.9, NON_CONSENTED) < users_evaluated(simulated, 0.0, "all")
 
 
 def test_the_operator_sets_the_policy_and_unset_options_keep_the_saved_ones(tmp_path: Path) -> None:
