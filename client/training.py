@@ -170,7 +170,10 @@ def _noise_step(params: list[torch.Tensor], optimizer: torch.optim.Optimizer,
     mechanism is the analysed one: every planned step adds noise."""
 
     def step() -> None:
-        for p in params:
+        # The previous step's per-example gradients are still there (train_epoch clears them after
+        # the next forward), marked as used: clear them, or Opacus refuses to step on them again.
+        optimizer.zero_grad(set_to_none=True)
+        for p in getattr(optimizer, "params", params):
             if isinstance(optimizer, DPOptimizerFastGradientClipping):  # ghost: noises the summed p.grad
                 p.grad = torch.zeros_like(p)
             else:  # hooks: clips and sums p.grad_sample, here no row
