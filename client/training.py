@@ -87,7 +87,7 @@ def local_fit(
                 after = _proximal_step(params, anchor, proximal_mu, cfg.lr)
                 losses = train_epoch(stepped, num_items, optimizer, data, cfg, rng, device, batches=batches,
                                      progress=False, after_step=after, backward=backward,
-                                     empty_step=_noise_step(params, optimizer, after) if dp else None)  # fmt: skip
+                                     empty_step=_noise_step(optimizer, after) if dp else None)  # fmt: skip
     finally:
         if isinstance(stepped, (GradSampleModule, GhostClipping)):
             stepped._close()  # the model instance serves the process's next client: no hooks left
@@ -163,7 +163,7 @@ def step_batches(n: int, batch_size: int, steps: int, rng: np.random.Generator) 
     return batches[:steps]
 
 
-def _noise_step(params: list[torch.Tensor], optimizer: torch.optim.Optimizer,
+def _noise_step(optimizer: DPOptimizer,
                 after_step: Callable[[], None] | None) -> Callable[[], None]:  # fmt: skip
     """An empty Poisson batch's step: no example, so no gradient, but the noise and the update
     as the accountant counts them (Opacus's DP data loader does the same), so the executed
@@ -173,7 +173,7 @@ def _noise_step(params: list[torch.Tensor], optimizer: torch.optim.Optimizer,
         # The previous step's per-example gradients are still there (train_epoch clears them after
         # the next forward), marked as used: clear them, or Opacus refuses to step on them again.
         optimizer.zero_grad(set_to_none=True)
-        for p in getattr(optimizer, "params", params):
+        for p in optimizer.params:
             if isinstance(optimizer, DPOptimizerFastGradientClipping):  # ghost: noises the summed p.grad
                 p.grad = torch.zeros_like(p)
             else:  # hooks: clips and sums p.grad_sample, here no row
