@@ -1,89 +1,125 @@
-"""End to end through Flower: a private SuperLink, `flwr run`, simulated SuperNodes.
+"""End to end through Flower's real processes: a private SuperLink, `flwr run`, simulated SuperNodes.
 
-Slow (about a minute per run: Ray and the SuperLink start each time), so the slow tier keeps one
-such run, and a SIGTERM of another; resume, budgets, central DP and the rest of the federated
+The slow tier's one real simulation is also its crash test (about a minute per run: Ray and the
+SuperLink start each time). The ServerApp is killed with SIGKILL mid-round 2; the run resumed
+from round 1's checkpoint then finishes as if nothing happened: the last completed checkpoint is
+intact, the ledger counts every client and round once, and checkpoints, metrics, node state and
+the privacy report are all written. Resume, budgets, central DP and the rest of the federated
 behaviour run in one process (tests/test_federation.py).
 """
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
+import torch
 from conftest import as_pairs, make_tiny, tiny_run_config, write_csv
+from safetensors.torch import load_file
 
 from cli import main
+from server import ledger
 from shared.models.checkpoint import load_checkpoint
 
+ROUNDS = 2
 pytestmark = pytest.mark.slow  # real Flower processes
 
 
-def simulate(csv_dir: Path, out: Path, cache: Path, *extra: str) -> int:
-    return main(["simulate", "--num-supernodes", "3", "--run-config",
-                 *as_pairs(tiny_run_config(csv_dir, cache, out)), *extra])  # fmt: skip
+def config(data: Path, out: Path, cache: Path) -> list[str]:
+    # A fixed noise multiplier and a budget no run here can spend: a redone round is spent twice
+    # by its clients (both trainings happened), which must not end the run early. min-eval-users=1:
+    # the tiny nodes hold 10 users each, below the default 20 that sends no metrics.
+    return ["--num-supernodes", "3", "--run-config", *as_pairs(tiny_run_config(
+        data, cache, out, num_server_rounds=ROUNDS, noise_multiplier=1.0, target_epsilon=1000,
+        server_eval=True, min_eval_users=1))]  # fmt: skip
+
+
+def rounds_trained(state: Path) -> list[int]:
+    return [h["round"] for h in json.loads(state.read_text() or "{}").get("history", [])]
 
 
 @pytest.fixture(scope="module")
-def first_run(tmp_path_factory, tiny_csv_module):
-    out = tmp_path_factory.mktemp("out")
-    cache = tmp_path_factory.mktemp("cache")
-    # min-eval-users=1: the tiny nodes hold 4 users each, below the default 20 that sends no metrics
-    assert simulate(tiny_csv_module, out, cache, "num-server-rounds=2", "server-eval=true", "min-eval-users=1") == 0
+def resumed(tmp_path_factory) -> tuple[Path, set[str]]:
+    """A run whose ServerApp was killed -9 while its clients trained round 2, then resumed from
+    round 1's checkpoint: its run directory, and the clients that had trained round 2 before."""
+    tmp = tmp_path_factory.mktemp("crash")
+    data = write_csv(make_tiny(num_users=30, seed=4), tmp / "csv")
+    out, cache = tmp / "out", tmp / "cache"
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "simulate", *config(data, out, cache)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 600
+        while True:  # until a client has trained round 2: the server is mid-round
+            states = list(out.glob("run-*/node-state/privacy-*.json"))
+            if any(ROUNDS in rounds_trained(s) for s in states):
+                break
+            assert time.monotonic() < deadline and proc.poll() is None, "round 2 never started"
+            time.sleep(0.1)
+        servers = [p for p in psutil.Process(proc.pid).children(recursive=True) if "flwr-simulation" in " ".join(p.cmdline())]
+        assert servers, "no ServerApp process found"
+        for p in servers:
+            p.send_signal(signal.SIGKILL)
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     (run_dir,) = out.glob("run-*")
-    return run_dir, cache
+    assert not (run_dir / f"round-00{ROUNDS}").exists()
+    before = {s.stem.removeprefix("privacy-") for s in (run_dir / "node-state").glob("privacy-*.json")
+              if ROUNDS in rounds_trained(s)}  # fmt: skip
+    checkpoint = (run_dir / "round-001" / "model.safetensors").read_bytes()
+    assert main(["simulate", *config(data, tmp / "out2", cache), f"resume-from={run_dir / 'round-001'}"]) == 0
+    assert (run_dir / "round-001" / "model.safetensors").read_bytes() == checkpoint
+    return run_dir, before
 
 
-@pytest.fixture(scope="module")
-def tiny_csv_module(tmp_path_factory):
-    return write_csv(make_tiny(), tmp_path_factory.mktemp("data") / "csv")
-
-
-def test_three_supernodes_two_rounds_write_checkpoints_and_metrics(first_run) -> None:
-    run_dir, _ = first_run
+def test_the_resumed_run_writes_every_round_s_checkpoint_and_metrics(resumed) -> None:
+    run_dir, _ = resumed
     assert (run_dir / "summary.md").exists()
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert [r["round"] for r in metrics["history"]] == [1, 2]
+    assert [r["round"] for r in metrics["history"]] == list(range(1, ROUNDS + 1))
     assert "train-loss" not in metrics["history"][0]["train"]  # DP: no loss leaves a node
-    for r in (1, 2):
+    for r in range(1, ROUNDS + 1):
         model = load_checkpoint(run_dir / f"round-00{r}")  # the models' checkpoint format
         assert model.config["num_items"] > 0
+    assert all(torch.isfinite(w).all() for w in load_file(run_dir / f"round-00{ROUNDS}" / "model.safetensors").values())
     assert 0 <= metrics["test"]["ranking-full-ndcg@10"] <= 1
 
 
-def test_dp_run_writes_ledger_node_state_and_privacy_report(first_run) -> None:
-    run_dir, _ = first_run
-    entries = [json.loads(line) for line in (run_dir / "privacy_ledger.jsonl").read_text().splitlines()]
+def test_the_ledger_counts_each_client_and_round_once_and_the_nodes_every_training(resumed) -> None:
+    run_dir, before = resumed
+    entries = ledger.read_ledger(run_dir)
     assert sorted((e["client_id"], e["round"]) for e in entries) == [
-        (f"iid-{p}", r) for p in range(3) for r in (1, 2)]
+        (f"iid-{p}", r) for p in range(3) for r in range(1, ROUNDS + 1)]
     report = json.loads((run_dir / "privacy_report.json").read_text())
     assert report["unit"] == "user" and report["accountant"] == "pld"
     assert report["neighbouring_relation"] == "replace_one"
-    assert all(0 < c["epsilon"] <= c["budget"] and len(c["history"]) == 2 for c in report["clients"])
+    assert all(0 < c["epsilon"] <= c["budget"] for c in report["clients"])
     assert "data:image/png;base64," in (run_dir / "privacy_report.html").read_text()
-    for p in range(3):  # each node's own accountant history, beside the run in simulation
-        state = json.loads((run_dir / "node-state" / f"privacy-iid-{p}.json").read_text())
-        assert [h["round"] for h in state["history"]] == [1, 2]
+    assert before, "no client had trained round 2 before the kill"
+    for p in range(3):  # each node's own accountant: a round trained before the crash is spent again
+        rounds = rounds_trained(run_dir / "node-state" / f"privacy-iid-{p}.json")
+        assert rounds == [1, 2, 2] if f"iid-{p}" in before else rounds in ([1, 2], [1, 2, 2]), (p, rounds)
 
 
-def test_server_side_evaluation_agrees_with_federated_evaluation(first_run) -> None:
-    metrics = json.loads((first_run[0] / "metrics.json").read_text())
+def test_server_side_evaluation_agrees_with_federated_evaluation(resumed) -> None:
+    metrics = json.loads((resumed[0] / "metrics.json").read_text())
     federated, server = metrics["test"], metrics["test_server"]
     for key, value in server.items():
         assert federated[key] == pytest.approx(value, abs=1e-6), key
 
 
-def test_sigterm_mid_run_stops_every_process_the_run_started(tiny_csv_module, tmp_path) -> None:
+def test_sigterm_mid_run_stops_every_process_the_run_started(tmp_path) -> None:
     """SuperExec runs the simulation in a session of its own: a SIGTERM (a timeout, a CI runner,
     `kill`) once stopped only the SuperLink, and the orphaned simulation kept training."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    import psutil
-
+    data = write_csv(make_tiny(), tmp_path / "csv")
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "cli", "simulate", "--num-supernodes", "3", "--run-config",
-           *as_pairs(tiny_run_config(tiny_csv_module, tmp_path / "cache", out, dp=False, num_server_rounds=100))]
+           *as_pairs(tiny_run_config(data, tmp_path / "cache", out, dp=False, num_server_rounds=100))]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 600
