@@ -33,8 +33,10 @@ METRICS = ("full-hr@10", "full-ndcg@10", "sampled-hr@10", "sampled-ndcg@10")
 
 
 def baseline(path: Path) -> dict[str, float]:
-    """`fedrec evaluate --json`'s protocols as the table's flat keys."""
+    """`fedrec evaluate --json`'s protocols as the table's flat keys: a checkpoint's two-stage
+    (ranking) metrics, or popularity's, which has one stage."""
     data = json.loads(path.read_text())
+    data = data.get("ranking", data)
     return {key: float(data[key.split("-", 1)[0]][key.split("-", 1)[1]]) for key in METRICS}
 
 
