@@ -81,6 +81,13 @@ def utility() -> list[str]:
             m, eps = row["test"]["non_consented"], row.get("client_epsilon_max")
             lines.append(f"| {row['name']} | {m['full-hr@10']:.4f} | {m['full-ndcg@10']:.4f} | {m['sampled-hr@10']:.4f} "
                          f"| {m['sampled-ndcg@10']:.4f} | {'-' if eps is None else f'{eps:.2f}'} |")  # fmt: skip
+    if mj := load("main-job"):
+        m, n = mj["median"], len(mj["repeats"])
+        lines += ["", f"`make main` itself, {n} repeats at `{mj['provenance']['commit'][:7]}` (medians; the repeats differ "
+                  f"in the DP noise), same users: wall time {m['wall_seconds'] / 60:.1f} min; sampled HR@10 / full "
+                  f"NDCG@10: main job {m['test']['sampled-hr@10']:.4f} / {m['test']['full-ndcg@10']:.4f}, pretrained "
+                  f"{m['pretrained']['sampled-hr@10']:.4f} / {m['pretrained']['full-ndcg@10']:.4f}, popularity "
+                  f"{m['popularity']['sampled-hr@10']:.4f} / {m['popularity']['full-ndcg@10']:.4f} (`main-job.md`)."]  # fmt: skip
     if r := load("retrieval_loss"):
         b, sm = r["valid_epoch15"]["bce"], r["valid_epoch15"]["softmax"]
         lines += ["", "The retrieval loss at equal epochs (15, CPU), pretraining on the 10% consented users, "
