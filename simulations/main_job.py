@@ -9,7 +9,8 @@ Poisson sampling, which come from a secure random source and so cannot be seeded
 per repeat, measured here; the quality numbers are the federation's test metrics on the users who
 did not consent, beside popularity and the pretrained model on the same users.
 
-Writes simulations/results/main-job.json and .md with every repeat and the medians, the commit and
+Writes simulations/results/main-job.json and .md (`--name` for another recipe, with make
+variables after the options: `--name main-job-1-round ROUNDS=1`) with every repeat and the medians, the commit and
 the machine. Each repeat is recorded as it finishes, so an interrupted session keeps what ran.
 """
 
@@ -80,6 +81,7 @@ def medians(repeats: list[dict[str, Any]]) -> dict[str, Any]:
 def markdown(report: dict[str, Any]) -> str:
     p, m = report["provenance"], report["median"]
     lines = ["# The README's main job, timed and repeated", "",
+             f"Make variables: `{' '.join(report.get('make_args', [])) or 'the defaults'}`", "",
              f"Command: `{p['command']}` (each repeat: `make main OUT=...`)  ",
              f"Commit: `{p['commit'][:7]}`  ", f"Machine: {p['machine']}  ", f"Date: {p['date']}", "",
              "Test items of the users who did not consent (ML-1M, 10% consented): their data reached the "
@@ -106,18 +108,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--work", type=Path, default=Path("outputs/main-job"))
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--name", default="main-job", help="the record's file name, without .json or .md")
     parser.add_argument("make_args", nargs="*", help="extra `make` variables, e.g. ROUNDS=2")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     prov = provenance()
     prov["command"] = "python -m simulations.main_job " + " ".join(sys.argv[1:] if argv is None else argv)
-    report: dict[str, Any] = {"provenance": prov, "repeats": []}
+    report: dict[str, Any] = {"provenance": prov, "make_args": args.make_args, "repeats": []}
     for k in range(1, args.repeats + 1):
         report["repeats"].append(one_repeat(args.work.resolve(), k, args.make_args))
         report["median"] = medians(report["repeats"])
-        write_json(args.out / "main-job.json", report)
-        write_text(args.out / "main-job.md", markdown(report))
+        write_json(args.out / f"{args.name}.json", report)
+        write_text(args.out / f"{args.name}.md", markdown(report))
     print(markdown(report))
     return 0
 
