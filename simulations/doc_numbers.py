@@ -37,7 +37,7 @@ def pages(root: Path = ROOT) -> list[Path]:
 def _recipe_rows() -> dict[str, dict[str, Any]]:
     """The main job, popularity and the pretrained model on the users who did not consent: the
     medians of make main's repeats (main-job.json) where they exist, else private_recipe's rows."""
-    if (repeated := load("main-job")) and repeated.get("repeats"):
+    if repeated := _main_job_repeats():
         m = repeated["median"]
         return {"popularity": m["popularity"], "pretrained": m["pretrained"], "main job": m["test"]}
     rows = require("private_recipe")["rows"]
@@ -48,9 +48,15 @@ def _recipe_rows() -> dict[str, dict[str, Any]]:
     return {kind: row["test"]["non_consented"] for kind, row in by_kind.items()}  # type: ignore[index]
 
 
+def _main_job_repeats() -> dict[str, Any] | None:
+    """simulations/main_job's record of make main's repeats, or None before it has one."""
+    record = load("main-job")
+    return record if record and record.get("repeats") else None
+
+
 def _recipe_stem() -> str:
     """The record _recipe_rows read."""
-    return "main-job" if (load("main-job") or {}).get("repeats") else "private_recipe"
+    return "main-job" if _main_job_repeats() else "private_recipe"
 
 
 def _fed_vs_central(partitioning: str) -> list[tuple[str, dict[str, Any]]]:
@@ -154,7 +160,7 @@ def _goal_rows() -> list[str]:
     for rival, label in (("pretrained", "the model pretrained on the consented users"), ("popularity", "popularity")):
         rows.append(_goal("#24", f"main job against {label}, same users: sampled HR@10 / full NDCG@10", "above",
                           [recipe[rival][k] for k in pair], main, ".3f", _recipe_stem()))  # fmt: skip
-    if (repeated := load("main-job")) and repeated.get("repeats"):
+    if repeated := _main_job_repeats():
         rows.append(_goal("#24", f"`make main` wall time, minutes (median of {len(repeated['repeats'])})", "at most",
                           [MAIN_JOB_MINUTES], [repeated["median"]["wall_seconds"] / 60], ".1f", "main-job"))  # fmt: skip
     rows += _grid_goal_rows(pair)
@@ -201,9 +207,9 @@ def goals() -> str:
 
 def main_job() -> str:
     """README: the main job against its two baselines, on the users who did not consent."""
-    recipe, repeated = _recipe_rows(), load("main-job") or {}
+    recipe, repeated = _recipe_rows(), _main_job_repeats()
     runs = f", medians of {len(repeated['repeats'])} runs of {repeated['median']['wall_seconds'] / 60:.0f} minutes" \
-        if repeated.get("repeats") else ""
+        if repeated else ""
     return (f"full NDCG@10 {recipe['main job']['full-ndcg@10']:.3f} against {recipe['popularity']['full-ndcg@10']:.3f} "
             f"and {recipe['pretrained']['full-ndcg@10']:.3f}, sampled HR@10 {recipe['main job']['sampled-hr@10']:.3f} "
             f"against {recipe['popularity']['sampled-hr@10']:.3f} and {recipe['pretrained']['sampled-hr@10']:.3f}{runs}")  # fmt: skip

@@ -4,14 +4,16 @@
 
 Each repeat is a whole `make main OUT=<work>/run-<k>`, as a newcomer runs it: the consented-only
 pretraining, the popularity and pretrained baselines on the non-consented users, then the DP
-federation. The pretraining is seeded and deterministic; the repeats differ in the DP noise and the
-Poisson sampling, which come from a secure random source and so cannot be seeded. Wall time is
-per repeat, measured here; the quality numbers are the federation's test metrics on the users who
-did not consent, beside popularity and the pretrained model on the same users.
+federation. The repeats differ in the DP noise and the Poisson sampling, which come from a secure
+random source and so cannot be seeded, and a little in the pretraining, which is seeded but not
+bit-for-bit repeatable across runs on this CPU. Wall time is per repeat, measured here; the
+quality numbers are the federation's test metrics on the users who did not consent, beside
+popularity and the pretrained model on the same users, in the same repeat.
 
-Writes simulations/results/main-job.json and .md (`--name` for another recipe, with make
-variables after the options: `--name main-job-1-round ROUNDS=1`) with every repeat and the medians, the commit and
-the machine. Each repeat is recorded as it finishes, so an interrupted session keeps what ran.
+Writes simulations/results/main-job.json and .md with every repeat and the medians, the commit and
+the machine (`--name` names another recipe's record, its make variables after the options:
+`--name main-job-1-round ROUNDS=1`). Each repeat is recorded as it finishes, so an interrupted
+session keeps what ran.
 """
 
 from __future__ import annotations
