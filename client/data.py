@@ -1,4 +1,8 @@
-"""This node's private data (the users of its partition) and its local copy of the model."""
+"""This node's private data: the users of its partition, or an edge node's own files.
+
+Answering the server's catalog query needs only this, and in a deployment every message is a
+fresh process: so nothing here imports torch or the models (client/model.py does). Audit
+canaries, a simulation-only tool, import them when a run plants some."""
 
 from __future__ import annotations
 
@@ -6,20 +10,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from shared.config import AuditConfig, DataConfig, FederationConfig, ModelConfig, PartitionConfig, from_run_config
 from shared.data.dataset import Dataset, catalog_artifact, catalog_of, load_dataset, load_node_dataset
 from shared.data.partition import Partition, partition_users
-from shared.data.sources import default_cache_dir
 from shared.errors import FedrecError
-from shared.models.batches import Sequences, feature_names
-from shared.models.checkpoint import load_pretrained
-from shared.models.recommender import Recommender
-from shared.privacy.canaries import Canaries, canary_examples, check_partitioning, joined, make_canaries
-from shared.models.training import build_model
+
+if TYPE_CHECKING:
+    from shared.privacy.canaries import Canaries
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,8 @@ def local_data(run_config: Mapping[str, Any], node_config: Mapping[str, Any]) ->
     audit = from_run_config(AuditConfig, run_config)
     canaries = None
     if audit.audit_canaries:
+        from shared.privacy.canaries import check_partitioning
+
         check_partitioning(part.partitioning)
         canaries = _canaries(audit, dataset.num_items).for_partition(pid, partition.num_partitions)
     return LocalData(dataset=dataset, users=partition.users(pid), partition_id=pid, scheme=part.partitioning,
@@ -107,29 +110,6 @@ def local_data(run_config: Mapping[str, Any], node_config: Mapping[str, Any]) ->
 
 @lru_cache(maxsize=1)
 def _canaries(audit: AuditConfig, num_items: int) -> Canaries:
+    from shared.privacy.canaries import make_canaries
+
     return make_canaries(audit.audit_canaries, num_items, audit.audit_seed)
-
-
-def with_canaries(data: Sequences, local: LocalData, max_len: int) -> Sequences:
-    """This node's user-level training examples `data`, then its audit canaries' (if any)."""
-    if not len(local.canaries):
-        return data
-    return joined(data, canary_examples(local.canaries, max_len, len(feature_names(local.dataset))))
-
-
-def local_model(run_config: Mapping[str, Any], dataset: Dataset) -> Recommender:
-    """The local copy of the architecture. Every message loads the global trainable weights into
-    it, which overwrites all that training changes, so one instance per process serves all the
-    clients that process simulates in turn (building it costs more than a one-user client's
-    whole evaluation). Item text embeddings come from the public catalog, cached on disk."""
-    return _model(from_run_config(DataConfig, run_config), from_run_config(ModelConfig, run_config),
-                  dataset, from_run_config(FederationConfig, run_config).pretrained)  # fmt: skip
-
-
-@lru_cache(maxsize=1)
-def _model(data: DataConfig, model: ModelConfig, dataset: Dataset, pretrained: str) -> Recommender:
-    cache = data.cache_path or default_cache_dir()
-    built = build_model(dataset, model, Path(cache))
-    if pretrained:  # frozen weights (finetune=head) never travel: each node starts from the file
-        load_pretrained(pretrained, built)
-    return built

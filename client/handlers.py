@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 
-from client.data import LocalData, local_data, local_model
+from client.data import LocalData, local_data
+from client.model import local_model
 from client.policy import node_policy
 from client.privacy import privacy_record, private_round, record_round, save_state, state_path
 from client.state import state_dir

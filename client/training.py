@@ -13,7 +13,8 @@ import torch
 from opacus import GradSampleModule
 from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping
 
-from client.data import LocalData, with_canaries
+from client.data import LocalData
+from client.model import with_canaries
 from client.ghost import GhostClipping
 from client.privacy import RoundPlan
 from shared.config import TrainConfig
@@ -30,7 +31,7 @@ def local_examples(model: Recommender, local: LocalData, unit: str) -> Sequences
     max_len = int(model.config["model"]["max_len"])
     if unit == EXAMPLE:
         return interaction_examples(local.dataset, local.users, max_len)
-    # An audit run's canary users train here too, never in local_evaluate (client/data.py).
+    # An audit run's canary users train here too, never in local_evaluate (client/model.py).
     return with_canaries(training_sequences(local.dataset, local.users, max_len), local, max_len)
 
 
@@ -149,7 +150,7 @@ def seed_device(seed: int, device: str) -> None:
 
 @lru_cache(maxsize=1)
 def _optimizer(model: Recommender, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """One optimizer per process's model (client/data.py keeps the model), reset for each client."""
+    """One optimizer per process's model (client/model.py keeps the model), reset for each client."""
     return make_optimizer(model, cfg)
 
 

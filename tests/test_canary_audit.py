@@ -80,7 +80,7 @@ def test_included_canaries_reach_a_nodes_training_and_never_its_evaluation(csv_d
     mine = make_canaries(30, plain.dataset.num_items, 3).for_partition(1, 3)
     assert len(mine) == 10 and np.array_equal(local.canaries, mine)
     assert np.array_equal(local.users, plain.users) and local.dataset is plain.dataset
-    from client.data import local_model
+    from client.model import local_model
 
     model = local_model(base, local.dataset)
     data, without = local_examples(model, local, "user"), local_examples(model, plain, "user")

@@ -8,7 +8,8 @@ import torch
 from conftest import tiny_run_config
 
 from client.handlers import train_config
-from client.data import local_data, local_model
+from client.data import local_data
+from client.model import local_model
 from client.training import local_evaluate, local_examples, local_fit
 from shared.errors import FedrecError
 from shared.models.params import load_trainable, trainable_state

@@ -83,7 +83,7 @@ def test_finetune_head_trains_the_item_tower_ranker_norms_and_biases_only(tmp_pa
     """On top of a pretrained model, finetune=head freezes the user tower's attention and
     feed-forward weights: they are neither trained nor sent, and every node takes them from the
     pretrained file, so a node's model equals the server's."""
-    from client.data import local_model
+    from client.model import local_model
     from shared.config import FederationConfig  # noqa: F401  (pretrained is a federation key)
 
     d = write_csv(make_tiny(num_users=20), tmp_path / "csv")
@@ -110,7 +110,8 @@ def test_finetune_head_trains_the_item_tower_ranker_norms_and_biases_only(tmp_pa
 def test_a_node_evaluates_the_users_who_did_not_consent_when_asked(tmp_path: Path) -> None:
     from test_privacy import node, run_config, train_message
 
-    from client.data import local_data, local_model
+    from client.data import local_data
+    from client.model import local_model
     from client.handlers import evaluate
     from client.policy import NodePolicy, write_policy
 

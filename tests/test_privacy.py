@@ -13,7 +13,8 @@ from flwr.app import ConfigRecord, Context, Message, Metadata, RecordDict
 
 from client import privacy as budget
 from client.handlers import train
-from client.data import local_data, local_model
+from client.data import local_data
+from client.model import local_model
 from client.training import local_examples
 from server import ledger
 from server.privacy import PrivacyTracker

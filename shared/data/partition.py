@@ -17,9 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import datasets
 import numpy as np
-from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, NaturalIdPartitioner
 
 from shared.config import PartitionConfig
 from shared.data.dataset import Dataset
@@ -111,6 +109,8 @@ def _feature(dataset: Dataset, name: str, scheme: str) -> np.ndarray:
 
 def _flwr_partition(table: dict[str, np.ndarray], partitioner: object) -> np.ndarray:
     """Run a flwr-datasets partitioner over a per-user table; returns (U,) partition ids."""
+    import datasets  # see partition_users
+
     partitioner.dataset = datasets.Dataset.from_dict(table)  # type: ignore[attr-defined]
     assignment = np.full(len(table["user"]), -1, dtype=np.int64)
     for pid in range(partitioner.num_partitions):  # type: ignore[attr-defined]
@@ -119,6 +119,10 @@ def _flwr_partition(table: dict[str, np.ndarray], partitioner: object) -> np.nda
 
 
 def partition_users(dataset: Dataset, config: PartitionConfig) -> Partition:
+    # Imported here, not above: flwr-datasets and datasets take two seconds to import (plotting
+    # included), and a deployed node, which starts a process per message, never partitions.
+    from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, NaturalIdPartitioner
+
     scheme, k = config.partitioning, config.num_partitions
     users = np.arange(dataset.num_users)
     if scheme in ("dirichlet", "iid") and k > dataset.num_users:
