@@ -4,18 +4,20 @@ each explained on request (`--explain`: the history items and side features that
 from __future__ import annotations
 
 import argparse
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from cli.options import table
 from shared.config import DataConfig, TrainConfig
-from shared.data.dataset import Dataset, load_dataset
 from shared.errors import FedrecError
-from shared.models.checkpoint import check_catalog, load_checkpoint
-from shared.models.item_names import ItemNames
-from shared.models.recommend import cold_features, feature_values, to_recommendations, user_inputs
-from shared.models.recommender import Recommender
-from shared.models.scoring import ModelScorer
+
+# The model stack (torch) is imported where a command runs, not here: `fedrec` parses every
+# sub-command's options, and every other command would pay seconds for it.
+if TYPE_CHECKING:
+    import numpy as np
+
+    from shared.data.dataset import Dataset
+    from shared.models.recommender import Recommender
+    from shared.models.scoring import ModelScorer
 
 EXPLAIN_TOP = 3  # history items listed per recommended item
 
@@ -46,6 +48,13 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def user_or_history(args: argparse.Namespace, model: Recommender) -> tuple[np.ndarray, np.ndarray, Dataset | None]:
     """(history item indices, side-feature codes, the dataset when --user needed it)."""
+    import numpy as np
+
+    from shared.data.dataset import load_dataset
+    from shared.models.checkpoint import check_catalog
+    from shared.models.item_names import ItemNames
+    from shared.models.recommend import cold_features, user_inputs
+
     if args.history is not None:
         names = ItemNames(model.config["catalog"], model.config["titles"])
         return np.array(names.resolve(args.history), dtype=np.int64), cold_features(model), None
@@ -62,6 +71,10 @@ def run(args: argparse.Namespace) -> int:
         raise FedrecError(f"-k must be at least 1, got {args.k}")
     if args.explain_top < 1:
         raise FedrecError(f"--explain-top must be at least 1, got {args.explain_top}")
+    from shared.models.checkpoint import load_checkpoint
+    from shared.models.recommend import feature_values, to_recommendations
+    from shared.models.scoring import ModelScorer
+
     model = load_checkpoint(args.checkpoint)
     device = TrainConfig(device=args.device).resolved_device()
     history, features, dataset = user_or_history(args, model)

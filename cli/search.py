@@ -9,9 +9,7 @@ from cli.options import table
 from cli.recommend import add_user_options, user_or_history
 from shared.config import TrainConfig
 from shared.errors import FedrecError
-from shared.models.checkpoint import load_checkpoint
-from shared.models.scoring import ModelScorer
-from shared.models.search import CANDIDATES, PERSONAL_WEIGHT, Searcher
+from shared.models.search_defaults import CANDIDATES, PERSONAL_WEIGHT
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -35,6 +33,10 @@ def run(args: argparse.Namespace) -> int:
         raise FedrecError(f"-k must be at least 1, got {args.k}")
     if args.candidates < 1:
         raise FedrecError(f"--candidates must be at least 1, got {args.candidates}")
+    from shared.models.checkpoint import load_checkpoint  # the model stack: see cli/recommend.py
+    from shared.models.scoring import ModelScorer
+    from shared.models.search import Searcher
+
     model = load_checkpoint(args.checkpoint)
     personal = args.user is not None or args.history is not None
     history, features = (user_or_history(args, model)[:2]) if personal else (None, None)

@@ -9,12 +9,7 @@ from pathlib import Path
 
 from cli.options import add_data_options, data_config, table
 from shared.config import RETRIEVAL_LOSSES, ModelConfig, TrainConfig
-from shared.data.consent import consented_users
-from shared.data.dataset import load_dataset
 from shared.errors import FedrecError
-from shared.data.sources import default_cache_dir
-from shared.models.checkpoint import save_checkpoint
-from shared.models.training import build_model, evaluate_model, fit
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +90,14 @@ def metrics_table(results: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: `fedrec` parses every sub-command's options, and torch takes seconds to
+    # import, which every other command (a node's `deploy supernode`, say) would pay.
+    from shared.data.consent import consented_users
+    from shared.data.dataset import load_dataset
+    from shared.data.sources import default_cache_dir
+    from shared.models.checkpoint import save_checkpoint
+    from shared.models.training import build_model, evaluate_model, fit
+
     data_cfg = data_config(args)
     model_cfg, train_cfg = model_config(args), train_config(args)
     dataset = load_dataset(data_cfg)

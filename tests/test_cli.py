@@ -58,3 +58,14 @@ def test_an_unwritable_output_dir_is_refused_before_any_work(capsys, tmp_path: P
     err = capsys.readouterr().err
     assert code == 2 and "output-dir" in err and str(blocker / "out") in err and "Traceback" not in err
     assert blocker.read_text() == ""  # nothing written, nothing half-made
+
+
+def test_parsing_the_command_line_imports_no_model_stack() -> None:
+    # Every `fedrec` process parses all sub-commands' options; an edge node starts several of them
+    # (`deploy connection`, `deploy supernode`), each of which would otherwise import torch.
+    probe = ("import sys; from cli.commands import build_parser; build_parser(); "
+             "print(sorted(m for m in ('torch', 'transformers', 'opacus', 'flwr_datasets') if m in sys.modules))")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).parents[1])  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"

@@ -34,10 +34,8 @@ from shared.errors import FedrecError
 from shared.models.batches import left_pad
 from shared.models.recommender import Recommender
 from shared.models.scoring import ModelScorer
+from shared.models.search_defaults import CANDIDATES, PERSONAL_WEIGHT
 from shared.models.text_encoder import MAX_TEXT_TOKENS, load_text_model, mean_pool
-
-CANDIDATES = 100  # items re-scored by the user's model, the ranker's own top-N by default
-PERSONAL_WEIGHT = 0.3  # the personal z-score's weight against the text's (1): the query leads
 
 
 @dataclass(frozen=True)
