@@ -153,7 +153,8 @@ def test_a_run_on_another_catalog_fails_before_round_1_with_the_nodes_reasons(de
 def test_a_node_with_an_unregistered_key_is_refused(deployment) -> None:
     dep, _, work = deployment
     k = NODES  # made by the credentials helper, never registered
-    proc = dep.start_node(k, data=work / "node-0" / "data")
+    # No retries: a registered key is refused only while its node still counts as online.
+    proc = dep.start_node(k, data=work / "node-0" / "data", wait=0)
     assert proc.wait(timeout=120) == 2  # refused by `fedrec deploy supernode`, before flower-supernode starts
     last = (work / f"node-{k}.log").read_text().strip().splitlines()[-1]
     assert last.startswith("fedrec: error: the SuperLink at") and "is not registered" in last, last

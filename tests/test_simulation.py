@@ -1,18 +1,24 @@
 """End to end through Flower's real processes: a private SuperLink, `flwr run`, simulated SuperNodes.
 
-The slow tier's one real simulation is also its crash test (about a minute per run: Ray and the
-SuperLink start each time). The ServerApp is killed with SIGKILL mid-round 2; the run resumed
-from round 1's checkpoint then finishes as if nothing happened: the last completed checkpoint is
-intact, the ledger counts every client and round once, and checkpoints, metrics, node state and
-the privacy report are all written. Resume, budgets, central DP and the rest of the federated
-behaviour run in one process (tests/test_federation.py).
+The slow tier's one real simulation is also its crash test and its Ray cluster test (about a
+minute per run: Ray and the SuperLink start each time). The ServerApp is killed with SIGKILL
+mid-round 2; the run, resumed from round 1's checkpoint on an existing Ray cluster (a head
+started for the test, as a researcher's cluster would be), then finishes as if nothing happened:
+the last completed checkpoint is intact, the ledger counts every client and round once, and
+checkpoints, metrics, node state and the privacy report are all written. Resume, budgets,
+central DP and the rest of the federated behaviour run in one process (tests/test_federation.py).
 """
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -22,7 +28,9 @@ from conftest import as_pairs, make_tiny, tiny_run_config, write_csv
 from safetensors.torch import load_file
 
 from cli import main
+from cli.local.superlink import _stop, free_port, listening
 from server import ledger
+from shared.deploy.process import BIN, flower_env
 from shared.models.checkpoint import load_checkpoint
 
 ROUNDS = 2
@@ -42,10 +50,41 @@ def rounds_trained(state: Path) -> list[int]:
     return [h["round"] for h in json.loads(state.read_text() or "{}").get("history", [])]
 
 
+@contextmanager
+def ray_head() -> Iterator[tuple[str, Path]]:
+    """A one-machine Ray cluster of its own, its address and temp dir: its own port and temp dir (short: Ray's socket paths
+    must fit 107 characters), stopped by ending the processes it started, never with `ray stop`,
+    which would stop every Ray instance on the machine."""
+    port, temp = free_port(), Path(tempfile.mkdtemp(prefix="fr-ray-", dir="/tmp"))
+    cmd = [str(BIN / "ray"), "start", "--head", "--port", str(port), "--num-cpus", "2", "--disable-usage-stats",
+           "--include-dashboard=false", "--temp-dir", str(temp), "--block"]  # fmt: skip
+    with open(temp / "head.log", "w") as log:
+        proc = subprocess.Popen(cmd, env=flower_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not listening(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the Ray head did not start: {(temp / 'head.log').read_text()[-1500:]}")
+            time.sleep(0.5)
+        time.sleep(3)  # the GCS answers before the raylet has registered the node
+        yield f"127.0.0.1:{port}", temp
+    finally:
+        _stop(proc)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Resumed:
+    run_dir: Path
+    before: set[str]  # the clients that had trained round 2 before the kill
+    ray_logs: list[str]  # the files in the Ray cluster's session logs after the resumed run
+
+
 @pytest.fixture(scope="module")
-def resumed(tmp_path_factory) -> tuple[Path, set[str]]:
+def resumed(tmp_path_factory) -> Resumed:
     """A run whose ServerApp was killed -9 while its clients trained round 2, then resumed from
-    round 1's checkpoint: its run directory, and the clients that had trained round 2 before."""
+    round 1's checkpoint on a Ray cluster started after the kill (so the first run's own Ray
+    never sees it)."""
     tmp = tmp_path_factory.mktemp("crash")
     data = write_csv(make_tiny(num_users=30, seed=4), tmp / "csv")
     out, cache = tmp / "out", tmp / "cache"
@@ -72,13 +111,16 @@ def resumed(tmp_path_factory) -> tuple[Path, set[str]]:
     before = {s.stem.removeprefix("privacy-") for s in (run_dir / "node-state").glob("privacy-*.json")
               if ROUNDS in rounds_trained(s)}  # fmt: skip
     checkpoint = (run_dir / "round-001" / "model.safetensors").read_bytes()
-    assert main(["simulate", *config(data, tmp / "out2", cache), f"resume-from={run_dir / 'round-001'}"]) == 0
+    with ray_head() as (address, temp):
+        resume = ["--ray-address", address, *config(data, tmp / "out2", cache), f"resume-from={run_dir / 'round-001'}"]
+        assert main(["simulate", *resume]) == 0
+        ray_logs = sorted(p.name for p in temp.glob("session_*/logs/*"))
     assert (run_dir / "round-001" / "model.safetensors").read_bytes() == checkpoint
-    return run_dir, before
+    return Resumed(run_dir, before, ray_logs)
 
 
 def test_the_resumed_run_writes_every_round_s_checkpoint_and_metrics(resumed) -> None:
-    run_dir, _ = resumed
+    run_dir = resumed.run_dir
     assert (run_dir / "summary.md").exists()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert [r["round"] for r in metrics["history"]] == list(range(1, ROUNDS + 1))
@@ -91,7 +133,7 @@ def test_the_resumed_run_writes_every_round_s_checkpoint_and_metrics(resumed) ->
 
 
 def test_the_ledger_counts_each_client_and_round_once_and_the_nodes_every_training(resumed) -> None:
-    run_dir, before = resumed
+    run_dir, before = resumed.run_dir, resumed.before
     entries = ledger.read_ledger(run_dir)
     assert sorted((e["client_id"], e["round"]) for e in entries) == [
         (f"iid-{p}", r) for p in range(3) for r in range(1, ROUNDS + 1)]
@@ -106,8 +148,16 @@ def test_the_ledger_counts_each_client_and_round_once_and_the_nodes_every_traini
         assert rounds == [1, 2, 2] if f"iid-{p}" in before else rounds in ([1, 2], [1, 2, 2]), (p, rounds)
 
 
+def test_the_resumed_run_ran_on_the_existing_ray_cluster(resumed) -> None:
+    # The simulation joined that cluster (the test itself never does): the head's session logged a
+    # driver that connected to it, and the workers that ran its clients.
+    logs = resumed.ray_logs
+    assert any(n.startswith("python-core-driver-") for n in logs), logs
+    assert any(n.startswith("worker-") for n in logs), logs
+
+
 def test_server_side_evaluation_agrees_with_federated_evaluation(resumed) -> None:
-    metrics = json.loads((resumed[0] / "metrics.json").read_text())
+    metrics = json.loads((resumed.run_dir / "metrics.json").read_text())
     federated, server = metrics["test"], metrics["test_server"]
     for key, value in server.items():
         assert federated[key] == pytest.approx(value, abs=1e-6), key

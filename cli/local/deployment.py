@@ -113,16 +113,16 @@ class LocalDeployment:
             raise
         return self
 
-    def start_node(self, k: int, data: Path | None = None) -> subprocess.Popen:
+    def start_node(self, k: int, data: Path | None = None, wait: float = 30.0) -> subprocess.Popen:
         """SuperNode `k` with key node-k (registered for k < len(node_data)) on `data`, on its
-        own host when there are namespaces."""
+        own host when there are namespaces, retrying a refusing SuperLink for `wait` seconds."""
         self.nodes[k] = self._fedrec(
             "deploy", "supernode", "--superlink", self.superlink_address(k),
             "--data-path", str(data or self.node_data[k]), "--catalog", str(self.catalogs[k]),
             "--state-dir", str(self.state_dir(k)),
             "--partition-id", str(k), "--ca", str(self.creds / "ca.crt"), "--key", str(self.creds / f"node-{k}.key"),
             "--runtime-cert", str(self.creds / f"node-{k}-tls.crt"), "--runtime-key", str(self.creds / f"node-{k}-tls.key"),
-            "--clientappio-port", str(free_port()), "--wait", "30", log=f"node-{k}.log",
+            "--clientappio-port", str(free_port()), "--wait", str(wait), log=f"node-{k}.log",
             ns=self.topology.node(k) if self.topology else None,
         )  # fmt: skip
         return self.nodes[k]
