@@ -2,10 +2,11 @@
 
 `flwr run DIR` builds the app bundle (FAB) from DIR: its pyproject.toml (the app manifest: the
 components, the run-config defaults, `fab-include`) and the code that manifest includes. In a
-source checkout (an editable install too) DIR is the repository, so `flwr run .` keeps working
-there. A wheel holds no repository: it ships the manifest as package data (`cli/flwr_app/
+source checkout (an editable install too) that is the repository, where `flwr run .` works by
+hand. A wheel holds no repository: it ships the manifest as package data (`cli/flwr_app/
 pyproject.toml`, put there by `[tool.hatch.build.targets.wheel.force-include]`) beside the
-packages themselves, and DIR is assembled from those in a temporary directory.
+packages themselves. Either way, fedrec's own commands assemble DIR from those in a temporary
+directory (app_dir).
 """
 
 from __future__ import annotations
@@ -46,17 +47,25 @@ def app_defaults() -> dict[str, Any]:
         return dict(tomllib.load(f)["tool"]["flwr"]["app"]["config"])
 
 
+def readme() -> str:
+    """The manifest's `readme`, which fab-include carries too: a checkout's README.md, or the copy
+    a wheel keeps as its metadata."""
+    checkout = CHECKOUT / "README.md"
+    if not resources.files("cli").joinpath(*PACKAGED_MANIFEST).is_file() and checkout.is_file():
+        return checkout.read_text()
+    return metadata.metadata("fedrec").get_payload() or "fedrec\n"  # type: ignore[attr-defined]
+
+
 @contextmanager
 def app_dir() -> Iterator[Path]:
-    """A directory `flwr run` builds the app from, for the duration of the block."""
-    if not resources.files("cli").joinpath(*PACKAGED_MANIFEST).is_file():
-        yield manifest().parent  # type: ignore[attr-defined]  # a checkout's Path
-        return
+    """A directory `flwr run` builds the app from, for the duration of the block: the manifest, the
+    README and the app's packages, copied into a temporary directory. Never the checkout itself:
+    `flwr run DIR` walks every file under DIR before it filters them (56,000 here, .venv and
+    outputs included: 8 s of every run), and a wheel has no checkout."""
     with tempfile.TemporaryDirectory(prefix="fedrec-app-") as tmp:
         root = Path(tmp)
         (root / "pyproject.toml").write_bytes(manifest().read_bytes())
-        # The manifest's `readme`, which fab-include carries too: a wheel keeps it as its metadata.
-        (root / "README.md").write_text(metadata.metadata("fedrec").get_payload() or "fedrec\n")  # type: ignore[attr-defined]
+        (root / "README.md").write_text(readme())
         for package in APP_PACKAGES:
             with resources.as_file(resources.files(package)) as source:
                 shutil.copytree(source, root / package, ignore=shutil.ignore_patterns("__pycache__"))

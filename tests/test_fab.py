@@ -50,3 +50,17 @@ def test_the_fab_holds_the_app_packages_whole_and_nothing_else(tmp_path: Path) -
     app_code = {n for n in tracked if n.endswith(".py") and n.split("/")[0] in APP_PACKAGES and (ROOT / n).is_file()}
     assert code == app_code
     assert not {n for n in names if n.split("/")[0] in ("simulations", "tests", "cli", "docs", "outputs", "edge")}
+
+
+def test_fedrec_builds_the_app_from_a_copy_of_the_packages_not_the_checkout() -> None:
+    """`flwr run DIR` walks all of DIR before filtering; from the checkout that is .venv too."""
+    from cli.app import app_dir
+
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    app_code = {n for n in tracked if n.endswith(".py") and n.split("/")[0] in APP_PACKAGES and (ROOT / n).is_file()}
+    with app_dir() as app:
+        assert sorted(p.name for p in app.iterdir()) == sorted(["README.md", "pyproject.toml", *APP_PACKAGES])
+        assert (app / "README.md").read_text() == (ROOT / "README.md").read_text()
+        names = set(zipfile.ZipFile(io.BytesIO(build_fab_from_disk(app))).namelist())
+    assert {n for n in names if n.endswith(".py")} == app_code
+    assert {"pyproject.toml", "README.md"} <= names
