@@ -153,12 +153,18 @@ def run_streamed(cmd: list[str], env: Mapping[str, str], timeout: float | None =
     with subprocess.Popen(cmd, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           errors="replace") as proc:  # fmt: skip
         assert proc.stdout is not None
-        for line in proc.stdout:
-            sys.stdout.write(line)
-            if SERVER_ERROR in line:
-                last_error = line.split(SERVER_ERROR, 1)[1].strip()
-            if deadline is not None and time.monotonic() > deadline:
-                proc.kill()
-                raise subprocess.TimeoutExpired(cmd, timeout or 0)
+        try:
+            for line in proc.stdout:
+                sys.stdout.write(line)
+                if SERVER_ERROR in line:
+                    last_error = line.split(SERVER_ERROR, 1)[1].strip()
+                if deadline is not None and time.monotonic() > deadline:
+                    raise subprocess.TimeoutExpired(cmd, timeout or 0)
+        except BaseException:
+            # A timeout, SIGTERM or Ctrl-C: stop `flwr run` now. Leaving the block waits for it,
+            # and it waits for its run to end, which after a crashed ServerApp takes Flower a
+            # lapsed heartbeat (about 40 s) to notice.
+            proc.kill()
+            raise
         sys.stdout.flush()
     return proc.returncode, last_error
