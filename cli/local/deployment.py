@@ -101,8 +101,11 @@ class LocalDeployment:
                 if time.monotonic() > deadline or self.procs[0].poll() is not None:
                     raise FedrecError(f"the SuperLink did not start (log: {self.work / 'superlink.log'})")
                 time.sleep(0.3)
-            self._check(str(BIN / "fedrec"), "deploy", "connection", "--name", CONNECTION, "--address",
-                        f"127.0.0.1:{self.port}", "--ca", str(self.creds / "ca.crt"))  # fmt: skip
+            # On the server's host, as `flwr` runs below: from this one, 127.0.0.1 is not the
+            # SuperLink's, and the command waited out its retries and left the TLS check undone.
+            self._check(*in_namespace(self.server_ns, [str(BIN / "fedrec"), "deploy", "connection", "--name", CONNECTION,
+                                                       "--address", f"127.0.0.1:{self.port}", "--ca",
+                                                       str(self.creds / "ca.crt")]))  # fmt: skip
             for k in range(len(self.node_data)):
                 self.flwr("supernode", "register", str(self.creds / f"node-{k}.pub"), CONNECTION)
                 self.start_node(k)
