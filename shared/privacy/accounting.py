@@ -21,9 +21,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from importlib.metadata import version
+from typing import TYPE_CHECKING
 
-from dp_accounting import NeighboringRelation, dp_event, pld
-from dp_accounting.mechanism_calibration import calibrate_dp_mechanism
+# dp_accounting (with scipy) takes about 1.5 s to import, and a deployed node pays imports per
+# message: it is imported where epsilon is computed, so a node answering an evaluation skips it.
+if TYPE_CHECKING:
+    from dp_accounting import dp_event, pld
 
 # The unit a training example stands for, by partitioning: a per-user client trains on examples
 # cut from one user's history (one interaction as target, the items before it as context), a
@@ -86,6 +89,8 @@ def _compressed(steps: Iterable[tuple[float, float, int]]) -> list[tuple[float, 
 
 def dp_events(steps: Sequence[tuple[float, float, int]]) -> dp_event.DpEvent:
     """The history as one composed DpEvent: each entry `steps` Poisson-sampled Gaussian steps."""
+    from dp_accounting import dp_event
+
     return dp_event.ComposedDpEvent([
         dp_event.SelfComposedDpEvent(dp_event.PoissonSampledDpEvent(q, dp_event.GaussianDpEvent(sigma)), n)
         for sigma, q, n in _compressed(steps) if n > 0
@@ -93,6 +98,8 @@ def dp_events(steps: Sequence[tuple[float, float, int]]) -> dp_event.DpEvent:
 
 
 def _accountant() -> pld.PLDAccountant:
+    from dp_accounting import NeighboringRelation, pld
+
     return pld.PLDAccountant(neighboring_relation=NeighboringRelation.REPLACE_ONE,
                              value_discretization_interval=DISCRETIZATION)  # fmt: skip
 
@@ -126,6 +133,8 @@ def calibrate_sigma(budget: float, delta: float, sample_rate: float, steps: int)
 
 @lru_cache(maxsize=1024)
 def _calibrate(budget: float, delta: float, q: float, steps: int) -> float:
+    from dp_accounting.mechanism_calibration import calibrate_dp_mechanism
+
     def event(sigma: float) -> dp_event.DpEvent:
         return dp_events([(sigma, q, steps)])
 
@@ -142,6 +151,8 @@ def central_epsilon(noise_multiplier: float, releases: int, delta: float) -> flo
     sampling (conservative). Computed from the round count alone, so it survives a resume."""
     if releases <= 0:
         return 0.0
+    from dp_accounting import NeighboringRelation, dp_event, pld
+
     acc = pld.PLDAccountant(neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
                             value_discretization_interval=DISCRETIZATION)  # fmt: skip
     acc.compose(dp_event.GaussianDpEvent(noise_multiplier), releases)
