@@ -29,10 +29,15 @@ PACKAGED_MANIFEST = ("flwr_app", "pyproject.toml")  # under the `cli` package, i
 CHECKOUT = Path(__file__).resolve().parents[1]  # the repository, when this file lies in one
 
 
+def packaged_manifest() -> Traversable | None:
+    """The manifest a wheel ships as package data; None in a source checkout."""
+    packaged = resources.files("cli").joinpath(*PACKAGED_MANIFEST)
+    return packaged if packaged.is_file() else None
+
+
 def manifest() -> Traversable:
     """The app's pyproject.toml: the one packaged in a wheel, else the source checkout's."""
-    packaged = resources.files("cli").joinpath(*PACKAGED_MANIFEST)
-    if packaged.is_file():
+    if (packaged := packaged_manifest()) is not None:
         return packaged
     checkout = CHECKOUT / "pyproject.toml"
     if checkout.is_file():
@@ -51,7 +56,7 @@ def readme() -> str:
     """The manifest's `readme`, which fab-include carries too: a checkout's README.md, or the copy
     a wheel keeps as its metadata."""
     checkout = CHECKOUT / "README.md"
-    if not resources.files("cli").joinpath(*PACKAGED_MANIFEST).is_file() and checkout.is_file():
+    if packaged_manifest() is None and checkout.is_file():
         return checkout.read_text()
     return metadata.metadata("fedrec").get_payload() or "fedrec\n"  # type: ignore[attr-defined]
 

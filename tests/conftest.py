@@ -7,6 +7,7 @@ atomic files and the generic CSV format, so tests can check that every reader ag
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,6 +142,26 @@ def tiny_run_config(data: Path, cache: Path, out: Path | None = None, nodes: int
 def as_pairs(config: dict) -> list[str]:
     """A run config as `fedrec simulate --run-config` takes it: KEY=VALUE words."""
     return [f"{k}={v}" for k, v in config.items()]
+
+
+# What a light process (the CLI's parser, a node's catalog answer) must not import: seconds each.
+HEAVY_MODULES = ("torch", "transformers", "opacus", "flwr_datasets", "datasets")
+
+
+def heavy_imports_of(script: str, *args: str, timeout: int = 120) -> tuple[list[str], str]:
+    """Run `script` in a fresh Python process from the repository root (tests/ on the path) and
+    return the heavy modules it imported, and its stdout before that line."""
+    import os
+    import subprocess
+    import sys
+
+    report = f"\nimport json as _j, sys as _s; print(_j.dumps(sorted(m for m in {HEAVY_MODULES!r} if m in _s.modules)))"
+    done = subprocess.run([sys.executable, "-c", script + report, *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=Path(__file__).parents[1],
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    *before, last = done.stdout.strip().splitlines()
+    return json.loads(last), "\n".join(before)
 
 
 @pytest.fixture(scope="session")

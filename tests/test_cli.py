@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import heavy_imports_of
 
 from cli import main
 
@@ -63,9 +64,5 @@ def test_an_unwritable_output_dir_is_refused_before_any_work(capsys, tmp_path: P
 def test_parsing_the_command_line_imports_no_model_stack() -> None:
     # Every `fedrec` process parses all sub-commands' options; an edge node starts several of them
     # (`deploy connection`, `deploy supernode`), each of which would otherwise import torch.
-    probe = ("import sys; from cli.commands import build_parser; build_parser(); "
-             "print(sorted(m for m in ('torch', 'transformers', 'opacus', 'flwr_datasets') if m in sys.modules))")  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
-                          cwd=Path(__file__).parents[1])  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "[]"
+    heavy, _ = heavy_imports_of("from cli.commands import build_parser; build_parser()", timeout=60)
+    assert heavy == []

@@ -52,9 +52,11 @@ def rounds_trained(state: Path) -> list[int]:
 
 @contextmanager
 def ray_head() -> Iterator[tuple[str, Path]]:
-    """A one-machine Ray cluster of its own, its address and temp dir: its own port and temp dir (short: Ray's socket paths
-    must fit 107 characters), stopped by ending the processes it started, never with `ray stop`,
-    which would stop every Ray instance on the machine."""
+    """A one-machine Ray cluster of this test's own; yields its address and its temp dir.
+
+    It takes a free port and a short temp dir (Ray's socket paths must fit 107 characters). It is
+    stopped by ending the processes it started, never with `ray stop`, which would stop every Ray
+    instance on the machine."""
     port, temp = free_port(), Path(tempfile.mkdtemp(prefix="fr-ray-", dir="/tmp"))
     cmd = [str(BIN / "ray"), "start", "--head", "--port", str(port), "--num-cpus", "2", "--disable-usage-stats",
            "--include-dashboard=false", "--temp-dir", str(temp), "--block"]  # fmt: skip
