@@ -66,7 +66,8 @@ def pretrain(work: Path, consent: float, epochs: int, dataset: str = DATASET) ->
 def judge(checkpoint: Path | None, consent: float, dataset_name: str = DATASET) -> dict[str, dict[str, float]]:
     """Test metrics of the two-stage model (or popularity, for None) on the non-consented users
     and on everyone, in one process: the dataset is read once (and the model scored once when
-    nobody consented: both sets are everyone)."""
+    nobody consented: both sets are everyone). Also the validation items of the non-consented
+    users (`valid_non_consented`): what a recipe is chosen on, so that the test items stay unseen."""
     import numpy as np
 
     from shared.config import DataConfig
@@ -78,15 +79,18 @@ def judge(checkpoint: Path | None, consent: float, dataset_name: str = DATASET) 
     from shared.models.training import evaluate_model
 
     dataset = load_dataset(DataConfig(dataset=dataset_name))
+    model = None if checkpoint is None else load_checkpoint(checkpoint)
+    non_consented = non_consented_users(dataset, consent, SEED)
     out = {}
-    for name, users in (("non_consented", non_consented_users(dataset, consent, SEED)), ("all", None)):
+    for name, stage, users in (("non_consented", "test", non_consented), ("all", "test", None),
+                               ("valid_non_consented", "valid", non_consented)):  # fmt: skip
         if name == "all" and out["non_consented"]["users"] == dataset.num_users:
             out["all"] = out["non_consented"]
             continue
-        if checkpoint is None:
-            result = evaluate(dataset, Popularity.fit(dataset), "test", users=users)
+        if model is None:
+            result = evaluate(dataset, Popularity.fit(dataset), stage, users=users)
         else:
-            result = evaluate_model(load_checkpoint(checkpoint), dataset, "test", users=users)["ranking"]
+            result = evaluate_model(model, dataset, stage, users=users)["ranking"]
         out[name] = {f"{p}-{m}": float(result[p][m]) for p, m in METRICS}
         out[name]["users"] = int(dataset.num_users if users is None else len(np.asarray(users)))
     return out
@@ -124,14 +128,18 @@ def markdown(report: dict) -> str:
              "regional silos (`fedrec simulate`, `pretrained`). Metrics on the test items of the users who "
              "did not consent (their data reached the model only through DP fine-tuning), and of everyone. "
              "One seeded run per row; epsilon is per client, user-level, replace-one, delta 1e-6.", "",
-             "| model | consent | users | full HR@10 | full NDCG@10 | sampled HR@10 | sampled NDCG@10 | epsilon (max client) | commit | command |",
-             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "Recipes are compared on the validation items of the users who did not consent (valid full "
+             "NDCG@10), never on their test items.", "",
+             "| model | consent | users | full HR@10 | full NDCG@10 | sampled HR@10 | sampled NDCG@10 | valid full NDCG@10 | epsilon (max client) | commit | command |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in report["rows"]:
         for who in ("non_consented", "all"):
             m = r["test"][who]
             eps = r.get("client_epsilon_max")
+            valid = r["test"].get(f"valid_{who}", {}).get("full-ndcg@10")
             lines.append(f"| {r['name']} | {r['consent']:g} | {who.replace('_', '-')} ({m['users']:,}) | "
                          + " | ".join(f"{m[f'{a}-{b}']:.4f}" for a, b in METRICS)
+                         + f" | {'-' if valid is None else f'{valid:.4f}'}"
                          + f" | {'-' if eps is None else f'{eps:.2f}'} | `{r['commit'][:7]}` | `{r['command']}` |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
