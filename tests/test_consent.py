@@ -79,7 +79,7 @@ def test_evaluate_on_the_users_who_did_not_consent(tmp_path: Path, capsys) -> No
                  "--users", "consented"]) == 2  # fmt: skip
 
 
-def test_finetune_head_trains_the_item_tower_ranker_norms_and_biases_only(tmp_path: Path) -> None:
+def test_finetune_head_trains_the_item_tower_ranker_norms_and_biases_and_items_not_the_ranker(tmp_path: Path) -> None:
     """On top of a pretrained model, finetune=head freezes the user tower's attention and
     feed-forward weights: they are neither trained nor sent, and every node takes them from the
     pretrained file, so a node's model equals the server's."""
@@ -95,6 +95,10 @@ def test_finetune_head_trains_the_item_tower_ranker_norms_and_biases_only(tmp_pa
     assert "text_proj.weight" in trained and "rank_mlp.0.weight" in trained
     assert not any("attention.self.query.weight" in n or "intermediate.dense.weight" in n for n in trained)
     assert any("LayerNorm" in n for n in trained)
+    items = build_model(dataset, ModelConfig(**{**SMALL.__dict__, "finetune": "items"}), tmp_path / "cache")
+    item_trained = {n for n, p in items.named_parameters() if p.requires_grad}
+    assert item_trained < trained and "text_proj.weight" in item_trained and "rank_mlp.0.bias" in item_trained
+    assert not any(n.startswith("rank_mlp") and n.endswith(".weight") for n in item_trained)
     from shared.models.checkpoint import save_checkpoint
 
     with torch.no_grad():
