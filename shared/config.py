@@ -131,7 +131,8 @@ class ModelConfig:
     # "head": fewer parameters, less DP noise, smaller updates.
     finetune: str = knob("all", "what trains: `all`; `head` (item tower, ranker, LayerNorms and biases; the "
                          "user tower's other weights stay at the `pretrained` checkpoint's values, which every "
-                         "node loads too); or `items` (the head without the ranker's weights)")
+                         "node loads too); `items` (the head without the ranker's weights); or `bias` "
+                         "(biases, LayerNorms and the per-item bias only)")
     retrieve_top_n: int = knob(100, "candidates the ranker re-scores")
     # Both losses are per sample, as Opacus needs (see shared/models/recommender.py).
     retrieval_loss: str = knob("softmax", "`softmax`: cross-entropy of the next item against the "
@@ -154,8 +155,8 @@ class ModelConfig:
             raise FedrecError("text-finetune-layers needs the text tower (drop --no-text)")
         if self.retrieval_loss not in RETRIEVAL_LOSSES:
             raise FedrecError(f"retrieval-loss must be softmax or bce, got '{self.retrieval_loss}'")
-        if self.finetune not in ("all", "head", "items"):
-            raise FedrecError(f"finetune must be all, head or items, got '{self.finetune}'")
+        if self.finetune not in ("all", "head", "items", "bias"):
+            raise FedrecError(f"finetune must be all, head, items or bias, got '{self.finetune}'")
         if not 0 <= float(self.dropout) < 1:
             raise FedrecError(f"dropout must be in [0, 1), got {self.dropout}")
 

@@ -79,7 +79,7 @@ def test_evaluate_on_the_users_who_did_not_consent(tmp_path: Path, capsys) -> No
                  "--users", "consented"]) == 2  # fmt: skip
 
 
-def test_finetune_head_trains_the_item_tower_ranker_norms_and_biases_and_items_not_the_ranker(tmp_path: Path) -> None:
+def test_finetune_head_items_and_bias_each_train_a_smaller_set(tmp_path: Path) -> None:
     """On top of a pretrained model, finetune=head freezes the user tower's attention and
     feed-forward weights: they are neither trained nor sent, and every node takes them from the
     pretrained file, so a node's model equals the server's."""
@@ -99,6 +99,10 @@ def test_finetune_head_trains_the_item_tower_ranker_norms_and_biases_and_items_n
     item_trained = {n for n, p in items.named_parameters() if p.requires_grad}
     assert item_trained < trained and "text_proj.weight" in item_trained and "rank_mlp.0.bias" in item_trained
     assert not any(n.startswith("rank_mlp") and n.endswith(".weight") for n in item_trained)
+    bias = build_model(dataset, ModelConfig(**{**SMALL.__dict__, "finetune": "bias"}), tmp_path / "cache")
+    bias_trained = {n for n, p in bias.named_parameters() if p.requires_grad}
+    assert bias_trained < item_trained and "text_proj.bias" in bias_trained
+    assert all(n.endswith(".bias") or "LayerNorm" in n or n.startswith(("item_bias", "item_norm")) for n in bias_trained)
     from shared.models.checkpoint import save_checkpoint
 
     with torch.no_grad():

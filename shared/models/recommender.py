@@ -40,9 +40,11 @@ HARD_NEGATIVE_POOL = 100  # the ranker's hard negatives are drawn from the retri
 # What trains on top of a pretrained model under `finetune` (the rest is frozen), besides every
 # LayerNorm and bias. DP noise grows with the number of trained parameters: the user tower's
 # attention and feed-forward weights are most of them ("head" leaves them), then the ranker's
-# ("items" leaves those too: on ML-1M, 65k of the head's 99k).
+# ("items" leaves those too: on ML-1M, 65k of the head's 99k). "bias" trains the biases, the
+# LayerNorms and the per-item bias alone (BitFit; under DP, Bu et al. 2022's DP-BiTFiT): 6k.
 ITEM_TOWER_MODULES = ("text_proj", "item_id", "item_norm", "item_bias", "genre_proj", "year_emb")
-FINETUNE_MODULES = {"head": (*ITEM_TOWER_MODULES, "rank_mlp"), "items": ITEM_TOWER_MODULES}
+FINETUNE_MODULES = {"head": (*ITEM_TOWER_MODULES, "rank_mlp"), "items": ITEM_TOWER_MODULES,
+                    "bias": ("item_bias", "item_norm")}
 
 
 def hard_negative_pool(num_items: int) -> int:
