@@ -299,10 +299,33 @@ def audit() -> str:
             f"epsilon of {private['reported_epsilon']:.2f}, {'within' if within else '**above**: the claim is refuted'}")  # fmt: skip
 
 
+OPTIMIZER_NAMES = {"sgd": "DP-SGD", "adamw": "DP-Adam"}
+
+
+def private_sweep() -> str:
+    """private-model.md: the fine-tuning sweep's points beside popularity and the pretrained model
+    they start from, on the users who did not consent; chosen on the validation column."""
+    rows = require("private_recipe")["rows"]
+    start = next(r for r in rows if r["name"] == "pretrained on consented (15 epochs)")
+    sweep = [r for r in rows if r["name"].startswith("sweep-") and "valid_non_consented" in r["test"]]
+    lines = ["| fine-tuned | optimizer, lr | valid full NDCG@10 | test full NDCG@10 | test sampled HR@10 |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for r in [next(r for r in rows if r["name"] == "popularity"), start, *sweep]:
+        valid, test = r["test"]["valid_non_consented"], r["test"]["non_consented"]
+        if r in sweep:
+            setting = (run_setting(r["command"], "finetune"),
+                       f"{OPTIMIZER_NAMES[run_setting(r['command'], 'optimizer')]} {run_setting(r['command'], 'lr')}")
+        else:
+            setting = (f"({r['name']})", "-")
+        lines.append(f"| {setting[0]} | {setting[1]} | {valid['full-ndcg@10']:.4f} | {test['full-ndcg@10']:.4f} "
+                     f"| {test['sampled-hr@10']:.3f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
     "main-job": main_job, "federated-parity": federated_parity, "search-known-item": search_known_item,
     "serve-load": serve_load, "scale": scale, "overhead": overhead, "dp-step": dp_step,
-    "retrieval-loss": retrieval_loss, "goals": goals, "audit": audit,
+    "retrieval-loss": retrieval_loss, "goals": goals, "audit": audit, "private-sweep": private_sweep,
 }  # fmt: skip
 
 
