@@ -305,12 +305,14 @@ OPTIMIZER_NAMES = {"sgd": "DP-SGD", "adamw": "DP-Adam"}
 def private_sweep() -> str:
     """private-model.md: the fine-tuning sweep's points beside popularity and the pretrained model
     they start from, on the users who did not consent; chosen on the validation column."""
-    rows = require("private_recipe")["rows"]
-    start = next(r for r in rows if r["name"] == "pretrained on consented (15 epochs)")
-    sweep = [r for r in rows if r["name"].startswith("sweep-") and "valid_non_consented" in r["test"]]
+    rows = {r["name"]: r for r in require("private_recipe")["rows"]}
+    references = [rows.get(name) for name in ("popularity", "pretrained on consented (15 epochs)")]
+    if None in references:
+        raise FedrecError("simulations/results/private_recipe.json lacks popularity or the 15-epoch pretrained row")
+    sweep = [r for name, r in rows.items() if name.startswith("sweep-") and "valid_non_consented" in r["test"]]
     lines = ["| fine-tuned | optimizer, lr | valid full NDCG@10 | test full NDCG@10 | test sampled HR@10 |",
              "|---|---|---|---|---|"]  # fmt: skip
-    for r in [next(r for r in rows if r["name"] == "popularity"), start, *sweep]:
+    for r in [*references, *sweep]:
         valid, test = r["test"]["valid_non_consented"], r["test"]["non_consented"]
         if r in sweep:
             setting = (run_setting(r["command"], "finetune"),
