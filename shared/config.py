@@ -110,6 +110,8 @@ class PartitionConfig:
 
 
 RETRIEVAL_LOSSES = ("softmax", "bce")
+# What `finetune` may name; shared/models/recommender.py says which parameters each trains.
+FINETUNE_MODES = ("all", "head", "items", "bias")
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,7 @@ class ModelConfig:
                                   "federation: see docs/privacy.md; `fedrec train` has it on)")
     use_item_bias: bool = knob(False, "a per-item scalar added to every score of the item: the popularity "
                                "prior a text-only item tower lacks (shared/models/recommender.py)")
-    # "head": fewer parameters, less DP noise, smaller updates.
+    # Anything but "all": fewer parameters, less DP noise, smaller updates.
     finetune: str = knob("all", "what trains: `all`; `head` (item tower, ranker, LayerNorms and biases; the "
                          "user tower's other weights stay at the `pretrained` checkpoint's values, which every "
                          "node loads too); `items` (the head without the ranker's weights); or `bias` "
@@ -155,8 +157,8 @@ class ModelConfig:
             raise FedrecError("text-finetune-layers needs the text tower (drop --no-text)")
         if self.retrieval_loss not in RETRIEVAL_LOSSES:
             raise FedrecError(f"retrieval-loss must be softmax or bce, got '{self.retrieval_loss}'")
-        if self.finetune not in ("all", "head", "items", "bias"):
-            raise FedrecError(f"finetune must be all, head, items or bias, got '{self.finetune}'")
+        if self.finetune not in FINETUNE_MODES:
+            raise FedrecError(f"finetune must be one of {', '.join(FINETUNE_MODES)}, got '{self.finetune}'")
         if not 0 <= float(self.dropout) < 1:
             raise FedrecError(f"dropout must be in [0, 1), got {self.dropout}")
 

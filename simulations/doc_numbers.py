@@ -310,18 +310,19 @@ def private_sweep() -> str:
     if None in references:
         raise FedrecError("simulations/results/private_recipe.json lacks popularity or the 15-epoch pretrained row")
     sweep = [r for name, r in rows.items() if name.startswith("sweep-") and "valid_non_consented" in r["test"]]
-    lines = ["| fine-tuned | optimizer, lr | valid full NDCG@10 | test full NDCG@10 | test sampled HR@10 |",
-             "|---|---|---|---|---|"]  # fmt: skip
-    for r in [*references, *sweep]:
+    def line(trained: str, step: str, r: dict[str, Any]) -> str:
         valid, test = r["test"]["valid_non_consented"], r["test"]["non_consented"]
-        if r in sweep:
-            setting = (run_setting(r["command"], "finetune"),
-                       f"{OPTIMIZER_NAMES[run_setting(r['command'], 'optimizer')]} {run_setting(r['command'], 'lr')}")
-        else:
-            setting = (f"({r['name']})", "-")
-        lines.append(f"| {setting[0]} | {setting[1]} | {valid['full-ndcg@10']:.4f} | {test['full-ndcg@10']:.4f} "
-                     f"| {test['sampled-hr@10']:.3f} |")  # fmt: skip
-    return "\n".join(lines)
+        return (f"| {trained} | {step} | {valid['full-ndcg@10']:.4f} | {test['full-ndcg@10']:.4f} "
+                f"| {test['sampled-hr@10']:.3f} |")  # fmt: skip
+
+    return "\n".join([
+        "| fine-tuned | optimizer, lr | valid full NDCG@10 | test full NDCG@10 | test sampled HR@10 |",
+        "|---|---|---|---|---|",
+        *(line(f"({r['name']})", "-", r) for r in references),
+        *(line(run_setting(r["command"], "finetune"),
+               f"{OPTIMIZER_NAMES[run_setting(r['command'], 'optimizer')]} {run_setting(r['command'], 'lr')}", r)
+          for r in sweep),
+    ])  # fmt: skip
 
 
 BLOCKS: dict[str, Callable[[], str]] = {

@@ -79,7 +79,8 @@ def judge(checkpoint: Path | None, consent: float, dataset_name: str = DATASET) 
     from shared.models.training import evaluate_model
 
     dataset = load_dataset(DataConfig(dataset=dataset_name))
-    model = None if checkpoint is None else load_checkpoint(checkpoint)
+    # The model (or popularity) is built once and scored on each set of users.
+    model = Popularity.fit(dataset) if checkpoint is None else load_checkpoint(checkpoint)
     non_consented = non_consented_users(dataset, consent, SEED)
     out = {}
     for name, stage, users in (("non_consented", "test", non_consented), ("all", "test", None),
@@ -87,8 +88,8 @@ def judge(checkpoint: Path | None, consent: float, dataset_name: str = DATASET) 
         if name == "all" and out["non_consented"]["users"] == dataset.num_users:
             out["all"] = out["non_consented"]
             continue
-        if model is None:
-            result = evaluate(dataset, Popularity.fit(dataset), stage, users=users)
+        if checkpoint is None:
+            result = evaluate(dataset, model, stage, users=users)
         else:
             result = evaluate_model(model, dataset, stage, users=users)["ranking"]
         out[name] = {f"{p}-{m}": float(result[p][m]) for p, m in METRICS}

@@ -8,6 +8,9 @@ atomic files and the generic CSV format, so tests can check that every reader ag
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,10 +154,6 @@ HEAVY_MODULES = ("torch", "transformers", "opacus", "flwr_datasets", "datasets")
 def heavy_imports_of(script: str, *args: str, timeout: int = 120) -> tuple[list[str], str]:
     """Run `script` in a fresh Python process from the repository root (tests/ on the path) and
     return the heavy modules it imported, and its stdout before that line."""
-    import os
-    import subprocess
-    import sys
-
     report = f"\nimport json as _j, sys as _s; print(_j.dumps(sorted(m for m in {HEAVY_MODULES!r} if m in _s.modules)))"
     done = subprocess.run([sys.executable, "-c", script + report, *args], capture_output=True, text=True,
                           timeout=timeout, cwd=Path(__file__).parents[1],
