@@ -52,3 +52,12 @@ def catalog(msg: Message, context: Context) -> Message:
     local = local_data(context.run_config, context.node_config)
     return Message(RecordDict({"catalog": ConfigRecord({"fingerprint": catalog_fingerprint(local.dataset)})}),
                    reply_to=msg)  # fmt: skip
+
+
+@app.query("popularity")
+def popularity(msg: Message, context: Context) -> Message:
+    """Before round 1, when the run asks for a popularity prior: this silo's item counts under
+    user-level DP, spent from its own budget (client/popularity.py)."""
+    from client.popularity import release
+
+    return release(msg, context)

@@ -105,13 +105,16 @@ def plan_round(
     local_epochs: int, planned_rounds: int, local_steps: int = 0, policy: NodePolicy | None = None,
 ) -> tuple[PrivacyState, RoundPlan]:  # fmt: skip
     """This round's (sigma, q, steps): `local_steps` steps, or else `local_epochs` epochs of
-    1/q. sigma is calibrated on the first round only, so that `planned_rounds` such rounds end
-    within the budget, raised to the node policy's floor, and then kept."""
+    1/q. sigma is calibrated on the first round only, so that `planned_rounds` such rounds, after
+    whatever the history already holds, end within the budget; raised to the node policy's
+    floor, and then kept."""
     q = min(1.0, batch_size / max(num_examples, 1))
     steps = local_steps or local_epochs * max(1, round(1 / q))
     if state.noise_multiplier == 0:
-        remaining = max(planned_rounds - len(state.history), 1)
-        sigma = calibrate_sigma(state.budget, state.delta, q, remaining * steps)
+        # What the node already released (its popularity counts, round 0) is composed first, so
+        # the rounds get what remains of the budget.
+        remaining = max(planned_rounds - sum(1 for s in state.history if s.round > 0), 1)
+        sigma = calibrate_sigma(state.budget, state.delta, q, remaining * steps, state.steps())
         state = replace(state, noise_multiplier=policy.noise_floor(sigma) if policy else sigma)
     ghost = cfg.dp_grad_sample_mode == "ghost" and (policy is None or policy.ghost_clipping)
     return state, RoundPlan(state.noise_multiplier, q, steps, cfg.max_grad_norm, "ghost" if ghost else "hooks")

@@ -15,6 +15,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from server.checkpoints import ServerState, load_optimizer, load_round
 from server.outcomes import RunFailed, check_node_catalogs
+from server.popularity import check_popularity_prior, popularity_prior, set_item_bias
 from server.privacy_report import write_report
 from server.rounds import run_rounds
 from server.secure import check_secure_aggregation
@@ -57,6 +58,7 @@ def main(grid: Grid, context: Context) -> None:
         check_central_dp(fed, privacy)
         secagg = from_run_config(SecureAggregationConfig, context.run_config)
         check_secure_aggregation(fed.strategy, secagg)
+        check_popularity_prior(privacy, from_run_config(PartitionConfig, context.run_config), model_cfg)
         audit = from_run_config(AuditConfig, context.run_config)
         partition = from_run_config(PartitionConfig, context.run_config)
         if audit.audit_canaries:
@@ -87,6 +89,10 @@ def main(grid: Grid, context: Context) -> None:
         check_node_catalogs(grid, catalog_fingerprint(catalog), fed.min_train_nodes, fed.round_timeout, partition.seed)
     except FedrecError as err:
         fail(str(err))
+    if privacy.popularity_epsilon > 0 and state.round == 0:  # a resumed run's bias is in its checkpoint
+        prior = popularity_prior(grid, run_dir, catalog_fingerprint(catalog), catalog.num_items, fed.round_timeout)
+        if prior is not None:
+            set_item_bias(model, prior)
     connected = len(list(grid.get_node_ids()))
     if privacy.central_dp and not privacy.population:
         log.warning("central DP: population not configured; taking the %d nodes connected now as N", connected)

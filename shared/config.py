@@ -249,6 +249,12 @@ class PrivacyConfig:
     population: int = knob(0, "central DP's N, the clients in the federation (delta is capped at 1/N^1.1); "
                            "`fedrec simulate` sets it to the SuperNodes it starts; `0` in a deployment: the "
                            "nodes connected at the start, with a warning")
+    # One release of each silo's item counts, the server's popularity prior (server/popularity.py):
+    # a text-only item tower starting from scratch knows nothing of which items are popular.
+    popularity_epsilon: float = knob(0.0, "before round 1, each silo releases its users' item counts once under "
+                                     "DP at this epsilon, out of its budget, and the server starts the item bias "
+                                     "from their sum; `0`: off. Needs `dp`, `use-item-bias` and silos (not "
+                                     "`partitioning=user`)")
     audit_messages: bool = knob(False, "each node appends the shape (never the values) of every reply it sends "
                                 "to `messages-<node>.jsonl` in its state directory (client/message_audit.py)")
     # A one-user client's metric is exactly that user's own outcome.
@@ -262,6 +268,9 @@ class PrivacyConfig:
             raise FedrecError(f"central-clipping-norm must be > 0, got {self.central_clipping_norm}")
         if float(self.target_epsilon) <= 0:
             raise FedrecError(f"target-epsilon must be > 0, got {self.target_epsilon}")
+        if not 0 <= float(self.popularity_epsilon) < float(self.target_epsilon):
+            raise FedrecError(f"popularity-epsilon must be in [0, target-epsilon {self.target_epsilon}): it is spent "
+                              f"out of the budget, got {self.popularity_epsilon}")
         if float(self.noise_multiplier) < 0:
             raise FedrecError(f"noise-multiplier must be >= 0 (0: calibrate), got {self.noise_multiplier}")
         if float(self.max_grad_norm) <= 0:
@@ -274,7 +283,7 @@ class PrivacyConfig:
         if self.accountant not in ACCOUNTANTS:
             raise FedrecError(f"accountant must be one of {', '.join(ACCOUNTANTS)}, got '{self.accountant}'")
         for name in ("target_epsilon", "noise_multiplier", "max_grad_norm", "target_delta",
-                     "central_noise_multiplier", "central_clipping_norm"):  # fmt: skip
+                     "central_noise_multiplier", "central_clipping_norm", "popularity_epsilon"):  # fmt: skip
             object.__setattr__(self, name, float(getattr(self, name)))
         object.__setattr__(self, "dp", bool(self.dp))
         object.__setattr__(self, "central_dp", bool(self.central_dp))

@@ -121,26 +121,32 @@ def _epsilon(entries: tuple[tuple[float, float, int], ...], delta: float) -> flo
     return float(acc.get_epsilon(delta))
 
 
-def calibrate_sigma(budget: float, delta: float, sample_rate: float, steps: int) -> float:
-    """The smallest sigma (to 1%) whose `steps` steps at `sample_rate` stay within `budget`.
+def calibrate_sigma(budget: float, delta: float, sample_rate: float, steps: int,
+                    spent: Sequence[tuple[float, float, int]] = ()) -> float:  # fmt: skip
+    """The smallest sigma (to 1%) whose `steps` steps at `sample_rate`, after the history
+    `spent` (a node's earlier releases, e.g. its popularity counts), stay within `budget`.
 
     q is first rounded up to a grid of 20 steps per decade (at most 12% up): a little more noise
     than needed, never less, and a process simulating thousands of clients, each with its own q,
     then calibrates each grid point once."""
     q = min(1.0, 10 ** (math.ceil(math.log10(sample_rate) * GRID_PER_DECADE - 1e-9) / GRID_PER_DECADE))
-    return _calibrate(budget, delta, max(q, sample_rate), steps)
+    prior = tuple(e for e in _compressed(spent) if e[2] > 0)
+    if epsilon(prior, delta) >= budget:
+        raise ValueError(f"the history already spends epsilon {epsilon(prior, delta):.3f} of budget {budget}")
+    return _calibrate(budget, delta, max(q, sample_rate), steps, prior)
 
 
 @lru_cache(maxsize=1024)
-def _calibrate(budget: float, delta: float, q: float, steps: int) -> float:
+def _calibrate(budget: float, delta: float, q: float, steps: int,
+               prior: tuple[tuple[float, float, int], ...] = ()) -> float:  # fmt: skip
     from dp_accounting.mechanism_calibration import calibrate_dp_mechanism
 
     def event(sigma: float) -> dp_event.DpEvent:
-        return dp_events([(sigma, q, steps)])
+        return dp_events([*prior, (sigma, q, steps)])
 
     sigma = float(calibrate_dp_mechanism(_accountant, event, budget, delta, tol=0.005))
     # The search stops near the boundary; step up until the plan provably fits.
-    while epsilon([(sigma, q, steps)], delta) > budget:
+    while epsilon([*prior, (sigma, q, steps)], delta) > budget:
         sigma *= 1.01
     return sigma
 

@@ -1,0 +1,87 @@
+"""The popularity prior: before round 1, each silo's item counts under DP, summed into the item bias.
+
+A model starting from scratch (nobody consented) has an item tower that reads only text, so it
+starts knowing nothing of popularity, and the sampled protocol rewards popularity heavily. With
+`popularity-epsilon` set, the server asks every connected node once for its users' item counts;
+each silo answers under user-level DP from its own budget (client/popularity.py) or refuses. The
+spends are ledgered as round 0, and every later privacy record carries them in its history, so
+the privacy report composes them with the training rounds.
+
+Against whom: each silo's counts leave it already noised, so the guarantee holds against the
+server and anyone who reads the final model; it does not need SecAgg+.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+
+from server.messaging import send_and_receive
+from server.privacy import PrivacyTracker
+from shared.config import ModelConfig, PartitionConfig, PrivacyConfig
+from shared.data.dataset import CATALOG_KEY
+from shared.errors import FedrecError
+from shared.models.recommender import Recommender
+
+log = logging.getLogger("flwr.fedrec")
+POPULARITY_QUERY = "query.popularity"  # client/app.py answers it
+COUNTS = "counts"  # as client/popularity.py names the reply's record
+
+
+def check_popularity_prior(privacy: PrivacyConfig, partition: PartitionConfig, model: ModelConfig) -> None:
+    """Refuse, before anything runs, a popularity prior the run could not use or account."""
+    if privacy.popularity_epsilon <= 0:
+        return
+    if not privacy.dp:
+        raise FedrecError("popularity-epsilon needs dp=true: the silos account the release with their DP-SGD")
+    if partition.partitioning == "user":
+        raise FedrecError("popularity-epsilon needs silos: with partitioning=user a client is one user, "
+                          "and its counts would be that user's own items")  # fmt: skip
+    if not model.use_item_bias:
+        raise FedrecError("popularity-epsilon needs use-item-bias=true: the prior starts the item bias")
+
+
+def log_prior(counts: np.ndarray, noise_std: float) -> np.ndarray:
+    """The item bias from noisy counts: log(count + noise_std), centred over the items, 0 for
+    padding. Negative noisy counts are floored at 0, and the noise's own size is added, so that
+    items told apart only by noise start nearly level instead of ordered by it."""
+    scores = np.log(np.maximum(np.asarray(counts, dtype=np.float64), 0.0) + max(noise_std, 1e-6))
+    scores[1:] -= scores[1:].mean()
+    scores[0] = 0.0
+    return scores
+
+
+def popularity_prior(grid: Grid, run_dir: Path, catalog: str, num_items: int, timeout: float) -> np.ndarray | None:
+    """Ask every node for its noisy counts, ledger what each spent (or why it refused), and
+    return `log_prior` of their sum; None when no node released any."""
+    content = lambda: RecordDict({"config": ConfigRecord({CATALOG_KEY: catalog})})  # noqa: E731
+    nodes = list(grid.get_node_ids())
+    replies = send_and_receive(grid, [Message(content(), dst_node_id=n, message_type=POPULARITY_QUERY)
+                                      for n in nodes], timeout)  # fmt: skip
+    released = [m for m in PrivacyTracker(run_dir).record(0, replies) if not m.has_error() and COUNTS in m.content]
+    total, variance = np.zeros(num_items + 1), 0.0
+    for msg in released:
+        counts = np.asarray(msg.content[COUNTS][COUNTS].numpy(), dtype=np.float64)
+        if counts.shape != total.shape or not np.isfinite(counts).all():
+            log.warning("popularity prior: node %d sent counts of shape %s or not finite; left out",
+                        msg.metadata.src_node_id, counts.shape)  # fmt: skip
+            continue
+        total += counts
+        variance += float(msg.content["privacy"]["noise-multiplier"]) ** 2
+    if not released:
+        log.warning("popularity prior: none of %d nodes released counts; the item bias starts at zero", len(nodes))
+        return None
+    log.info("popularity prior: counts from %d of %d nodes, noise std %.2f per item", len(released), len(nodes),
+             math.sqrt(variance))  # fmt: skip
+    return log_prior(total, math.sqrt(variance))
+
+
+def set_item_bias(model: Recommender, prior: np.ndarray) -> None:
+    with torch.no_grad():
+        model.item_bias.weight[:, 0] = torch.as_tensor(prior, dtype=model.item_bias.weight.dtype)
