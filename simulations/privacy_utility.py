@@ -7,6 +7,9 @@ user-level DP, beside popularity and the model pretrained on the consented users
 The grid is epsilon x setting x consent fraction; each point is one `fedrec simulate` run.
 - `regional`: 10 regional silos, DP-SGD (Opacus) in each, one user's whole history one example:
   user-level DP within the silo, `target-epsilon` per silo.
+- `regional-prior`: `regional`, each silo first releasing its users' item counts under DP at an
+  eighth of its epsilon (`popularity-epsilon`, server/popularity.py), from which the server
+  starts the item bias; DP-SGD gets the rest. No point without DP.
 - `per-user`: one client per user under central DP (DP-FedAvg: each user's whole update clipped
   on its node, Gaussian noise added by the server to the round's sum), no local DP-SGD. Its
   `central-noise-multiplier` is calibrated here so that the planned rounds spend epsilon
@@ -59,10 +62,15 @@ from simulations.provenance import provenance
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
 DEFAULT_DATASET = "movielens-1m"
-SETTINGS = {"regional": ("partitioning=region",), "per-user": ("partitioning=user",)}
+SETTINGS = {"regional": ("partitioning=region",), "regional-prior": ("partitioning=region",),
+            "per-user": ("partitioning=user",)}
+# regional-prior: each silo first releases its item counts (server/popularity.py), at this share
+# of its epsilon, and the rest goes to DP-SGD.
+PRIOR_SHARE = 0.125
 # What the grid sets on each point; the same key in --run-config would make the row lie about it.
 GRID_KEYS = ("dataset", "partitioning", "consent-fraction", "pretrained", "seed", "output-dir", "dp",
-             "target-epsilon", "noise-multiplier", "central-dp", "central-noise-multiplier")  # fmt: skip
+             "target-epsilon", "noise-multiplier", "central-dp", "central-noise-multiplier",
+             "popularity-epsilon")  # fmt: skip
 METRICS = ("full-hr@10", "full-ndcg@10", "sampled-hr@10", "sampled-ndcg@10")
 PLOTTED = ("full-ndcg@10", "sampled-hr@10")
 REFERENCES = {"popularity": "popularity", "pretrained": "pretrained on the consented users"}
@@ -112,6 +120,8 @@ def privacy_keys(setting: str, epsilon: float, rounds: int, delta: float) -> lis
         return ["dp=false"]
     if setting == "regional":
         return ["dp=true", f"target-epsilon={epsilon:g}"]
+    if setting == "regional-prior":
+        return ["dp=true", f"target-epsilon={epsilon:g}", f"popularity-epsilon={epsilon * PRIOR_SHARE:g}"]
     noise = math.ceil(central_noise_multiplier(epsilon, rounds, delta) * 1e4) / 1e4
     return ["dp=false", "central-dp=true", f"central-noise-multiplier={noise:g}"]
 
@@ -134,7 +144,9 @@ def grid(
     config = {**app_defaults(), **parse_overrides(extra)}
     rounds = int(config["num-server-rounds"])
     delta = min(float(config["target-delta"]), max(population, 1) ** -1.1)
-    privacy = {(s, e): privacy_keys(s, e, rounds, delta) for s in settings for e in epsilons}  # calibrated once
+    # Calibrated once. The prior needs DP: without it, regional-prior would be regional's point.
+    privacy = {(s, e): privacy_keys(s, e, rounds, delta) for s in settings for e in epsilons
+               if not (s == "regional-prior" and math.isinf(e))}  # fmt: skip
     points = []
     for consent in consents:
         start = ([f"consent-fraction={consent:g}", f"pretrained={pretrained[consent]}", *MODEL, *recipe] if consent > 0
@@ -214,7 +226,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     styles = {0.0: "--", **dict(zip([c for c in consents if c > 0], ("-", "-.", ":")))}
     fig, axes = plt.subplots(1, len(PLOTTED), figsize=(11, 4.2))
     for ax, metric in zip(axes, PLOTTED):
-        for color, setting in zip(("C0", "C1"), SETTINGS):
+        for color, setting in zip(("C0", "C2", "C1"), SETTINGS):
             for consent in consents:
                 pts = sorted((r for r in report["points"] if (r["setting"], r["consent"]) == (setting, consent)),
                              key=lambda r: r["epsilon"])  # fmt: skip
