@@ -3,8 +3,8 @@
 A Flower mod sees every reply the ClientApp sends and appends its shape, never its values, to
 `messages-<node>.jsonl` in the node's state directory: record names and types, array keys with
 dtypes and shapes, metric and config keys with value types. `violations` checks such a line
-against what fedrec is meant to send: the weights vector, whitelisted scalar metrics and the
-privacy accountant's record. A privacy officer can audit a node from that file alone.
+against what fedrec is meant to send: the weights vector, whitelisted scalar metrics, the
+privacy accountant's record and the popularity prior's noisy counts. A privacy officer can audit a node from that file alone.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from shared.config import PrivacyConfig, from_run_config
 from shared.wire import WEIGHTS
 
 ALLOWED_RECORDS = {"arrays": "ArrayRecord", "metrics": "MetricRecord", "privacy": "ConfigRecord",
-                   "refusal": "ConfigRecord", "catalog": "ConfigRecord"}  # fmt: skip
+                   "refusal": "ConfigRecord", "catalog": "ConfigRecord",
+                   "counts": "ArrayRecord"}  # fmt: skip
 # SecAgg+ (client/secure.py): public keys, encrypted key shares, the masked update and unmasking
 # shares, plus the legacy FitRes records its mod reads, emptied of arrays before they leave.
 SECAGG_RECORDS = {"secaggplus_configs": ("ConfigRecord", {"pk1", "pk2", "dsts", "ctxts", "masked_params", "nids", "shares"}),
@@ -78,6 +79,10 @@ def violations(line: dict, num_weights: int) -> list[str]:
             found.append(f"record '{name}' ({rec['type']})")
         elif name == "arrays" and rec["arrays"] != {WEIGHTS: ["float32", [num_weights]]}:
             found.append(f"arrays {rec['arrays']}")
+        elif name == "counts" and (set(rec["arrays"]) != {"counts"} or rec["arrays"]["counts"][0] != "float32"
+                                   or len(rec["arrays"]["counts"][1]) != 1):  # fmt: skip
+            # The popularity prior's noisy item counts (client/popularity.py): one float32 vector.
+            found.append(f"counts {rec['arrays']}")
         elif name == "metrics":
             dp = bool(line.get("dp", False))
             found += [f"metric '{k}'" for k, t in rec["keys"].items() if not _metric_allowed(k, dp) or t not in ("int", "float")]

@@ -72,6 +72,21 @@ def test_a_silo_records_the_release_before_sending_noisy_counts(csv_dir: Path, t
     assert 0.5 * sigma < noise.std() < 2 * sigma  # noise of std sigma on every item, not the exact counts
 
 
+def test_the_message_audit_lists_the_counts_as_a_reply_a_node_may_send(csv_dir: Path, tmp_path: Path) -> None:
+    from client.app import app
+    from client.message_audit import audit_path, violations
+    from client.policy import NodePolicy, write_policy
+
+    cfg = run_config(csv_dir, tmp_path / "cache")
+    local = local_data(cfg, {"partition-id": 0, "num-partitions": 2})
+    write_policy(tmp_path / "s", NodePolicy(audit_messages=True))
+    app(query(catalog_fingerprint(local.dataset)), node(cfg, tmp_path / "s"))
+    (line,) = [json.loads(x) for x in audit_path(tmp_path / "s", 1).read_text().splitlines()]
+    assert set(line["records"]) == {"counts", "privacy"} and violations(line, 1) == []
+    line["records"]["counts"]["arrays"]["extra"] = ["float32", [3]]
+    assert violations(line, 1)  # anything beside the one vector is flagged
+
+
 def test_training_after_a_release_gets_only_what_remains_of_the_budget(csv_dir: Path, tmp_path: Path) -> None:
     cfg = PrivacyConfig(target_epsilon=3.0, popularity_epsilon=1.0)
     fresh = budget.new_state("region-0", "user", cfg)
