@@ -6,8 +6,9 @@
 1. The server's pretraining: `fedrec train --consented-only` on the consented users (drawn with
    the seed), text-only item tower with the per-item bias, as the federation runs it. Kept in
    --work and reused by every point with the same consent fraction and epochs.
-2. Each point: `fedrec simulate` over 10 regional silos, starting from that checkpoint
-   (`pretrained`), with the point's run-config keys.
+2. Each point: `fedrec simulate` over 10 regional silos (or one client per user, when its keys
+   say `partitioning=user`), starting from that checkpoint (`pretrained`), with the point's
+   run-config keys.
 3. Every model is judged on the same users' test items: the users who did NOT consent (their
    data reached the model only through DP), and everyone. Popularity and the pretrained model
    stand in the same table, so "private fine-tuning adds something" is read off one row.
@@ -110,7 +111,9 @@ def recorded_run(run_dir: Path) -> tuple[Path, dict]:
 
 def federate(work: Path, name: str, pretrained: Path, consent: float, keys: list[str]) -> tuple[Path, str, dict]:
     out = work / name
-    overrides = ["partitioning=region", f"pretrained={pretrained}", f"consent-fraction={consent:g}", *MODEL, *keys]
+    # Regional silos unless the point names its partitioning (one client per user): each key once.
+    silos = [] if any(k.startswith("partitioning=") for k in keys) else ["partitioning=region"]
+    overrides = [*silos, f"pretrained={pretrained}", f"consent-fraction={consent:g}", *MODEL, *keys]
     argv = ["simulate", "--run-config", f"output-dir={out}", *overrides]
     before = set(out.glob("run-*"))
     started = time.perf_counter()
