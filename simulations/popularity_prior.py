@@ -24,7 +24,7 @@ import numpy as np
 
 from shared.atomic import write_json, write_text
 from shared.errors import FedrecError
-from simulations.provenance import provenance
+from simulations.provenance import provenance, provenance_lines
 
 RESULTS = Path(__file__).parent / "results"
 DELTA = 1e-6
@@ -58,8 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     except FedrecError as err:
         print(f"popularity_prior: error: {err}", file=sys.stderr)
         return 2
-    record = {"command": "python -m simulations.popularity_prior " + " ".join(argv or sys.argv[1:]),
-              "provenance": provenance(), "checkpoint": str(args.checkpoint), "delta": DELTA, "rows": rows}  # fmt: skip
+    record = {"provenance": provenance(), "checkpoint": str(args.checkpoint), "delta": DELTA, "rows": rows}
     write_json(args.out / "popularity_prior.json", record)
     write_text(args.out / "popularity_prior.md", markdown(record))
     print(markdown(record))
@@ -102,10 +101,8 @@ def run(args: argparse.Namespace) -> list[dict]:
 
 
 def markdown(record: dict) -> str:
-    p = record["provenance"]
     lines = ["# The popularity prior's share of epsilon and sharpness (validation items)", "",
-             f"Command: `{record['command']}`  ", f"Commit: `{p['commit']}`  ",
-             f"Machine: {p['machine']['cpu']}, {p['machine']['cores']} cores", "",
+             *provenance_lines(record["provenance"]), "",
              f"The prior replayed into `{record['checkpoint']}`'s item bias (10 regional silos, ML-1M, delta "
              f"{record['delta']:g}, replace-one); validation items of the same sampled users for every row.", "",
              "| release epsilon | sigma per silo | sharpness | valid full NDCG@10 | valid full HR@10 | valid sampled HR@10 |",
