@@ -24,6 +24,7 @@ from flwr.serverapp import Grid
 
 from server.messaging import send_and_receive
 from server.privacy import PrivacyTracker
+from shared.atomic import write_json
 from shared.config import ModelConfig, PartitionConfig, PrivacyConfig
 from shared.data.dataset import CATALOG_KEY
 from shared.errors import FedrecError
@@ -32,6 +33,11 @@ from shared.models.recommender import Recommender
 log = logging.getLogger("flwr.fedrec")
 POPULARITY_QUERY = "query.popularity"  # client/app.py answers it
 COUNTS = "counts"  # as client/popularity.py names the reply's record
+PRIOR_FILE = "popularity_prior.json"  # in the run directory: the summed noisy counts
+# How sharply the log counts enter the bias, chosen on validation items: the noise floor squeezes
+# the log counts' range, and a model whose bias spans too little of it ranks below popularity on
+# the sampled protocol (simulations/results/popularity_prior.md).
+SHARPNESS = 2.0
 
 
 def check_popularity_prior(privacy: PrivacyConfig, partition: PartitionConfig, model: ModelConfig) -> None:
@@ -47,11 +53,11 @@ def check_popularity_prior(privacy: PrivacyConfig, partition: PartitionConfig, m
         raise FedrecError("popularity-epsilon needs use-item-bias=true: the prior starts the item bias")
 
 
-def log_prior(counts: np.ndarray, noise_std: float) -> np.ndarray:
-    """The item bias from noisy counts: log(count + noise_std), centred over the items, 0 for
-    padding. Negative noisy counts are floored at 0, and the noise's own size is added, so that
-    items told apart only by noise start nearly level instead of ordered by it."""
-    scores = np.log(np.maximum(np.asarray(counts, dtype=np.float64), 0.0) + max(noise_std, 1e-6))
+def log_prior(counts: np.ndarray, noise_std: float, sharpness: float = 1.0) -> np.ndarray:
+    """The item bias from noisy counts: sharpness x log(count + noise_std), centred over the
+    items, 0 for padding. Negative noisy counts are floored at 0, and the noise's own size is
+    added, so that items told apart only by noise start nearly level instead of ordered by it."""
+    scores = sharpness * np.log(np.maximum(np.asarray(counts, dtype=np.float64), 0.0) + max(noise_std, 1e-6))
     scores[1:] -= scores[1:].mean()
     scores[0] = 0.0
     return scores
@@ -79,7 +85,10 @@ def popularity_prior(grid: Grid, run_dir: Path, catalog: str, num_items: int, ti
         return None
     log.info("popularity prior: counts from %d of %d nodes, noise std %.2f per item", len(released), len(nodes),
              math.sqrt(variance))  # fmt: skip
-    return log_prior(total, math.sqrt(variance))
+    # Released under DP, so kept: anyone can recompute the item bias the run started from.
+    write_json(run_dir / PRIOR_FILE, {"nodes": len(released), "noise_std": math.sqrt(variance),
+                                      "sharpness": SHARPNESS, "counts": total.tolist()})  # fmt: skip
+    return log_prior(total, math.sqrt(variance), SHARPNESS)
 
 
 def set_item_bias(model: Recommender, prior: np.ndarray) -> None:

@@ -53,12 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.checkpoint / "model.safetensors").exists():
         print(f"popularity_prior: error: --checkpoint {args.checkpoint}: no model.safetensors there", file=sys.stderr)
         return 2
+    started = provenance()  # the code that runs, whatever the tree holds when it ends
     try:
         rows = run(args)
     except FedrecError as err:
         print(f"popularity_prior: error: {err}", file=sys.stderr)
         return 2
-    record = {"provenance": provenance(), "checkpoint": str(args.checkpoint), "delta": DELTA, "rows": rows}
+    record = {"provenance": started, "checkpoint": str(args.checkpoint), "delta": DELTA, "rows": rows}
     write_json(args.out / "popularity_prior.json", record)
     write_text(args.out / "popularity_prior.md", markdown(record))
     print(markdown(record))

@@ -18,7 +18,7 @@ from client.data import local_data
 from client.model import local_model
 from client.policy import simulated_policy
 from client.popularity import clipped_counts, release
-from server.popularity import log_prior
+from server.popularity import PRIOR_FILE, SHARPNESS, log_prior
 from shared.config import PrivacyConfig
 from shared.data.dataset import CATALOG_KEY, catalog_fingerprint
 from shared.errors import FedrecError
@@ -112,10 +112,12 @@ def test_a_release_that_leaves_nothing_to_train_is_refused(csv_dir: Path, tmp_pa
 
 
 def test_log_prior_orders_items_by_count_and_levels_noise() -> None:
-    prior = log_prior(np.array([5.0, 100.0, 10.0, -3.0, 0.0]), noise_std=2.0)
+    counts = np.array([5.0, 100.0, 10.0, -3.0, 0.0])
+    prior = log_prior(counts, noise_std=2.0)
     assert prior[0] == 0.0 and np.isfinite(prior).all()
     assert prior[1] > prior[2] > prior[3] and prior[3] == prior[4]  # negative noisy counts floor at 0
     assert abs(prior[1:].mean()) < 1e-12
+    assert np.allclose(log_prior(counts, 2.0, sharpness=2.0), 2 * prior)
 
 
 @pytest.mark.parametrize("extra, match", [({"partitioning": "user"}, "silos"), ({"dp": False}, "dp=true"),
@@ -156,12 +158,14 @@ def test_a_federation_starts_its_item_bias_from_the_released_counts(csv_dir: Pat
     assert len(released) == 2 and all("counts" in m.content for m in released)
     total = sum(m.content["counts"]["counts"].numpy().astype(np.float64) for m in released)
     sigmas = [float(m.content["privacy"]["noise-multiplier"]) for m in released]
-    expected = log_prior(total, float(np.sqrt(sum(s * s for s in sigmas))))
+    expected = log_prior(total, float(np.sqrt(sum(s * s for s in sigmas))), SHARPNESS)
     (first,) = [m for m in run.grid.delivered if m.metadata.message_type == "train"][:1]
     model = local_model(run.config, local_data(run.config, {"partition-id": 0, "num-partitions": 2}).dataset)
     load_flat(model, weights_vector(first.content["arrays"], num_trainable(model)))
     bias = model.item_bias.weight[:, 0].detach().numpy()
     assert np.allclose(bias, expected, atol=1e-5)
+    kept = json.loads((run.run_dir / PRIOR_FILE).read_text())  # what the bias is recomputed from
+    assert np.allclose(log_prior(np.array(kept["counts"]), kept["noise_std"], kept["sharpness"]), expected)
     report = json.loads((run.run_dir / "privacy_report.json").read_text())
     for client in report["clients"]:
         assert client["history"][0]["round"] == 0 and client["epsilon"] <= 3.0
