@@ -29,7 +29,7 @@ from client.privacy import load_state, new_state, privacy_record, save_state, st
 from client.state import state_dir
 from shared.config import PrivacyConfig, from_run_config
 from shared.data.dataset import CATALOG_KEY, check_catalog_fingerprint
-from shared.privacy.accounting import USER, Spend, calibrate_sigma, epsilon, privacy_unit
+from shared.privacy.accounting import EXHAUSTED, USER, Spend, calibrate_sigma, epsilon, privacy_unit
 
 COUNTS = "counts"  # the reply's ArrayRecord, and its one array
 CLIP = 1.0  # each user's count vector's L2 norm bound; sigma is relative to it
@@ -69,6 +69,8 @@ def release(msg: Message, context: Context) -> Message:
     path = state_path(state_dir(context), local.client_id)
     state = load_state(path, context) or new_state(local.client_id, USER, privacy)
     state = replace(state, budget=min(state.budget, privacy.target_epsilon, policy.max_epsilon))
+    if state.status == EXHAUSTED:
+        return _refuse(msg, local, "popularity-epsilon", "the node's budget is exhausted")
     sigma = policy.noise_floor(calibrate_sigma(privacy.popularity_epsilon, state.delta, 1.0, 1))
     eps = epsilon([*state.steps(), (sigma, 1.0, 1)], state.delta)
     if eps >= state.budget:

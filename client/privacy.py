@@ -157,6 +157,12 @@ def private_round(
     path = state_path(state_dir(context), local.client_id)
     state = load_state(path, context) or new_state(local.client_id, privacy_unit(local.scheme), cfg)
     state = replace(state, budget=min(state.budget, cfg.target_epsilon, policy.max_epsilon))
+    if state.history and epsilon(state.steps(), state.delta) >= state.budget:
+        # Spent already (a popularity release under a budget since lowered): decline, as below;
+        # there is no sigma left to calibrate.
+        state = replace(state, status=EXHAUSTED)
+        save_state(state, path, context)
+        return state, None, state.epsilon
     fed = from_run_config(FederationConfig, context.run_config)
     batch_size = from_run_config(TrainConfig, context.run_config).batch_size
     state, plan = plan_round(state, cfg, num_examples, batch_size, fed.local_epochs, fed.num_server_rounds,

@@ -70,23 +70,32 @@ def popularity_prior(grid: Grid, run_dir: Path, catalog: str, num_items: int, ti
     nodes = list(grid.get_node_ids())
     replies = send_and_receive(grid, [Message(content(), dst_node_id=n, message_type=POPULARITY_QUERY)
                                       for n in nodes], timeout)  # fmt: skip
-    released = [m for m in PrivacyTracker(run_dir).record(0, replies) if not m.has_error() and COUNTS in m.content]
-    total, variance = np.zeros(num_items + 1), 0.0
-    for msg in released:
+    PrivacyTracker(run_dir).record(0, replies)  # every spend and refusal ledgered as round 0
+    total, variance, released = np.zeros(num_items + 1), 0.0, 0
+    for msg in replies:
+        if msg.has_error():
+            log.warning("popularity prior: node %d answered with an error: %s", msg.metadata.src_node_id,
+                        msg.error.reason)  # fmt: skip
+            continue
+        if COUNTS not in msg.content:  # a refusal, ledgered with its reason
+            continue
         counts = np.asarray(msg.content[COUNTS][COUNTS].numpy(), dtype=np.float64)
-        if counts.shape != total.shape or not np.isfinite(counts).all():
-            log.warning("popularity prior: node %d sent counts of shape %s or not finite; left out",
+        sigma = float(msg.content["privacy"]["noise-multiplier"]) if "privacy" in msg.content else math.nan
+        # Counts without a finite, positive sigma on record are not accounted: never used.
+        if counts.shape != total.shape or not np.isfinite(counts).all() or not math.isfinite(sigma) or sigma <= 0:
+            log.warning("popularity prior: node %d sent counts of shape %s, not finite or not accounted; left out",
                         msg.metadata.src_node_id, counts.shape)  # fmt: skip
             continue
         total += counts
-        variance += float(msg.content["privacy"]["noise-multiplier"]) ** 2
+        variance += sigma**2
+        released += 1
     if not released:
         log.warning("popularity prior: none of %d nodes released counts; the item bias starts at zero", len(nodes))
         return None
-    log.info("popularity prior: counts from %d of %d nodes, noise std %.2f per item", len(released), len(nodes),
+    log.info("popularity prior: counts from %d of %d nodes, noise std %.2f per item", released, len(nodes),
              math.sqrt(variance))  # fmt: skip
     # Released under DP, so kept: anyone can recompute the item bias the run started from.
-    write_json(run_dir / PRIOR_FILE, {"nodes": len(released), "noise_std": math.sqrt(variance),
+    write_json(run_dir / PRIOR_FILE, {"nodes": released, "noise_std": math.sqrt(variance),
                                       "sharpness": SHARPNESS, "counts": total.tolist()})  # fmt: skip
     return log_prior(total, math.sqrt(variance), SHARPNESS)
 

@@ -126,7 +126,8 @@ def _client(e: dict) -> dict[str, Any]:
     history = [h | {"epsilon": epsilon(steps[: i + 1], e["delta"])} for i, h in enumerate(rounds)]
     return {
         "client_id": e["client_id"], "unit": e["unit"], "unit_does_not_cover": UNIT_MEANING[e["unit"]].split("Not covered: ")[1],
-        "neighbouring_relation": NEIGHBOURING_RELATION, "mechanism": "DP-SGD: per-example clipping, Gaussian noise",
+        "neighbouring_relation": NEIGHBOURING_RELATION, "mechanism": ("DP-SGD: per-example clipping, Gaussian noise; a round-0 entry is the popularity "
+                      "prior's count release, the same Gaussian mechanism over each user's clipped item vector"),
         "sampling": SAMPLING, "accountant": accountant_version(), "delta": e["delta"],
         "epsilon": history[-1]["epsilon"] if history else 0.0,
         "budget": e["budget"], "status": e["status"], "history": history,

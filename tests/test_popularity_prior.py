@@ -100,15 +100,42 @@ def test_training_after_a_release_gets_only_what_remains_of_the_budget(csv_dir: 
     assert epsilon(total, 1e-6) <= 3.0
 
 
-def test_a_release_that_leaves_nothing_to_train_is_refused(csv_dir: Path, tmp_path: Path) -> None:
-    cfg = run_config(csv_dir, tmp_path / "cache", popularity_epsilon=2.9)
+def test_a_release_that_leaves_nothing_to_train_is_refused_and_spends_nothing(csv_dir: Path, tmp_path: Path) -> None:
+    cfg = run_config(csv_dir, tmp_path / "cache", popularity_epsilon=1.0)
     local = local_data(cfg, {"partition-id": 0, "num-partitions": 2})
-    ctx = node(cfg, tmp_path / "node")
+    path = budget.state_path(tmp_path / "node", local.client_id)
+    # An earlier release at epsilon 2.9 of the node's 3: another at 1 composes to about 3.1.
+    earlier = calibrate_sigma(2.9, 1e-6, 1.0, 1)
     budget.save_state(replace(budget.new_state(local.client_id, "user", PrivacyConfig(target_epsilon=3.0)),
-                              history=(Spend(1, 1.0, 0.5, 4, 1.0, 2.0),)),
-                      budget.state_path(tmp_path / "node", local.client_id))  # fmt: skip
-    reply = release(query(catalog_fingerprint(local.dataset)), ctx)
+                              history=(Spend(0, earlier, 1.0, 1, 1.0, 2.9),)), path)  # fmt: skip
+    before = path.read_text()
+    reply = release(query(catalog_fingerprint(local.dataset)), node(cfg, tmp_path / "node"))
     assert "counts" not in reply.content and "budget" in str(reply.content["refusal"]["reason"])
+    assert path.read_text() == before  # nothing spent, nothing recorded
+
+
+def test_a_node_whose_release_took_its_whole_budget_declines_training(csv_dir: Path, tmp_path: Path) -> None:
+    """A budget lowered below what a node already released: it declines (budget-exhausted), it
+    does not fail every round, and it releases nothing more."""
+    from client.handlers import train
+    from client.model import local_model
+    from shared.models.params import trainable_state
+    from shared.wire import to_record
+
+    cfg = run_config(csv_dir, tmp_path / "cache", target_epsilon=2.0)
+    local = local_data(cfg, {"partition-id": 0, "num-partitions": 2})
+    path = budget.state_path(tmp_path / "node", local.client_id)
+    budget.save_state(replace(budget.new_state(local.client_id, "user", PrivacyConfig(target_epsilon=3.0)),
+                              history=(Spend(0, calibrate_sigma(2.5, 1e-6, 1.0, 1), 1.0, 1, 1.0, 2.5),)), path)  # fmt: skip
+    model = local_model(cfg, local.dataset)
+    meta = Metadata(run_id=7, message_id="t", src_node_id=0, dst_node_id=1, reply_to_message_id="", group_id="",
+                    created_at=time.time(), ttl=3600.0, message_type="train")  # fmt: skip
+    msg = Message(RecordDict({"arrays": to_record(trainable_state(model)),
+                              "config": ConfigRecord({"server-round": 1})}), metadata=meta)  # fmt: skip
+    reply = train(msg, node(cfg, tmp_path / "node"))
+    assert str(reply.content["privacy"]["status"]) == "budget-exhausted" and "arrays" not in reply.content
+    again = release(query(catalog_fingerprint(local.dataset)), node(cfg, tmp_path / "node"))
+    assert "counts" not in again.content and "exhausted" in str(again.content["refusal"]["reason"])
 
 
 def test_log_prior_orders_items_by_count_and_levels_noise() -> None:
