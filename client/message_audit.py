@@ -17,11 +17,11 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
 
 from client.policy import node_policy
 from shared.config import PrivacyConfig, from_run_config
-from shared.wire import WEIGHTS
+from shared.wire import COUNTS, WEIGHTS
 
 ALLOWED_RECORDS = {"arrays": "ArrayRecord", "metrics": "MetricRecord", "privacy": "ConfigRecord",
                    "refusal": "ConfigRecord", "catalog": "ConfigRecord",
-                   "counts": "ArrayRecord"}  # fmt: skip
+                   COUNTS: "ArrayRecord"}  # fmt: skip
 # SecAgg+ (client/secure.py): public keys, encrypted key shares, the masked update and unmasking
 # shares, plus the legacy FitRes records its mod reads, emptied of arrays before they leave.
 SECAGG_RECORDS = {"secaggplus_configs": ("ConfigRecord", {"pk1", "pk2", "dsts", "ctxts", "masked_params", "nids", "shares"}),
@@ -79,8 +79,8 @@ def violations(line: dict, num_weights: int) -> list[str]:
             found.append(f"record '{name}' ({rec['type']})")
         elif name == "arrays" and rec["arrays"] != {WEIGHTS: ["float32", [num_weights]]}:
             found.append(f"arrays {rec['arrays']}")
-        elif name == "counts" and (set(rec["arrays"]) != {"counts"} or rec["arrays"]["counts"][0] != "float32"
-                                   or len(rec["arrays"]["counts"][1]) != 1):  # fmt: skip
+        elif name == COUNTS and (set(rec["arrays"]) != {COUNTS} or rec["arrays"][COUNTS][0] != "float32"
+                                 or len(rec["arrays"][COUNTS][1]) != 1):  # fmt: skip
             # The popularity prior's noisy item counts (client/popularity.py): one float32 vector.
             found.append(f"counts {rec['arrays']}")
         elif name == "metrics":

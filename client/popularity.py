@@ -30,8 +30,8 @@ from client.state import state_dir
 from shared.config import PrivacyConfig, from_run_config
 from shared.data.dataset import CATALOG_KEY, check_catalog_fingerprint
 from shared.privacy.accounting import EXHAUSTED, USER, Spend, calibrate_sigma, epsilon, privacy_unit
+from shared.wire import COUNTS
 
-COUNTS = "counts"  # the reply's ArrayRecord, and its one array
 CLIP = 1.0  # each user's count vector's L2 norm bound; sigma is relative to it
 REFUSAL = "refusal"  # as client/handlers.py: the node's policy forbids what the run asks
 

@@ -29,10 +29,10 @@ from shared.config import ModelConfig, PartitionConfig, PrivacyConfig
 from shared.data.dataset import CATALOG_KEY
 from shared.errors import FedrecError
 from shared.models.recommender import Recommender
+from shared.wire import COUNTS
 
 log = logging.getLogger("flwr.fedrec")
 POPULARITY_QUERY = "query.popularity"  # client/app.py answers it
-COUNTS = "counts"  # as client/popularity.py names the reply's record
 PRIOR_FILE = "popularity_prior.json"  # in the run directory: the summed noisy counts
 # How sharply the log counts enter the bias, chosen on validation items: the noise floor squeezes
 # the log counts' range, and a model whose bias spans too little of it ranks below popularity on

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     import torch
 
 WEIGHTS = "weights"
+# The popularity prior's reply (client/popularity.py, server/popularity.py): one record, one array.
+COUNTS = "counts"
 # torch is imported where it is used: a ClientApp answering SecAgg+'s key exchange reads WEIGHTS
 # only, and must not pay torch's import for it (client/app.py).
 

@@ -315,6 +315,13 @@ def audit() -> str:
 OPTIMIZER_NAMES = {"sgd": "DP-SGD", "adamw": "DP-Adam"}
 
 
+def _sweep_line(labels: list[str], r: dict[str, Any]) -> str:
+    """A sweep table's row: its labels, then valid full NDCG@10, test full NDCG@10, test sampled HR@10."""
+    valid, test = r["test"]["valid_non_consented"], r["test"]["non_consented"]
+    return (f"| {' | '.join(labels)} | {valid['full-ndcg@10']:.4f} | {test['full-ndcg@10']:.4f} "
+            f"| {test['sampled-hr@10']:.3f} |")  # fmt: skip
+
+
 def private_sweep() -> str:
     """private-model.md: the fine-tuning sweep's points beside popularity and the pretrained model
     they start from, on the users who did not consent; chosen on the validation column."""
@@ -325,10 +332,9 @@ def private_sweep() -> str:
     if None in references:
         raise FedrecError("simulations/results/private_recipe.json lacks popularity or the sweep's pretrained row")
     sweep = [r for name, r in rows.items() if name.startswith("sweep-") and "valid_non_consented" in r["test"]]
+
     def line(trained: str, step: str, r: dict[str, Any]) -> str:
-        valid, test = r["test"]["valid_non_consented"], r["test"]["non_consented"]
-        return (f"| {trained} | {step} | {valid['full-ndcg@10']:.4f} | {test['full-ndcg@10']:.4f} "
-                f"| {test['sampled-hr@10']:.3f} |")  # fmt: skip
+        return _sweep_line([trained, step], r)
 
     return "\n".join([
         "| fine-tuned | optimizer, lr | valid full NDCG@10 | test full NDCG@10 | test sampled HR@10 |",
@@ -348,9 +354,7 @@ def per_user_sweep() -> str:
     points = [r for name, r in rows.items() if name.startswith("peruser-") and "valid_non_consented" in r["test"]]
 
     def line(trained: str, step: str, norm: str, r: dict[str, Any]) -> str:
-        valid, test = r["test"]["valid_non_consented"], r["test"]["non_consented"]
-        return (f"| {trained} | {step} | {norm} | {valid['full-ndcg@10']:.4f} | {test['full-ndcg@10']:.4f} "
-                f"| {test['sampled-hr@10']:.3f} |")  # fmt: skip
+        return _sweep_line([trained, step, norm], r)
 
     return "\n".join([
         "| fine-tuned | client step | central clipping norm | valid full NDCG@10 | test full NDCG@10 | test sampled HR@10 |",
