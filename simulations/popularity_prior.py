@@ -3,6 +3,9 @@ how sharply its log counts enter the item bias. On validation items only.
 
     python -m simulations.popularity_prior --checkpoint RUN/round-003 --epsilons 1 2 4 --sharpness 1 2
 
+With `--keep 0 0.5 --report popularity_prior-pretrained` on the consented pretraining, it asks
+whether the silos' counts also refine a bias the pretraining already learned.
+
 The federation's prior (server/popularity.py) is the log of the silos' summed noisy counts. This
 replays it offline: each regional silo's clipped counts exactly as a node computes them
 (client/popularity.py), Gaussian noise at the sigma a node calibrates for each epsilon, then the
@@ -46,9 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, required=True, help="a trained regional model with an item bias")
     parser.add_argument("--epsilons", nargs="+", type=float, default=[1.0, 2.0, 4.0], help="the release's epsilon")
     parser.add_argument("--sharpness", nargs="+", type=float, default=[1.0, 2.0])
+    parser.add_argument("--keep", nargs="+", type=float, default=[0.0],
+                        help="share of the checkpoint's own bias kept beside the prior (0: replaced, as "
+                             "from scratch; above 0: a pretrained bias the prior refines)")
     parser.add_argument("--users", type=int, default=2000, help="validation users sampled (seeded)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--report", default="popularity_prior", help="the results files' name")
     args = parser.parse_args(argv)
     if not (args.checkpoint / "model.safetensors").exists():
         print(f"popularity_prior: error: --checkpoint {args.checkpoint}: no model.safetensors there", file=sys.stderr)
@@ -60,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"popularity_prior: error: {err}", file=sys.stderr)
         return 2
     record = {"provenance": started, "checkpoint": str(args.checkpoint), "delta": DELTA, "rows": rows}
-    write_json(args.out / "popularity_prior.json", record)
-    write_text(args.out / "popularity_prior.md", markdown(record))
+    write_json(args.out / f"{args.report}.json", record)
+    write_text(args.out / f"{args.report}.md", markdown(record))
     print(markdown(record))
     return 0
 
@@ -89,15 +96,24 @@ def run(args: argparse.Namespace) -> list[dict]:
         noisy = sum(c + rng.normal(0.0, sigma, c.shape) for c in silos)
         priors.append((eps, sigma, noisy, sigma * np.sqrt(len(silos))))
     priors.append((None, 0.0, sum(silos), 1.0))  # exact counts (+1, as a floor): the ceiling
+    own = model.item_bias.weight[:, 0].detach().clone().double().numpy()
     rows = []
+
+    def score(row: dict, bias: np.ndarray) -> None:
+        with torch.no_grad():
+            model.item_bias.weight[:, 0] = torch.as_tensor(bias, dtype=torch.float32)
+        result = evaluate_model(model, dataset, "valid", users=users)["ranking"]
+        row["valid"] = {f"{p}-{m}": float(result[p][m]) for p in ("full", "sampled") for m in ("hr@10", "ndcg@10")}
+        rows.append(row)
+        print(row, flush=True)
+
+    if any(k > 0 for k in args.keep):
+        score({"epsilon": "own", "sigma_per_silo": 0.0, "sharpness": 0.0, "keep": 1.0}, own)
     for eps, sigma, counts, std in priors:
         for sharp in args.sharpness:
-            with torch.no_grad():
-                model.item_bias.weight[:, 0] = torch.as_tensor(sharp * log_prior(counts, std), dtype=torch.float32)
-            result = evaluate_model(model, dataset, "valid", users=users)["ranking"]
-            rows.append({"epsilon": eps, "sigma_per_silo": sigma, "sharpness": sharp,
-                         "valid": {f"{p}-{m}": float(result[p][m]) for p in ("full", "sampled") for m in ("hr@10", "ndcg@10")}})  # fmt: skip
-            print(f"epsilon {eps}, sharpness {sharp:g}: {rows[-1]['valid']}", flush=True)
+            for keep in args.keep:
+                score({"epsilon": eps, "sigma_per_silo": sigma, "sharpness": sharp, "keep": keep},
+                      keep * own + (1.0 - keep) * sharp * log_prior(counts, std))
     return rows
 
 
@@ -106,12 +122,14 @@ def markdown(record: dict) -> str:
              *provenance_lines(record["provenance"]), "",
              f"The prior replayed into `{record['checkpoint']}`'s item bias (10 regional silos, ML-1M, delta "
              f"{record['delta']:g}, replace-one); validation items of the same sampled users for every row.", "",
-             "| release epsilon | sigma per silo | sharpness | valid full NDCG@10 | valid full HR@10 | valid sampled HR@10 |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+             "| release epsilon | sigma per silo | sharpness | own bias kept | valid full NDCG@10 | valid full HR@10 "
+             "| valid sampled HR@10 |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in record["rows"]:
-        v, eps = r["valid"], "exact counts" if r["epsilon"] is None else f"{r['epsilon']:g}"
-        lines.append(f"| {eps} | {r['sigma_per_silo']:.2f} | {r['sharpness']:g} | {v['full-ndcg@10']:.4f} "
-                     f"| {v['full-hr@10']:.4f} | {v['sampled-hr@10']:.4f} |")  # fmt: skip
+        v, eps = r["valid"], r["epsilon"]
+        eps = "exact counts" if eps is None else "(the checkpoint's own)" if eps == "own" else f"{eps:g}"
+        lines.append(f"| {eps} | {r['sigma_per_silo']:.2f} | {r['sharpness']:g} | {r.get('keep', 0.0):g} "
+                     f"| {v['full-ndcg@10']:.4f} | {v['full-hr@10']:.4f} | {v['sampled-hr@10']:.4f} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
