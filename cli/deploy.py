@@ -75,6 +75,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                       help="answer evaluation requests at all (default: yes; the metrics carry no DP noise)")
     node.add_argument("--audit-messages", action=argparse.BooleanOptionalAction, default=None,
                       help="write the shape of every reply to STATE_DIR/messages-*.jsonl, whatever the run asks")
+    node.add_argument("--max-popularity-epsilon", type=float,
+                      help="the most of its budget it spends releasing noisy item counts for the popularity "
+                           "prior, once a run (default 0: never)")
     # The node's own filters: the startup check and every run use them, whatever the run config says.
     node.add_argument("--min-interactions", type=int, default=5,
                       help="users with fewer interactions are dropped, in every run (the run config's is ignored)")
@@ -174,7 +177,8 @@ def run_supernode(args: argparse.Namespace) -> int:
 
     policy = set_policy(args.state_dir, {k: getattr(args, k) for k in
                                          ("dp_required", "max_epsilon", "max_delta", "min_noise_multiplier",
-                                          "max_grad_norm", "min_eval_users", "evaluate", "audit_messages")})  # fmt: skip
+                                          "max_grad_norm", "min_eval_users", "evaluate", "audit_messages",
+                                          "max_popularity_epsilon")})  # fmt: skip
     print(f"privacy policy of this node ({args.state_dir}): {policy.to_json()}", file=sys.stderr)
     cfg = SuperNodeConfig(args.superlink, args.data_path, args.state_dir, args.partition_id,
                           None if insecure else args.ca, None if insecure else args.key,

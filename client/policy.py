@@ -47,6 +47,10 @@ class NodePolicy:
     # NaN, a bit about that user. Hooks mode zeroes such an example (client/training.py), so a
     # deployed node clips with hooks whatever the run config asks.
     ghost_clipping: bool = False
+    # The popularity prior's counts (client/popularity.py) are accounted out of the same budget,
+    # but they are a second kind of release beside the training: an operator opts in, and caps
+    # the share of the budget they may take. 0: this node never releases counts.
+    max_popularity_epsilon: float = 0.0
 
     def __post_init__(self) -> None:
         if float(self.max_epsilon) <= 0 or not 0 < float(self.max_delta) < 1:
@@ -54,6 +58,8 @@ class NodePolicy:
                               f"{self.max_epsilon} and {self.max_delta}")  # fmt: skip
         if float(self.min_noise_multiplier) < 0 or float(self.max_grad_norm) <= 0:
             raise FedrecError("privacy policy: min-noise-multiplier must be >= 0 and max-grad-norm > 0")
+        if float(self.max_popularity_epsilon) < 0:
+            raise FedrecError(f"privacy policy: max-popularity-epsilon must be >= 0, got {self.max_popularity_epsilon}")
         if int(self.min_eval_users) < 1:
             raise FedrecError(f"privacy policy: min-eval-users must be >= 1, got {self.min_eval_users}")
         if self.accountant not in ACCOUNTANTS:
@@ -75,6 +81,14 @@ class NodePolicy:
         ]  # fmt: skip
         return next(((key, reason) for key, bad, reason in checks if bad), None)
 
+    def count_refusal(self, cfg: PrivacyConfig) -> str | None:
+        """Why this node will not release the popularity counts `cfg` asks for; None if it will."""
+        if self.max_popularity_epsilon == 0:
+            return "this node releases no popularity counts (its policy: max-popularity-epsilon 0)"
+        if cfg.popularity_epsilon > self.max_popularity_epsilon:
+            return f"{cfg.popularity_epsilon:g} > the node's {self.max_popularity_epsilon:g}"
+        return None
+
     def eval_floor(self, cfg: PrivacyConfig) -> int:
         """The fewest users whose mean this node sends: the run config's or its own, the larger."""
         return max(int(cfg.min_eval_users), int(self.min_eval_users))
@@ -91,7 +105,8 @@ def simulated_policy(cfg: PrivacyConfig) -> NodePolicy:
     """A simulated node's policy: exactly what the run config asks, so it never refuses."""
     return NodePolicy(dp_required=cfg.dp, max_epsilon=cfg.target_epsilon, max_delta=cfg.target_delta,
                       min_noise_multiplier=0.0, max_grad_norm=cfg.max_grad_norm, accountant=cfg.accountant,
-                      min_eval_users=cfg.min_eval_users, ghost_clipping=True)  # fmt: skip
+                      min_eval_users=cfg.min_eval_users, ghost_clipping=True,
+                      max_popularity_epsilon=cfg.popularity_epsilon)  # fmt: skip
 
 
 def read_policy(path: Path) -> NodePolicy:

@@ -13,6 +13,11 @@ as replacing one user's clipped gradient moves DP-SGD's, so the release is the h
 not the server, sets sigma: from the `popularity-epsilon` the run asks for, raised to its own
 policy's noise floor, and it records the spend before the counts leave. Validation and test
 items are not counted.
+
+The node also decides whether it releases counts at all: its policy's `max-popularity-epsilon`
+(0, never, unless its operator opts in) caps what a run may ask, and it answers one request per
+run: every copy would be accounted, but a second one tells the server little it did not know and
+spends budget the training would have had.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ import secrets
 from dataclasses import replace
 
 import numpy as np
+import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from opacus.optimizers.optimizer import _generate_noise
 
 from client.data import LocalData, local_data
 from client.policy import node_policy
@@ -33,6 +40,7 @@ from shared.privacy.accounting import EXHAUSTED, USER, Spend, calibrate_sigma, e
 from shared.wire import COUNTS
 
 CLIP = 1.0  # each user's count vector's L2 norm bound; sigma is relative to it
+RELEASED_KEY = "fedrec-popularity-released"  # in the node's per-run context.state
 REFUSAL = "refusal"  # as client/handlers.py: the node's policy forbids what the run asks
 
 
@@ -46,6 +54,15 @@ def clipped_counts(local: LocalData) -> np.ndarray:
         if len(items):
             counts[items] += min(1.0, CLIP / np.sqrt(len(items)))
     return counts
+
+
+def secure_noise(std: float, size: int) -> np.ndarray:
+    """(size,) float64 N(0, std^2), drawn as DP-SGD's is (client/training.py): Opacus's secure
+    mode, whose sum of four draws resists floating-point attacks on the low bits, from a generator
+    seeded afresh from the OS's secure source, so nobody holding the run config can regenerate the
+    noise and subtract it."""
+    generator = torch.Generator().manual_seed(secrets.randbits(63))
+    return _generate_noise(std, torch.zeros(size, dtype=torch.float64), generator, secure_mode=True).numpy()
 
 
 def _refuse(msg: Message, local: LocalData, key: str, reason: str) -> Message:
@@ -66,6 +83,11 @@ def release(msg: Message, context: Context) -> Message:
         return _refuse(msg, local, *refused)
     if not privacy.dp or privacy_unit(local.scheme) != USER:
         return _refuse(msg, local, "popularity-epsilon", "counts are released only by a silo under user-level DP")
+    capped = policy.count_refusal(privacy)
+    if capped is not None:
+        return _refuse(msg, local, "popularity-epsilon", capped)
+    if RELEASED_KEY in context.state:
+        return _refuse(msg, local, "popularity-epsilon", "this node already released its counts in this run")
     path = state_path(state_dir(context), local.client_id)
     state = load_state(path, context) or new_state(local.client_id, USER, privacy)
     state = replace(state, budget=min(state.budget, privacy.target_epsilon, policy.max_epsilon))
@@ -80,10 +102,8 @@ def release(msg: Message, context: Context) -> Message:
     # never hides spending.
     state = replace(state, history=(*state.history, Spend(0, sigma, 1.0, 1, CLIP, eps)))
     save_state(state, path, context)
-    # A fresh seed from the OS's secure source for every release: nobody holding the run config
-    # can regenerate the noise and subtract it.
-    rng = np.random.default_rng(secrets.randbits(128))
-    noisy = clipped_counts(local) + rng.normal(0.0, sigma * CLIP, local.dataset.num_items + 1)
+    context.state[RELEASED_KEY] = ConfigRecord({"round": 0})
+    noisy = clipped_counts(local) + secure_noise(sigma * CLIP, local.dataset.num_items + 1)
     content = RecordDict({COUNTS: ArrayRecord({COUNTS: Array(noisy.astype(np.float32))}),
                           "privacy": privacy_record(state, local.partition_id)})  # fmt: skip
     return Message(content, reply_to=msg)

@@ -254,7 +254,8 @@ class PrivacyConfig:
     popularity_epsilon: float = knob(0.0, "before round 1, each silo releases its users' item counts once under "
                                      "DP at this epsilon, out of its budget, and the server starts the item bias "
                                      "from their sum; `0`: off. Needs `dp`, `use-item-bias` and silos (not "
-                                     "`partitioning=user`)")
+                                     "`partitioning=user`); a deployed node releases only as far as its own "
+                                     "policy allows (`fedrec deploy supernode --max-popularity-epsilon`)")
     audit_messages: bool = knob(False, "each node appends the shape (never the values) of every reply it sends "
                                 "to `messages-<node>.jsonl` in its state directory (client/message_audit.py)")
     # A one-user client's metric is exactly that user's own outcome.

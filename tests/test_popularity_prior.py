@@ -33,7 +33,14 @@ def run_config(d: Path, cache: Path, **extra) -> dict:
     return tiny_run_config(d, cache, None, nodes=2, **keys)
 
 
-def node(cfg: dict, state_dir: Path, pid: int = 0) -> Context:
+def node(cfg: dict, state_dir: Path, pid: int = 0, opt_in: bool = True) -> Context:
+    """A deployed node (its own state directory). `opt_in`: its operator allows the count release
+    the run asks for (a policy file that says so; without one, the strict default refuses)."""
+    from client.policy import POLICY_FILE, NodePolicy, write_policy
+
+    if opt_in and not (state_dir / POLICY_FILE).exists():
+        state_dir.mkdir(parents=True, exist_ok=True)
+        write_policy(state_dir, NodePolicy(max_popularity_epsilon=float(cfg["popularity-epsilon"])))
     return Context(run_id=7, node_id=pid + 1, node_config={"partition-id": pid, "num-partitions": 2,
                    "state-dir": str(state_dir)}, state=RecordDict(), run_config=cfg)  # fmt: skip
 
@@ -72,6 +79,48 @@ def test_a_silo_records_the_release_before_sending_noisy_counts(csv_dir: Path, t
     assert 0.5 * sigma < noise.std() < 2 * sigma  # noise of std sigma on every item, not the exact counts
 
 
+def test_a_deployed_node_releases_counts_only_as_its_own_policy_allows(csv_dir: Path, tmp_path: Path) -> None:
+    """The node, not the server, decides: a deployed node without an opt-in releases nothing,
+    one whose cap is below what the run asks refuses, and a refusal spends nothing."""
+    from client.policy import NodePolicy, write_policy
+
+    cfg = run_config(csv_dir, tmp_path / "cache", popularity_epsilon=1.0)
+    local = local_data(cfg, {"partition-id": 0, "num-partitions": 2})
+    for cap, allowed in ((None, False), (0.5, False), (1.0, True)):
+        state = tmp_path / f"node-{cap}"
+        state.mkdir()
+        if cap is not None:  # None: no policy file, the strict defaults
+            write_policy(state, NodePolicy(max_epsilon=3.0, max_popularity_epsilon=cap))
+        reply = release(query(catalog_fingerprint(local.dataset)), node(cfg, state, opt_in=False))
+        assert ("counts" in reply.content) is allowed
+        assert budget.state_path(state, local.client_id).exists() is allowed
+        if not allowed:
+            refusal = reply.content["refusal"]
+            assert str(refusal["key"]) == "popularity-epsilon"
+            assert ("max-popularity-epsilon 0" if cap is None else "> the node's 0.5") in str(refusal["reason"])
+
+
+def test_a_node_answers_one_count_request_per_run(csv_dir: Path, tmp_path: Path) -> None:
+    cfg = run_config(csv_dir, tmp_path / "cache")
+    local = local_data(cfg, {"partition-id": 0, "num-partitions": 2})
+    context = node(cfg, tmp_path / "node")
+    first = release(query(catalog_fingerprint(local.dataset)), context)
+    path = budget.state_path(tmp_path / "node", local.client_id)
+    spent = path.read_text()
+    second = release(query(catalog_fingerprint(local.dataset)), context)
+    assert "counts" in first.content and "counts" not in second.content
+    assert "already released" in str(second.content["refusal"]["reason"])
+    assert path.read_text() == spent  # the refused second request spent nothing
+
+
+def test_the_counts_noise_is_fresh_and_of_the_asked_size() -> None:
+    from client.popularity import secure_noise
+
+    a, b = secure_noise(3.0, 20_000), secure_noise(3.0, 20_000)
+    assert a.dtype == np.float64 and abs(a.std() - 3.0) < 0.1 and abs(a.mean()) < 0.1
+    assert not np.allclose(a, b)  # a fresh secure seed each release, not one derived from the run
+
+
 def test_the_message_audit_lists_the_counts_as_a_reply_a_node_may_send(csv_dir: Path, tmp_path: Path) -> None:
     from client.app import app
     from client.message_audit import audit_path, violations
@@ -79,7 +128,7 @@ def test_the_message_audit_lists_the_counts_as_a_reply_a_node_may_send(csv_dir: 
 
     cfg = run_config(csv_dir, tmp_path / "cache")
     local = local_data(cfg, {"partition-id": 0, "num-partitions": 2})
-    write_policy(tmp_path / "s", NodePolicy(audit_messages=True))
+    write_policy(tmp_path / "s", NodePolicy(audit_messages=True, max_popularity_epsilon=1.0))
     app(query(catalog_fingerprint(local.dataset)), node(cfg, tmp_path / "s"))
     (line,) = [json.loads(x) for x in audit_path(tmp_path / "s", 1).read_text().splitlines()]
     assert set(line["records"]) == {"counts", "privacy"} and violations(line, 1) == []
