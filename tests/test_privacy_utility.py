@@ -161,3 +161,23 @@ def test_finished_points_are_skipped_unless_forced_and_another_invocations_rows_
     saved = json.loads(record.read_text())
     assert sorted(p["setting"] for p in saved["points"]) == ["per-user", "regional"]
     assert sorted(r["name"] for r in saved["references"]) == ["popularity", "pretrained"]
+
+
+def test_the_transition_release_bounds_each_user_and_keeps_only_strong_pairs() -> None:
+    """simulations/transition_prior.py: one user's pairs move the sum by at most 1 (the sensitivity
+    its sigma is calibrated to), and the sparse release keeps only counts above the threshold."""
+    import numpy as np
+
+    from simulations.transition_prior import dense_prior, sparse_prior, user_transitions
+
+    rng = np.random.default_rng(0)
+    for length in (2, 5, 300):
+        src, dst, w = user_transitions(rng.integers(1, 6, size=length))
+        assert np.linalg.norm(w) <= 1.0 + 1e-9 and len(src) == len(dst) == len(w)
+    _, _, w = user_transitions(np.array([1, 2, 1, 2, 1, 2]))  # (1, 2) three times, (2, 1) twice
+    assert list(w / w.min()) == pytest.approx([1.5, 1.0])  # pairs in sorted order: (1, 2), (2, 1)
+    counts = np.array([[0, 0, 0], [0, 9.0, 1.0], [0, 2.0, 0.5]], dtype=np.float32)
+    sparse = sparse_prior(counts, noise_std=1.0, z=3.0)
+    assert sparse[1, 1] == pytest.approx(np.log(3.0)) and (sparse[[1, 2, 2], [2, 1, 2]] == 0).all()
+    dense = dense_prior(counts, noise_std=1.0)
+    assert dense[1, 1] > dense[1, 2] and dense[:, 0].tolist() == [0, 0, 0]
