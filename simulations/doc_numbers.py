@@ -379,11 +379,29 @@ def popularity_prior() -> str:
     return "sampled HR@10 / full NDCG@10 on the test items: " + "; ".join(parts)
 
 
+def transition_prior() -> str:
+    """private-model.md: the pretrained model with the silos' transition counts, exact and under
+    DP, on validation items (transition_prior), each at its best beta."""
+    rows = require("transition_prior")["rows"]
+    base = next(r for r in rows if r["release"].startswith("none"))
+
+    def best(release: str, eps: float | None) -> dict:
+        return max((r for r in rows if (r["release"], r["epsilon"]) == (release, eps)),
+                   key=lambda r: r["valid"]["full-ndcg@10"])  # fmt: skip
+
+    dp = sorted({r["epsilon"] for r in rows if r["epsilon"] is not None}, reverse=True)
+    parts = [f"pretrained alone {base['valid']['full-ndcg@10']:.4f}",
+             f"with the exact counts {best('dense', None)['valid']['full-ndcg@10']:.4f}",
+             *(f"released at epsilon {e:g} {max(best(k, e)['valid']['full-ndcg@10'] for k in ('dense', 'sparse')):.4f}"
+               for e in dp)]  # fmt: skip
+    return "validation full NDCG@10, each at its best weight: " + "; ".join(parts)
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
     "main-job": main_job, "federated-parity": federated_parity, "search-known-item": search_known_item,
     "serve-load": serve_load, "scale": scale, "overhead": overhead, "dp-step": dp_step,
     "retrieval-loss": retrieval_loss, "goals": goals, "audit": audit, "private-sweep": private_sweep,
-    "popularity-prior": popularity_prior, "per-user-sweep": per_user_sweep,
+    "popularity-prior": popularity_prior, "per-user-sweep": per_user_sweep, "transition-prior": transition_prior,
 }  # fmt: skip
 
 
