@@ -74,7 +74,28 @@ def register(commands: argparse._SubParsersAction) -> None:
     cmd.add_argument("--consented-only", action="store_true",
                      help="train on the users who consented to central use only: the server's "
                           "pretraining for a federation (run config pretrained=OUTPUT)")  # fmt: skip
+    cmd.add_argument("--transitions", action="store_true",
+                     help="also count the training users' (item, next item) pairs and add their log counts "
+                          "after each user's last item to every score, weighted as their validation items "
+                          "choose (shared/models/transitions.py)")  # fmt: skip
     cmd.set_defaults(run=run)
+
+
+def attach_transitions(model, dataset, users) -> list[dict]:  # type: ignore[no-untyped-def]
+    """Count the training users' transitions and keep them on `model` with the constants their
+    validation items choose (none, when no setting helps); the settings tried, as rows."""
+    import numpy as np
+
+    from shared.models.transitions import count_transitions, tune
+
+    users = np.arange(dataset.num_users) if users is None else users
+    counted = count_transitions([dataset.train_sequence(int(u)) for u in users], dataset.num_items)
+    chosen, rows = tune(model, dataset, users, counted)
+    model.transitions = chosen
+    print("transitions: " + ("none helps on validation" if chosen is None else
+                             f"weight {chosen.weight:g}, smoothing {chosen.smoothing:g}, "
+                             f"{counted.table.nnz:,} pairs"))  # fmt: skip
+    return rows
 
 
 TABLE_METRICS = ("hr@10", "ndcg@10", "mrr", "precision@10", "recall@10", "f1@10")
@@ -114,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
     history = fit(model, dataset, train_cfg, users=users)
     seconds = time.perf_counter() - start
     device = train_cfg.resolved_device()
+    tuning = attach_transitions(model.cpu(), dataset, users) if args.transitions else None
     test = evaluate_model(model, dataset, "test", device, users=users)
     best = max(history, key=lambda r: r["valid"]["ranking"]["full"]["ndcg@10"])
     metrics = {
@@ -121,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
         "train_seconds": seconds, "seconds_per_epoch": seconds / max(len(history), 1),
         "test": test, "valid": best["valid"], "history": history,
         "users": "consented" if users is not None else "all",
+        **({"transitions": tuning} if tuning is not None else {}),
     }  # fmt: skip
     save_checkpoint(model.cpu(), Path(args.output), metrics)
     print(f"trained on {dataset.name}: {len(history)} epochs, best epoch {best['epoch']}, "

@@ -352,6 +352,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pretrain-epochs", type=int, default=15, help="the consented-only pretraining's epochs")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--work", type=Path, default=Path("outputs/privacy_utility"))
+    parser.add_argument("--transitions", action="store_true",
+                        help="the server's pretraining also counts the consented users' transitions "
+                             "(fedrec train --transitions)")
     parser.add_argument("--force", action="store_true", help="rerun points already recorded")
     parser.add_argument("--replot", action="store_true", help="only redraw the page and the chart from the JSON")
     parser.add_argument("--dry-run", action="store_true", help="print each point's command, run nothing")
@@ -370,7 +373,8 @@ def plan(args: argparse.Namespace) -> list[Point]:
     work, consents = args.work.resolve(), sorted(set(args.consent))
     return grid(args.dataset, dict.fromkeys(args.setting), consents, dict.fromkeys(args.epsilons), args.run_config,
                 recipe=makefile_recipe(),
-                pretrained={c: pretrained_dir(work, c, args.pretrain_epochs, args.dataset) for c in consents if c > 0},
+                pretrained={c: pretrained_dir(work, c, args.pretrain_epochs, args.dataset, args.transitions)
+                            for c in consents if c > 0},
                 population=population(args.dataset, args.run_config) if "per-user" in args.setting else 0)  # fmt: skip
 
 
@@ -410,7 +414,7 @@ def _main(args: argparse.Namespace) -> int:
         refs = [("popularity", None, f"fedrec evaluate --baseline popularity --dataset {args.dataset} "
                                      f"--consent-fraction {consent:g} --users non-consented")]
         if consent > 0:
-            checkpoint, command = pretrain(work, consent, args.pretrain_epochs, args.dataset)
+            checkpoint, command = pretrain(work, consent, args.pretrain_epochs, args.dataset, args.transitions)
             refs.append(("pretrained", checkpoint, command))
         for name, checkpoint, command in refs:
             if not recorded("references", command, consent):

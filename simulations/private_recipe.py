@@ -49,16 +49,19 @@ def fedrec(*argv: str) -> None:
         raise SystemExit(f"private_recipe: error: fedrec {argv[0]} failed")
 
 
-def pretrained_dir(work: Path, consent: float, epochs: int, dataset: str = DATASET) -> Path:
-    """Where `pretrain` keeps its checkpoint: one per dataset, consent fraction and epochs."""
-    return work / (f"pretrained-c{consent:g}-e{epochs}" if dataset == DATASET else f"pretrained-{dataset}-c{consent:g}-e{epochs}")
+def pretrained_dir(work: Path, consent: float, epochs: int, dataset: str = DATASET, transitions: bool = False) -> Path:
+    """Where `pretrain` keeps its checkpoint: one per dataset, consent fraction, epochs and
+    whether it counts the consented users' transitions."""
+    name = f"pretrained-c{consent:g}-e{epochs}" if dataset == DATASET else f"pretrained-{dataset}-c{consent:g}-e{epochs}"
+    return work / (name + ("-t" if transitions else ""))
 
 
-def pretrain(work: Path, consent: float, epochs: int, dataset: str = DATASET) -> tuple[Path, str]:
-    out = pretrained_dir(work, consent, epochs, dataset)
+def pretrain(work: Path, consent: float, epochs: int, dataset: str = DATASET,
+             transitions: bool = False) -> tuple[Path, str]:  # fmt: skip
+    out = pretrained_dir(work, consent, epochs, dataset, transitions)
     argv = ["train", "--dataset", dataset, "--consent-fraction", f"{consent:g}", "--consented-only",
             "--no-id-embedding", "--item-bias", "--epochs", str(epochs), "--patience", str(epochs),
-            "--seed", str(SEED), "--output", str(out)]  # fmt: skip
+            "--seed", str(SEED), *(["--transitions"] if transitions else []), "--output", str(out)]  # fmt: skip
     if not (out / "model.safetensors").exists():
         fedrec(*argv)
     return out, "fedrec " + " ".join(argv)

@@ -22,6 +22,8 @@ def save_checkpoint(model: Recommender, directory: Path, metrics: dict[str, Any]
     files to keep with the model ({file name: arrays}), such as a server optimizer's state."""
     with atomic_path(Path(directory)) as staged:
         model.save_pretrained(staged)
+        if model.transitions is not None:
+            model.transitions.save(staged)
         if metrics is not None:
             write_json(staged / "metrics.json", metrics)
         for name, arrays in (tensors or {}).items():
@@ -63,3 +65,4 @@ def load_pretrained(directory: str | Path, model: Recommender) -> None:
         raise FedrecError(f"pretrained {directory}: its {k.replace('_', '-')} is {theirs.get(k)}, "
                           f"the run's is {mine.get(k)}")  # fmt: skip
     model.load_state_dict(saved.state_dict())
+    model.transitions = saved.transitions  # not weights: counts the server keeps beside them

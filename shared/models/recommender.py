@@ -33,6 +33,7 @@ from transformers import BertConfig, BertModel
 
 from shared.errors import FedrecError
 from shared.models.text_encoder import EMBEDDING_DIM as TEXT_DIM  # MiniLM's width, defined there once
+from shared.models.transitions import Transitions
 
 FORMAT_VERSION = 1  # bump when a saved checkpoint can no longer be read by this code
 USER_FEATURES = ("age", "gender", "occupation", "region")
@@ -94,6 +95,9 @@ class Recommender(nn.Module, PyTorchModelHubMixin):
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()
         self.config = config
+        # The consented users' transition counts, added to every score when the server counted
+        # them (shared/models/transitions.py); not weights: no gradient reaches them.
+        self.transitions: Transitions | None = None
         m = config["model"]
         d, n_items = int(m["dim"]), int(config["num_items"])
         self.dim = d
@@ -475,4 +479,5 @@ class Recommender(nn.Module, PyTorchModelHubMixin):
         except (RuntimeError, OSError, ValueError, SafetensorError) as err:
             raise FedrecError(f"{directory}: corrupt checkpoint ({str(err).splitlines()[0]})") from None
         model._set_text_tokens()
+        model.transitions = Transitions.load(directory)
         return model

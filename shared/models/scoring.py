@@ -42,6 +42,9 @@ class ModelScorer:
             all_items = torch.arange(self.items.shape[0], device=self.items.device)
             self.item_bias = torch.as_tensor(model.bias(all_items), device=self.items.device)
             self.ranker = CatalogRanker(model, self.items)
+        # The consented users' transition counts (shared/models/transitions.py), when the model
+        # has them: a term after each user's last item in every score, retrieval and ranking.
+        self.transitions = model.transitions
         self._states: dict[str, torch.Tensor] = {}
         self.retrieval = _Retrieval(self)
         self.two_stage = _TwoStage(self)
@@ -83,8 +86,11 @@ class ModelScorer:
         )
 
     @torch.no_grad()
-    def retrieval_scores(self, states: torch.Tensor) -> np.ndarray:
+    def retrieval_scores(self, states: torch.Tensor, last: np.ndarray | None = None) -> np.ndarray:
+        """(B, I+1); `last` (B,): each row's last history item, for the transition term."""
         scores = (states @ self.items.T * self.model.scale + self.item_bias).double().cpu().numpy()
+        if self.transitions is not None and last is not None:
+            scores += self.transitions.rows(last)
         scores[:, 0] = -np.inf
         return scores
 
@@ -95,13 +101,16 @@ class ModelScorer:
         """Ranker logits (B, C) for candidate items (B, C)."""
         h = self._tensor(history)
         user = self.model.user_token(self._tensor(features))
-        return self.ranker(states, h, user, self._tensor(items)).double().cpu().numpy()
+        logits = self.ranker(states, h, user, self._tensor(items)).double().cpu().numpy()
+        if self.transitions is not None:  # the ranker is residual on retrieval's score: keep the term
+            logits += self.transitions.pairs(np.asarray(history)[:, -1], items)
+        return logits
 
     def recommend_scores(
         self, states: torch.Tensor, history: np.ndarray, features: np.ndarray, seen: np.ndarray
     ) -> np.ndarray:
         """(B, I+1): re-ranked top-N first, then the rest in retrieval order; seen items -inf."""
-        scores = self.retrieval_scores(states)
+        scores = self.retrieval_scores(states, np.asarray(history)[:, -1])
         scores[seen] = -np.inf
         n = min(self.top_n, scores.shape[1] - 1)
         top = np.argpartition(-scores, n - 1, axis=1)[:, :n]
@@ -137,6 +146,8 @@ class ModelScorer:
         feats = np.asarray(features, dtype=np.int64).reshape(len(histories), -1)
         states = self.encode(padded, feats) if states is None else states
         scores = states @ self.items.T * self.model.scale + self.item_bias  # (B, I+1)
+        if self.transitions is not None:
+            scores = scores + torch.from_numpy(self.transitions.rows(padded[:, -1])).to(scores.device)
         scores[:, 0] = -torch.inf
         rows = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
         scores[self._tensor(rows), self._tensor(np.concatenate(histories))] = -torch.inf  # seen
@@ -238,7 +249,8 @@ class _Retrieval:
         self.s = scorer
 
     def score_all(self, users: np.ndarray, stage: str) -> np.ndarray:
-        return self.s.retrieval_scores(self.s.states(users, stage))
+        last = self.s.inputs(users, stage)[0][:, -1] if self.s.transitions is not None else None
+        return self.s.retrieval_scores(self.s.states(users, stage), last)
 
     def score_candidates(self, users: np.ndarray, items: np.ndarray, stage: str) -> np.ndarray:
         return np.take_along_axis(self.score_all(users, stage), items, axis=1)
