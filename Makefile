@@ -11,8 +11,8 @@ OUT    ?= outputs
 ROUNDS ?= 3
 CONSENT ?= 0.1
 PRETRAIN_EPOCHS ?= 15
-# The private recipe (docs/private-model.md): the server pretrains on the
-# consented users; the silos fine-tune the head with large-batch DP-SGD at epsilon 8 each.
+# The private recipe (docs/private-model.md): the server pretrains on the consented users and
+# counts their transitions; the silos fine-tune the head with large-batch DP-SGD at epsilon 8 each.
 RECIPE ?= use-item-bias=true finetune=head optimizer=sgd lr=0.05 batch-size=256
 
 .PHONY: main test test-fast env clean docs
@@ -39,7 +39,7 @@ main: $(STAMP)
 	$(VENV)/bin/fedrec evaluate --baseline popularity --dataset $(DATASET) --consent-fraction $(CONSENT) \
 		--users non-consented --json $(OUT)/popularity.json
 	$(VENV)/bin/fedrec train --dataset $(DATASET) --consent-fraction $(CONSENT) --consented-only \
-		--no-id-embedding --item-bias --epochs $(PRETRAIN_EPOCHS) --patience $(PRETRAIN_EPOCHS) \
+		--no-id-embedding --item-bias --transitions --epochs $(PRETRAIN_EPOCHS) --patience $(PRETRAIN_EPOCHS) \
 		--output $(OUT)/pretrained
 	$(VENV)/bin/fedrec evaluate --checkpoint $(OUT)/pretrained --dataset $(DATASET) --consent-fraction $(CONSENT) \
 		--users non-consented --json $(OUT)/pretrained.json
