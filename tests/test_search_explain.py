@@ -145,6 +145,28 @@ def test_explanations_reproduce_the_score_and_add_up(films, model) -> None:
     assert total == pytest.approx(explanations[0].score - float(baseline), abs=0.05)
 
 
+def test_with_transitions_the_last_item_carries_their_term_and_the_score_still_matches(films, model) -> None:
+    from shared.models.batches import left_pad
+    from shared.models.explain import Explainer
+    from shared.models.scoring import ModelScorer
+    from shared.models.transitions import count_transitions
+
+    history, features = np.array([4, 5, 11, 12, 20, 24]), np.array([3, 1, 2, 1])
+    plain = Explainer(model).explain(history, features, [7])[0]
+    model.transitions = count_transitions([np.array([24, 7, 24, 7])], model.config["num_items"]).with_constants(1.0, 0.1)
+    try:
+        scorer = ModelScorer(model)
+        (e,) = Explainer(model, scorer).explain(history, features, [7])
+        padded = left_pad([history], scorer.max_len)  # as the model reads a history
+        served = scorer.rank(scorer.encode(padded, features[None]), padded, features[None], np.array([[7]]))
+    finally:
+        model.transitions = None
+    term = np.log1p(2 / 0.1)  # (24, 7) counted twice
+    assert e.score == pytest.approx(float(served[0, 0]), abs=1e-4) and e.score == pytest.approx(plain.score + term, abs=1e-4)
+    assert e.history[-1][1] == pytest.approx(plain.history[-1][1] + term, abs=1e-4)
+    assert [a for _, a in e.history[:-1]] == pytest.approx([a for _, a in plain.history[:-1]], abs=1e-4)
+
+
 def test_recommend_explain_lists_history_items_and_features(films, capsys) -> None:
     checkpoint, data = films
     assert main(["recommend", "--checkpoint", str(checkpoint), "--user", "2", "--path", str(data), "-k", "2",
