@@ -397,11 +397,25 @@ def transition_prior() -> str:
     return "validation full NDCG@10, each at its best weight: " + "; ".join(parts)
 
 
+def consented_transitions() -> str:
+    """private-model.md: with 10% consent, the pretrained model and its DP fine-tuning at epsilon 8
+    (10 regions) beside popularity, on the same users' test items (privacy_utility)."""
+    grid = require("privacy_utility")
+    refs = {r["name"]: r for r in grid["references"] if r["consent"] == 0.1}
+    point = next(p for p in grid["points"] if (p["setting"], p["consent"], float(p["epsilon"])) == ("regional", 0.1, 8.0))
+    pretrained = "pretrained" + (" with the transitions" if "--transitions" in refs["pretrained"]["command"] else "")
+    parts = [f"{label} {r['test']['non_consented']['sampled-hr@10']:.3f} / {r['test']['non_consented']['full-ndcg@10']:.4f}"
+             for label, r in (("popularity", refs["popularity"]), (pretrained, refs["pretrained"]),
+                              ("fine-tuned under DP at epsilon 8", point))]  # fmt: skip
+    return "sampled HR@10 / full NDCG@10 on the test items of the users who did not consent: " + "; ".join(parts)
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
     "main-job": main_job, "federated-parity": federated_parity, "search-known-item": search_known_item,
     "serve-load": serve_load, "scale": scale, "overhead": overhead, "dp-step": dp_step,
     "retrieval-loss": retrieval_loss, "goals": goals, "audit": audit, "private-sweep": private_sweep,
     "popularity-prior": popularity_prior, "per-user-sweep": per_user_sweep, "transition-prior": transition_prior,
+    "consented-transitions": consented_transitions,
 }  # fmt: skip
 
 
