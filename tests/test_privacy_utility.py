@@ -66,6 +66,20 @@ def test_consented_points_start_from_the_pretrained_model_with_make_mains_recipe
             assert "pretrained" not in keys and "finetune" not in keys
 
 
+def test_with_transitions_the_consented_points_start_from_the_pretraining_that_counts_them(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:  # fmt: skip
+    monkeypatch.setattr(pu, "population", lambda dataset, extra: 6040)
+    points = pu.plan(pu.parse_args([*ARGV, "--work", str(tmp_path), "--pretrain-epochs", "2", "--transitions"]))
+    starts = {parse_overrides(list(p.overrides)).get("pretrained") for p in points if p.consent > 0}
+    assert starts == {str(tmp_path.resolve() / "pretrained-c0.1-e2-t")}
+    from simulations.private_recipe import pretrain  # the flag reaches `fedrec train`
+
+    calls = []
+    monkeypatch.setattr("simulations.private_recipe.fedrec", lambda *argv: calls.append(argv))
+    assert pretrain(tmp_path, 0.1, 2, transitions=True)[1].endswith(f"--transitions --output {tmp_path / 'pretrained-c0.1-e2-t'}")
+    assert "--transitions" in calls[0]
+
+
 def test_central_noise_is_the_smallest_that_keeps_the_planned_rounds_within_budget() -> None:
     for budget, rounds in ((0.5, 20), (8.0, 3)):
         z = central_noise_multiplier(budget, rounds, 1e-6)
@@ -153,7 +167,8 @@ def test_finished_points_are_skipped_unless_forced_and_another_invocations_rows_
 
     monkeypatch.setattr(pu, "run_point", run_point)
     monkeypatch.setattr(pu, "judge", lambda checkpoint, consent, dataset: _report()["references"][0]["test"])
-    monkeypatch.setattr(pu, "pretrain", lambda work, consent, epochs, dataset: (work / "ckpt", "fedrec train ..."))
+    monkeypatch.setattr(pu, "pretrain", lambda work, consent, epochs, dataset, transitions=False:
+                        (work / "ckpt", "fedrec train ..."))  # fmt: skip
     argv = ["--setting", "regional", "--consent", "0.1", "--epsilons", "8", "--out", str(tmp_path), "--work", str(tmp_path)]
     assert pu.main(argv) == 0 and ran == ["regional-c0.1-eps8"]
     assert pu.main(argv) == 0 and ran == ["regional-c0.1-eps8"]  # recorded: skipped
