@@ -85,6 +85,11 @@ class ModelScorer:
             feature_matrix(self.dataset, users),
         )
 
+    def last_items(self, users: np.ndarray, stage: str) -> np.ndarray:
+        """(B,) each user's last item before `stage` (0: none), without padding whole histories."""
+        return np.array([h[-1] if len(h) else 0 for h in (self.dataset.history(int(u), stage) for u in users)],
+                        dtype=np.int64)  # fmt: skip
+
     @torch.no_grad()
     def retrieval_scores(self, states: torch.Tensor, last: np.ndarray | None = None) -> np.ndarray:
         """(B, I+1); `last` (B,): each row's last history item, for the transition term."""
@@ -249,7 +254,7 @@ class _Retrieval:
         self.s = scorer
 
     def score_all(self, users: np.ndarray, stage: str) -> np.ndarray:
-        last = self.s.inputs(users, stage)[0][:, -1] if self.s.transitions is not None else None
+        last = self.s.last_items(users, stage) if self.s.transitions is not None else None
         return self.s.retrieval_scores(self.s.states(users, stage), last)
 
     def score_candidates(self, users: np.ndarray, items: np.ndarray, stage: str) -> np.ndarray:
