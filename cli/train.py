@@ -75,14 +75,14 @@ def register(commands: argparse._SubParsersAction) -> None:
                      help="train on the users who consented to central use only: the server's "
                           "pretraining for a federation (run config pretrained=OUTPUT)")  # fmt: skip
     cmd.add_argument("--transitions", action="store_true",
-                     help="also count the training users' (item, next item) pairs and add their log counts "
-                          "after each user's last item to every score, weighted as their validation items "
-                          "choose (shared/models/transitions.py)")  # fmt: skip
+                     help="also count which items came soon after which in the training users' histories, and "
+                          "add their log counts after each user's last items to every score, weighted as "
+                          "their validation items choose (shared/models/transitions.py)")  # fmt: skip
     cmd.set_defaults(run=run)
 
 
 def attach_transitions(model, dataset, users) -> list[dict]:  # type: ignore[no-untyped-def]
-    """Count the training users' transitions and keep them on `model` with the constants their
+    """Count the training users' co-occurrences and keep them on `model` with the constants their
     validation items choose (none, when no setting helps); the settings tried, as rows."""
     import numpy as np
 

@@ -145,15 +145,16 @@ def test_explanations_reproduce_the_score_and_add_up(films, model) -> None:
     assert total == pytest.approx(explanations[0].score - float(baseline), abs=0.05)
 
 
-def test_with_transitions_the_last_item_carries_their_term_and_the_score_still_matches(films, model) -> None:
+def test_with_co_occurrences_each_voting_item_carries_its_term_and_the_score_still_matches(films, model) -> None:
     from shared.models.batches import left_pad
     from shared.models.explain import Explainer
     from shared.models.scoring import ModelScorer
-    from shared.models.transitions import count_transitions
+    from shared.models.transitions import RECENT_DECAY, count_transitions
 
     history, features = np.array([4, 5, 11, 12, 20, 24]), np.array([3, 1, 2, 1])
     plain = Explainer(model).explain(history, features, [7])[0]
-    model.transitions = count_transitions([np.array([24, 7, 24, 7])], model.config["num_items"]).with_constants(1.0, 0.1)
+    counted = count_transitions([np.array([24, 7, 24, 7]), np.array([20, 7])], model.config["num_items"], window=1)
+    model.transitions = counted.with_constants(1.0, 0.1)
     try:
         scorer = ModelScorer(model)
         (e,) = Explainer(model, scorer).explain(history, features, [7])
@@ -161,10 +162,13 @@ def test_with_transitions_the_last_item_carries_their_term_and_the_score_still_m
         served = scorer.rank(scorer.encode(padded, features[None]), padded, features[None], np.array([[7]]))
     finally:
         model.transitions = None
-    term = np.log1p(2 / 0.1)  # (24, 7) counted twice
-    assert e.score == pytest.approx(float(served[0, 0]), abs=1e-4) and e.score == pytest.approx(plain.score + term, abs=1e-4)
-    assert e.history[-1][1] == pytest.approx(plain.history[-1][1] + term, abs=1e-4)
-    assert [a for _, a in e.history[:-1]] == pytest.approx([a for _, a in plain.history[:-1]], abs=1e-4)
+    last = np.log1p(2 / 0.1)  # (24, 7) counted twice, 24 the last item
+    before = RECENT_DECAY * np.log1p(1 / 0.1)  # (20, 7) once, 20 one item further back
+    assert e.score == pytest.approx(float(served[0, 0]), abs=1e-4)
+    assert e.score == pytest.approx(plain.score + last + before, abs=1e-4)
+    assert e.history[-1][1] == pytest.approx(plain.history[-1][1] + last, abs=1e-4)
+    assert e.history[-2][1] == pytest.approx(plain.history[-2][1] + before, abs=1e-4)
+    assert [a for _, a in e.history[:-2]] == pytest.approx([a for _, a in plain.history[:-2]], abs=1e-4)
 
 
 def test_recommend_explain_lists_history_items_and_features(films, capsys) -> None:

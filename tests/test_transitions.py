@@ -1,5 +1,5 @@
-"""The consented users' transition counts (shared/models/transitions.py): counted from training
-histories only, added to every score after the user's last item, kept with the checkpoint, and
+"""The consented users' co-occurrence counts (shared/models/transitions.py): counted from training
+histories only, added to every score after the user's last items, kept with the checkpoint, and
 chosen on validation items."""
 
 from __future__ import annotations
@@ -47,13 +47,32 @@ def model(dataset, tmp_path_factory):
     return build_model(dataset, SMALL, tmp_path_factory.mktemp("cache")).eval()
 
 
-def test_counts_come_from_the_given_sequences_and_skip_padding() -> None:
-    counted = count_transitions([np.array([1, 2, 3]), np.array([1, 2]), np.array([0, 4]), np.array([5])], 6)
+def test_counts_come_from_the_given_sequences_weighted_by_gap_and_skip_padding() -> None:
+    counted = count_transitions([np.array([1, 2, 3]), np.array([1, 2]), np.array([0, 4]), np.array([5])], 6,
+                                window=2, decay=0.5)  # fmt: skip
     table = counted.table.toarray()
-    assert table[1, 2] == 2 and table[2, 3] == 1 and table.sum() == 3  # (0, 4) is padding, [5] has no pair
-    rows = counted.with_constants(2.0, 0.5).rows(np.array([1, 6, 0]))
-    assert rows[0, 2] == pytest.approx(2.0 * np.log1p(2 / 0.5)) and rows[0, 3] == 0
-    assert not rows[1:].any()  # an item never followed, or no history: no term
+    assert table[1, 2] == 2 and table[2, 3] == 1  # next items: weight 1 each
+    assert table[1, 3] == 0.5  # two items later: decay^1
+    assert table.sum() == 3.5  # (0, 4) is padding, [5] has no pair
+    only_next = count_transitions([np.array([1, 2, 3])], 6, window=1).table.toarray()
+    assert only_next[1, 3] == 0 and only_next.sum() == 2
+
+
+def test_the_last_items_vote_with_decaying_weights() -> None:
+    counted = count_transitions([np.array([1, 2]), np.array([1, 2]), np.array([3, 4])], 6, window=1)
+    t = Transitions(counted.table, weight=2.0, smoothing=0.5, recent=2, recent_decay=0.25)
+    rows = t.rows(np.array([[0, 1], [1, 3], [3, 1], [0, 6], [0, 0]]))
+    assert rows[0, 2] == pytest.approx(2.0 * np.log1p(2 / 0.5)) and rows[0, 4] == 0
+    # The item before the last votes a quarter as much as the last one.
+    assert rows[1, 2] == pytest.approx(0.25 * 2.0 * np.log1p(2 / 0.5))
+    assert rows[1, 4] == pytest.approx(2.0 * np.log1p(1 / 0.5))
+    assert rows[2, 4] == pytest.approx(0.25 * rows[1, 4]) and rows[2, 2] == pytest.approx(rows[0, 2])
+    assert not rows[3:].any()  # an item never followed, or no history: no term
+    assert np.allclose(t.rows(np.array([1, 3])), t.rows(np.array([[1], [3]])))  # (B,): the last item alone
+    # Explanations: the history items' shares sum to the term, each item its own.
+    shares = t.shares(np.array([5, 1, 3]), 4)
+    assert shares[0] == 0 and shares.sum() == pytest.approx(t.rows(np.array([[5, 1, 3]]))[0, 4])
+    assert shares[1] == 0 and shares[2] == pytest.approx(rows[1, 4])
 
 
 def test_the_term_is_added_to_every_score_after_the_last_item(dataset, model) -> None:
@@ -63,8 +82,9 @@ def test_the_term_is_added_to_every_score_after_the_last_item(dataset, model) ->
     try:
         scorer = ModelScorer(model, dataset)
         with_term = scorer.retrieval.score_all(users, "valid")
-        last = np.array([dataset.history(int(u), "valid")[-1] for u in users])
-        expected = model.transitions.rows(last)
+        histories = scorer.inputs(users, "valid")[0]  # left-padded, as the model reads them
+        expected = model.transitions.rows(histories)
+        assert (model.transitions.recent > 1) and not np.allclose(expected, model.transitions.rows(histories[:, -1]))
         assert np.allclose(with_term[:, 1:] - plain[:, 1:], expected[:, 1:], atol=1e-5)
         # The ranker is residual on retrieval: its logits carry the same term, and the served
         # order (recommend) is the evaluated one (two_stage).

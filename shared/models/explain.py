@@ -17,8 +17,8 @@ The baseline is zero for both: no item vector, no side-feature term (the learned
 `bos` stays). The score explained is the ranker's logit for the item, the score `fedrec
 recommend` orders its top items by. The candidate item's own vector and side features (genres,
 year) are held fixed: the explanation is about this user, not about the item. A model with the
-consented users' transition counts (shared/models/transitions.py) adds their term for the last
-history item to the score; it is attributed to that item whole, since it depends on nothing else.
+consented users' co-occurrence counts (shared/models/transitions.py) adds their term, a sum over
+the last history items, to the score; each item's part of that sum is attributed to it whole.
 
 `score_from_vectors` re-traces `Recommender.encode_history` then `rank_logits` from the vectors
 instead of the item ids, with the model's own modules; it does not change the model's math, and
@@ -116,10 +116,11 @@ class Explainer:
             per_item = a_seq[0].sum(-1).tolist()
             per_feature = a_feat[0].sum(-1).tolist()
             if self.scorer.transitions is not None and len(history):
-                # The consented users' transition term depends on the last item alone: it is that
-                # item's, exactly, and completeness holds as before.
-                term = float(self.scorer.transitions.pairs(history[-1:], np.array([[int(item)]]))[0, 0])
-                score, per_item[-1] = score + term, per_item[-1] + term
+                # The consented users' co-occurrence term is a sum over the last history items:
+                # each item's share is its own, exactly, and completeness holds as before.
+                shares = self.scorer.transitions.shares(history, int(item))
+                score = score + float(shares.sum())
+                per_item = [a + float(t) for a, t in zip(per_item, shares)]
             out.append(Explanation(int(item), score, list(zip(history.tolist(), per_item)),
                                    list(zip(self.feature_names, per_feature)), float(delta[0])))  # fmt: skip
         return out

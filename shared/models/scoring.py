@@ -42,8 +42,8 @@ class ModelScorer:
             all_items = torch.arange(self.items.shape[0], device=self.items.device)
             self.item_bias = torch.as_tensor(model.bias(all_items), device=self.items.device)
             self.ranker = CatalogRanker(model, self.items)
-        # The consented users' transition counts (shared/models/transitions.py), when the model
-        # has them: a term after each user's last item in every score, retrieval and ranking.
+        # The consented users' co-occurrence counts (shared/models/transitions.py), when the
+        # model has them: a term after each user's last items in every score, retrieval and ranking.
         self.transitions = model.transitions
         self._states: dict[str, torch.Tensor] = {}
         self.retrieval = _Retrieval(self)
@@ -85,17 +85,17 @@ class ModelScorer:
             feature_matrix(self.dataset, users),
         )
 
-    def last_items(self, users: np.ndarray, stage: str) -> np.ndarray:
-        """(B,) each user's last item before `stage` (0: none), without padding whole histories."""
-        return np.array([h[-1] if len(h) else 0 for h in (self.dataset.history(int(u), stage) for u in users)],
-                        dtype=np.int64)  # fmt: skip
+    def recent_items(self, users: np.ndarray, stage: str, count: int) -> np.ndarray:
+        """(B, count) each user's last `count` items before `stage`, left-padded with 0, without
+        padding whole histories."""
+        return left_pad([self.dataset.history(int(u), stage)[-count:] for u in users], count)
 
     @torch.no_grad()
-    def retrieval_scores(self, states: torch.Tensor, last: np.ndarray | None = None) -> np.ndarray:
-        """(B, I+1); `last` (B,): each row's last history item, for the transition term."""
+    def retrieval_scores(self, states: torch.Tensor, history: np.ndarray | None = None) -> np.ndarray:
+        """(B, I+1); `history` (B, L) left-padded: each row's last items, for the co-occurrence term."""
         scores = (states @ self.items.T * self.model.scale + self.item_bias).double().cpu().numpy()
-        if self.transitions is not None and last is not None:
-            scores += self.transitions.rows(last)
+        if self.transitions is not None and history is not None:
+            scores += self.transitions.rows(history)
         scores[:, 0] = -np.inf
         return scores
 
@@ -108,14 +108,14 @@ class ModelScorer:
         user = self.model.user_token(self._tensor(features))
         logits = self.ranker(states, h, user, self._tensor(items)).double().cpu().numpy()
         if self.transitions is not None:  # the ranker is residual on retrieval's score: keep the term
-            logits += self.transitions.pairs(np.asarray(history)[:, -1], items)
+            logits += self.transitions.pairs(history, items)
         return logits
 
     def recommend_scores(
         self, states: torch.Tensor, history: np.ndarray, features: np.ndarray, seen: np.ndarray
     ) -> np.ndarray:
         """(B, I+1): re-ranked top-N first, then the rest in retrieval order; seen items -inf."""
-        scores = self.retrieval_scores(states, np.asarray(history)[:, -1])
+        scores = self.retrieval_scores(states, history)
         scores[seen] = -np.inf
         n = min(self.top_n, scores.shape[1] - 1)
         top = np.argpartition(-scores, n - 1, axis=1)[:, :n]
@@ -152,7 +152,7 @@ class ModelScorer:
         states = self.encode(padded, feats) if states is None else states
         scores = states @ self.items.T * self.model.scale + self.item_bias  # (B, I+1)
         if self.transitions is not None:
-            scores = scores + torch.from_numpy(self.transitions.rows(padded[:, -1])).to(scores.device)
+            scores = scores + torch.from_numpy(self.transitions.rows(padded)).to(scores.device)
         scores[:, 0] = -torch.inf
         rows = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
         scores[self._tensor(rows), self._tensor(np.concatenate(histories))] = -torch.inf  # seen
@@ -254,8 +254,9 @@ class _Retrieval:
         self.s = scorer
 
     def score_all(self, users: np.ndarray, stage: str) -> np.ndarray:
-        last = self.s.last_items(users, stage) if self.s.transitions is not None else None
-        return self.s.retrieval_scores(self.s.states(users, stage), last)
+        t = self.s.transitions
+        recent = None if t is None else self.s.recent_items(users, stage, t.recent)
+        return self.s.retrieval_scores(self.s.states(users, stage), recent)
 
     def score_candidates(self, users: np.ndarray, items: np.ndarray, stage: str) -> np.ndarray:
         return np.take_along_axis(self.score_all(users, stage), items, axis=1)
