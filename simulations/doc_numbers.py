@@ -403,11 +403,31 @@ def consented_transitions() -> str:
     grid = require("privacy_utility")
     refs = {r["name"]: r for r in grid["references"] if r["consent"] == 0.1}
     point = next(p for p in grid["points"] if (p["setting"], p["consent"], float(p["epsilon"])) == ("regional", 0.1, 8.0))
-    pretrained = "pretrained" + (" with the transitions" if "--transitions" in refs["pretrained"]["command"] else "")
+    pretrained = "pretrained" + (" with the co-occurrences" if "--transitions" in refs["pretrained"]["command"] else "")
     parts = [f"{label} {r['test']['non_consented']['sampled-hr@10']:.3f} / {r['test']['non_consented']['full-ndcg@10']:.4f}"
              for label, r in (("popularity", refs["popularity"]), (pretrained, refs["pretrained"]),
                               ("fine-tuned under DP at epsilon 8", point))]  # fmt: skip
     return "sampled HR@10 / full NDCG@10 on the test items of the users who did not consent: " + "; ".join(parts)
+
+
+def cooccurrence() -> str:
+    """private-model.md: the pretrained model alone, with the next-item table, and with the chosen
+    window and voting items, on validation items (cooccurrence)."""
+    from shared.models.transitions import RECENT, RECENT_DECAY, WINDOW, WINDOW_DECAY
+
+    rows = require("cooccurrence")["rows"]
+
+    def best(match: Callable[[dict], bool]) -> dict:
+        return max((r for r in rows if match(r)), key=lambda r: r["valid"]["sampled-hr@10"])["valid"]
+
+    parts = [(label, best(m)) for label, m in (
+        ("the pretrained model alone", lambda r: r["window"] == 0),
+        ("with the next item after the last only", lambda r: (r["window"], r.get("recent")) == (1, 1)),
+        (f"counting pairs within {WINDOW} items with the last {RECENT} voting",
+         lambda r: (r["window"], r.get("window_decay"), r.get("recent"), r.get("recent_decay"))
+         == (WINDOW, WINDOW_DECAY, RECENT, RECENT_DECAY)))]  # fmt: skip
+    return "validation sampled HR@10 / full NDCG@10: " + "; ".join(
+        f"{label} {v['sampled-hr@10']:.3f} / {v['full-ndcg@10']:.4f}" for label, v in parts)
 
 
 BLOCKS: dict[str, Callable[[], str]] = {
@@ -415,7 +435,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "serve-load": serve_load, "scale": scale, "overhead": overhead, "dp-step": dp_step,
     "retrieval-loss": retrieval_loss, "goals": goals, "audit": audit, "private-sweep": private_sweep,
     "popularity-prior": popularity_prior, "per-user-sweep": per_user_sweep, "transition-prior": transition_prior,
-    "consented-transitions": consented_transitions,
+    "consented-transitions": consented_transitions, "cooccurrence": cooccurrence,
 }  # fmt: skip
 
 
