@@ -30,6 +30,7 @@ import numpy as np
 
 from shared.atomic import write_json, write_text
 from shared.errors import FedrecError
+from simulations.private_recipe import SEED
 from simulations.provenance import provenance, provenance_lines
 
 RESULTS = Path(__file__).parent / "results"
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--betas", nargs="+", type=float, default=[0.5, 1.0, 2.0])
     parser.add_argument("--z", type=float, default=3.0, help="the sparse release keeps counts above z noise std's")
     parser.add_argument("--users", type=int, default=2000, help="validation users sampled (seeded)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=SEED, help="the consent draw's seed: the pretraining's")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if not (args.checkpoint / "model.safetensors").exists():
