@@ -255,7 +255,8 @@ class _Retrieval:
 
     def score_all(self, users: np.ndarray, stage: str) -> np.ndarray:
         t = self.s.transitions
-        recent = None if t is None else self.s.recent_items(users, stage, t.recent)
+        # No more than the model reads: the ranker's term sees the last max_len items too.
+        recent = None if t is None else self.s.recent_items(users, stage, min(t.recent, self.s.max_len))
         return self.s.retrieval_scores(self.s.states(users, stage), recent)
 
     def score_candidates(self, users: np.ndarray, items: np.ndarray, stage: str) -> np.ndarray:
