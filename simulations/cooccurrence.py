@@ -19,15 +19,13 @@ Writes simulations/results/cooccurrence.json and .md with the command, commit an
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from shared.atomic import write_json, write_text
-from shared.errors import FedrecError
 from simulations.private_recipe import SEED
-from simulations.provenance import provenance, provenance_lines
+from simulations.checkpoint_study import record_study, sample_users
+from simulations.provenance import provenance_lines
 
 RESULTS = Path(__file__).parent / "results"
 # (window, window decay, recent, recent decay): the next item after the last only (the first
@@ -46,21 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=2000, help="validation users sampled (seeded)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    if not (args.checkpoint / "model.safetensors").exists():
-        print(f"cooccurrence: error: --checkpoint {args.checkpoint}: no model.safetensors there", file=sys.stderr)
-        return 2
-    started = provenance()
-    try:
-        rows = run(args)
-    except FedrecError as err:
-        print(f"cooccurrence: error: {err}", file=sys.stderr)
-        return 2
-    record = {"provenance": started, "checkpoint": str(args.checkpoint), "consent_fraction": args.consent_fraction,
-              "seed": args.seed, "users": args.users, "smoothing": SMOOTHING, "rows": rows}  # fmt: skip
-    write_json(args.out / "cooccurrence.json", record)
-    write_text(args.out / "cooccurrence.md", markdown(record))
-    print(markdown(record))
-    return 0
+    return record_study("cooccurrence", args, run, markdown, consent_fraction=args.consent_fraction,
+                        seed=args.seed, users=args.users, smoothing=SMOOTHING)
 
 
 def run(args: argparse.Namespace) -> list[dict]:
@@ -77,7 +62,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     check_catalog(model, dataset)
     consented = consented_users(dataset, args.consent_fraction, args.seed)
     private = np.setdiff1d(np.arange(dataset.num_users), consented)
-    users = np.random.default_rng(args.seed).choice(private, min(args.users, len(private)), replace=False)
+    users = sample_users(private, args.users, args.seed)
     scorer = ModelScorer(model, dataset, users=users)
     negatives = sampled_candidates(dataset, "valid", users=users)
     histories = [dataset.train_sequence(int(u)) for u in consented]

@@ -20,14 +20,13 @@ Writes simulations/results/popularity_prior.json and .md with the command, commi
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from shared.atomic import write_json, write_text
 from shared.errors import FedrecError
-from simulations.provenance import provenance, provenance_lines
+from simulations.checkpoint_study import record_study, sample_users
+from simulations.provenance import provenance_lines
 
 RESULTS = Path(__file__).parent / "results"
 DELTA = 1e-6
@@ -57,20 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--report", default="popularity_prior", help="the results files' name")
     args = parser.parse_args(argv)
-    if not (args.checkpoint / "model.safetensors").exists():
-        print(f"popularity_prior: error: --checkpoint {args.checkpoint}: no model.safetensors there", file=sys.stderr)
-        return 2
-    started = provenance()  # the code that runs, whatever the tree holds when it ends
-    try:
-        rows = run(args)
-    except FedrecError as err:
-        print(f"popularity_prior: error: {err}", file=sys.stderr)
-        return 2
-    record = {"provenance": started, "checkpoint": str(args.checkpoint), "delta": DELTA, "rows": rows}
-    write_json(args.out / f"{args.report}.json", record)
-    write_text(args.out / f"{args.report}.md", markdown(record))
-    print(markdown(record))
-    return 0
+    return record_study("popularity_prior", args, run, markdown, report=args.report, delta=DELTA)
 
 
 def run(args: argparse.Namespace) -> list[dict]:
@@ -88,7 +74,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     if model.item_bias is None:
         raise FedrecError(f"--checkpoint {args.checkpoint}: the model has no item bias (use-item-bias=false)")
     silos = silo_counts(dataset)
-    users = np.random.default_rng(args.seed).choice(dataset.num_users, min(args.users, dataset.num_users), replace=False)
+    users = sample_users(np.arange(dataset.num_users), args.users, args.seed)
     rng = np.random.default_rng(args.seed + 1)
     priors: list[tuple[float | None, float, np.ndarray, float]] = []  # (epsilon, sigma, counts, noise std)
     for eps in args.epsilons:

@@ -23,15 +23,13 @@ Writes simulations/results/transition_prior.json and .md with the command, commi
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from shared.atomic import write_json, write_text
-from shared.errors import FedrecError
 from simulations.private_recipe import SEED
-from simulations.provenance import provenance, provenance_lines
+from simulations.checkpoint_study import record_study, sample_users
+from simulations.provenance import provenance_lines
 
 RESULTS = Path(__file__).parent / "results"
 DELTA = 1e-6
@@ -98,21 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=SEED, help="the consent draw's seed: the pretraining's")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    if not (args.checkpoint / "model.safetensors").exists():
-        print(f"transition_prior: error: --checkpoint {args.checkpoint}: no model.safetensors there", file=sys.stderr)
-        return 2
-    started = provenance()
-    try:
-        rows = run(args)
-    except FedrecError as err:
-        print(f"transition_prior: error: {err}", file=sys.stderr)
-        return 2
-    record = {"provenance": started, "checkpoint": str(args.checkpoint), "delta": DELTA,
-              "consent_fraction": args.consent_fraction, "z": args.z, "rows": rows}  # fmt: skip
-    write_json(args.out / "transition_prior.json", record)
-    write_text(args.out / "transition_prior.md", markdown(record))
-    print(markdown(record))
-    return 0
+    return record_study("transition_prior", args, run, markdown, delta=DELTA,
+                        consent_fraction=args.consent_fraction, z=args.z)
 
 
 def run(args: argparse.Namespace) -> list[dict]:
@@ -134,7 +119,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     print(f"counting the transitions of {len(private)} users in {len(silos)} silos", flush=True)
     per_silo = silo_transitions(dataset, silos)
     exact = np.sum(per_silo, axis=0)
-    users = np.random.default_rng(args.seed).choice(private, min(args.users, len(private)), replace=False)
+    users = sample_users(private, args.users, args.seed)
     base = ModelScorer(model, dataset, users=users).retrieval
     rows: list[dict] = []
 
