@@ -196,3 +196,25 @@ def test_the_transition_release_bounds_each_user_and_keeps_only_strong_pairs() -
     assert sparse[1, 1] == pytest.approx(np.log(3.0)) and (sparse[[1, 2, 2], [2, 1, 2]] == 0).all()
     dense = dense_prior(counts, noise_std=1.0)
     assert dense[1, 1] > dense[1, 2] and dense[:, 0].tolist() == [0, 0, 0]
+
+
+def test_the_cooccurrence_release_counts_as_the_table_does_and_bounds_each_user() -> None:
+    """simulations/cooccurrence_release.py: each user's pairs, summed, are the table
+    count_transitions builds (so the ceiling row is the real table), and after clipping no user's
+    vector is longer than the bound its noise is calibrated to."""
+    import numpy as np
+
+    from shared.models.transitions import count_transitions
+    from simulations.cooccurrence_release import as_table, clipped, user_pairs
+
+    rng = np.random.default_rng(0)
+    sequences = [rng.integers(1, 8, size=n) for n in (2, 3, 40, 120)]
+    sequences.append(np.array([0, 0, 3, 4]))  # left padding counts nothing
+    rows, keys, counts = user_pairs(sequences, 8, window=4, decay=0.5)
+    expected = count_transitions(sequences, 7, window=4, decay=0.5).table
+    assert abs(as_table(keys, counts, 8) - expected).max() < 1e-5
+    assert set(rows) == {0, 1, 2, 3, 4} and (keys // 8 > 0).all() and (keys % 8 > 0).all()
+    bounded = clipped(rows, counts, 1.5)
+    norms = np.sqrt(np.bincount(rows, weights=bounded**2))
+    assert norms.max() <= 1.5 + 1e-9
+    assert norms[0] == pytest.approx(np.sqrt(np.bincount(rows, weights=counts**2))[0])  # short: not scaled
