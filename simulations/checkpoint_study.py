@@ -21,12 +21,14 @@ from simulations.provenance import provenance
 
 
 def record_study(script: str, args: argparse.Namespace, run: Callable[[argparse.Namespace], list[dict]],
-                 markdown: Callable[[dict], str], report: str | None = None, **fields: Any) -> int:  # fmt: skip
-    """Run `run(args)` on `args.checkpoint`, then write `args.out`/`report` (default: `script`)
-    .json and .md: the provenance, the checkpoint, `fields` and the rows. The exit status."""
+                 markdown: Callable[[dict], str], report: str | None = None, flag: str = "--checkpoint",
+                 **fields: Any) -> int:  # fmt: skip
+    """Run `run(args)` on `args.checkpoint` (given as `flag`), then write `args.out`/`report`
+    (default: `script`) .json and .md: the provenance, the checkpoint, `fields` and the rows.
+    The exit status."""
     checkpoint: Path = args.checkpoint
     if not (checkpoint / "model.safetensors").exists():
-        print(f"{script}: error: --checkpoint {checkpoint}: no model.safetensors there", file=sys.stderr)
+        print(f"{script}: error: {flag} {checkpoint}: no model.safetensors there", file=sys.stderr)
         return 2
     started = provenance()  # the code that runs, whatever the tree holds when it ends
     try:

@@ -16,6 +16,7 @@ from shared.eval.metrics import (
     hit_rate,
     mrr,
     ndcg,
+    paired_gain,
     precision_recall_f1,
     recall_at_k,
     summarize,
@@ -157,3 +158,20 @@ def test_popularity_counts_training_items_only_for_validation(dataset) -> None:
     assert np.array_equal(valid[1:], expected[1:])
     test = pop.score_all(np.array([0]), "test")[0]
     assert test[1:].sum() == valid[1:].sum() + dataset.num_users
+
+
+def test_a_paired_gain_tells_a_small_consistent_gain_from_chance() -> None:
+    """Half the rows move one place up: the mean gain is exact and its interval excludes 0; the
+    same ranks shuffled between rows give an interval around 0."""
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 30, size=4000)
+    better = np.where(np.arange(4000) % 2 == 0, np.maximum(base - 1, 0), base)
+    gain = paired_gain(base, better, "ndcg@10", resamples=500)
+    expected = np.mean(np.where(better < 10, 1 / np.log2(better + 2), 0) - np.where(base < 10, 1 / np.log2(base + 2), 0))
+    assert gain["mean"] == pytest.approx(expected) and 0 < gain["low"] < gain["mean"] < gain["high"]
+    shuffled = paired_gain(base, rng.permutation(base), "hr@10", resamples=500)
+    assert shuffled["low"] < 0 < shuffled["high"]
+    with pytest.raises(FedrecError, match="not 'hr@K'"):
+        paired_gain(base, better, "mrr")
+    with pytest.raises(FedrecError, match="paired"):
+        paired_gain(base, better[:-1])

@@ -107,3 +107,27 @@ def flatten(results: dict[str, dict[str, dict[str, float]]]) -> dict[str, float]
             for stage, protocols in results.items()
             for protocol, block in protocols.items()
             for metric, value in block.items()}  # fmt: skip
+
+
+def paired_gain(base: np.ndarray, ranks: np.ndarray, metric: str = "ndcg@10", resamples: int = 2000,
+                seed: int = 0) -> dict[str, float]:  # fmt: skip
+    """How much a model gains on `metric` ('hr@K' or 'ndcg@K') over a base model ranked on the
+    same rows: the mean per-row difference (ranks' minus base's) and its 95% percentile bootstrap
+    interval over rows. Pairing removes what both share (which users are easy), so a gain far
+    smaller than either mean's spread between runs can still be told from chance."""
+    name, _, k = metric.partition("@")
+    if name not in ("hr", "ndcg") or not k.isdigit():
+        raise FedrecError(f"paired_gain: metric {metric!r} is not 'hr@K' or 'ndcg@K'")
+    if base.shape != ranks.shape or base.ndim != 1 or not len(base):
+        raise FedrecError(f"paired_gain: ranks of shapes {base.shape} and {ranks.shape} are not one row each, paired")
+
+    def gains(r: np.ndarray) -> np.ndarray:
+        inside = r < int(k)
+        return inside.astype(np.float64) if name == "hr" else np.where(inside, 1.0 / np.log2(r + 2.0), 0.0)
+
+    diff = gains(ranks) - gains(base)
+    rng = np.random.default_rng(seed)
+    means = np.array([diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(resamples)])
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"mean": float(diff.mean()), "low": float(low), "high": float(high),
+            "changed": float(np.mean(base != ranks))}  # fmt: skip

@@ -91,27 +91,27 @@ def _batches(users: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return [users[i : i + batch_size] for i in range(0, len(users), batch_size)]
 
 
-def evaluate_full(
-    dataset: Dataset, scorer: Scorer, stage: str, ks: tuple[int, ...] = (10,),
-    batch_size: int = 1024, users: np.ndarray | None = None,
-) -> dict[str, float]:  # fmt: skip
-    """`users` restricts evaluation to some users (a client's own); default all."""
+def full_ranks_of(
+    dataset: Dataset, scorer: Scorer, stage: str, batch_size: int = 1024, users: np.ndarray | None = None,
+) -> np.ndarray:  # fmt: skip
+    """(U,) each user's 0-based rank of their `stage` item against the whole catalog, seen items
+    left out. `users` restricts evaluation to some users (a client's own); default all."""
     check_stage(stage)
     targets = dataset.targets(stage)
     ranks = []
     for batch in _batches(np.arange(dataset.num_users) if users is None else users, batch_size):
         scores = np.asarray(scorer.score_all(batch, stage), dtype=np.float64)
         ranks.append(full_ranks(scores, targets[batch], seen_mask(dataset, batch, stage)))
-    return summarize(np.concatenate(ranks), ks)
+    return np.concatenate(ranks)
 
 
-def evaluate_sampled(
-    dataset: Dataset, scorer: Scorer, stage: str, ks: tuple[int, ...] = (10,),
-    batch_size: int = 1024, candidates: np.ndarray | None = None,
-    users: np.ndarray | None = None,
-) -> dict[str, float]:  # fmt: skip
-    """Candidates (one row per evaluated user, in `users` order) are re-scored with
-    `score_candidates` when the scorer has it, else gathered from `score_all`."""
+def sampled_ranks_of(
+    dataset: Dataset, scorer: Scorer, stage: str, batch_size: int = 1024,
+    candidates: np.ndarray | None = None, users: np.ndarray | None = None,
+) -> np.ndarray:  # fmt: skip
+    """(U,) each user's 0-based rank of their `stage` item among its sampled candidates (one row
+    per evaluated user, in `users` order), re-scored with `score_candidates` when the scorer has
+    it, else gathered from `score_all`."""
     users = np.arange(dataset.num_users) if users is None else np.asarray(users)
     cands = sampled_candidates(dataset, stage, users=users) if candidates is None else candidates
     ranks = []
@@ -122,7 +122,24 @@ def evaluate_sampled(
         else:
             scores = np.take_along_axis(scorer.score_all(batch, stage), items, axis=1)
         ranks.append(candidate_ranks(np.asarray(scores, dtype=np.float64)))
-    return summarize(np.concatenate(ranks), ks)
+    return np.concatenate(ranks)
+
+
+def evaluate_full(
+    dataset: Dataset, scorer: Scorer, stage: str, ks: tuple[int, ...] = (10,),
+    batch_size: int = 1024, users: np.ndarray | None = None,
+) -> dict[str, float]:  # fmt: skip
+    """The full protocol's metrics (see `full_ranks_of`)."""
+    return summarize(full_ranks_of(dataset, scorer, stage, batch_size, users), ks)
+
+
+def evaluate_sampled(
+    dataset: Dataset, scorer: Scorer, stage: str, ks: tuple[int, ...] = (10,),
+    batch_size: int = 1024, candidates: np.ndarray | None = None,
+    users: np.ndarray | None = None,
+) -> dict[str, float]:  # fmt: skip
+    """The sampled protocol's metrics (see `sampled_ranks_of`)."""
+    return summarize(sampled_ranks_of(dataset, scorer, stage, batch_size, candidates, users), ks)
 
 
 def evaluate(
