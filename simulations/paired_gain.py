@@ -22,6 +22,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 from simulations.checkpoint_study import record_study
 from simulations.private_recipe import SEED
 from simulations.provenance import provenance_lines
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     dataset = load_dataset(DataConfig(dataset="movielens-1m"))
     users = non_consented_users(dataset, args.consent_fraction, args.seed)
 
-    def ranks(checkpoint: Path) -> dict[str, object]:
+    def ranks(checkpoint: Path) -> dict[str, np.ndarray]:
         model = load_checkpoint(checkpoint)
         check_catalog(model, dataset)
         scorer = ModelScorer(model, dataset, users=users).two_stage
@@ -83,7 +85,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     for name, path in tuned:
         checkpoint = checkpoint_of(path)
         after = ranks(checkpoint)
-        gains = {f"{p}-{m}": paired_gain(base[p], after[p], m, args.resamples, args.seed)  # type: ignore[arg-type]
+        gains = {f"{p}-{m}": paired_gain(base[p], after[p], m, args.resamples, args.seed)
                  for p in PROTOCOLS for m in METRICS}  # fmt: skip
         rows.append({"name": name, "checkpoint": str(checkpoint), "users": len(users), "gain": gains})
         print(rows[-1], flush=True)

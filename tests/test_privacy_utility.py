@@ -4,6 +4,7 @@ the record's page and chart are written from the rows alone. Nothing here runs a
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from pathlib import Path
@@ -218,3 +219,24 @@ def test_the_cooccurrence_release_counts_as_the_table_does_and_bounds_each_user(
     norms = np.sqrt(np.bincount(rows, weights=bounded**2))
     assert norms.max() <= 1.5 + 1e-9
     assert norms[0] == pytest.approx(np.sqrt(np.bincount(rows, weights=counts**2))[0])  # short: not scaled
+
+
+def test_paired_gain_reads_a_checkpoint_or_a_run_directory_and_refuses_anything_else(tmp_path: Path) -> None:
+    """simulations/paired_gain.py: --tuned names a checkpoint (used as is) or a fedrec simulate run
+    directory (its test round); anything else is a one-line error, not a traceback."""
+    from shared.errors import FedrecError
+    from simulations.paired_gain import checkpoint_of, tuned_arg
+
+    checkpoint = tmp_path / "ck"
+    checkpoint.mkdir()
+    (checkpoint / "model.safetensors").write_bytes(b"")
+    assert checkpoint_of(checkpoint) == checkpoint
+    run = tmp_path / "run-1"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({"rounds": 3, "test_round": 2}))
+    assert checkpoint_of(run) == run / "round-002"
+    with pytest.raises(FedrecError, match="neither a checkpoint nor"):
+        checkpoint_of(tmp_path)
+    assert tuned_arg("eps8=some/dir") == ("eps8", Path("some/dir"))
+    with pytest.raises(argparse.ArgumentTypeError, match="NAME=DIRECTORY"):
+        tuned_arg("some/dir")
