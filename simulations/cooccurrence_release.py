@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> list[dict]:
 
     score({"added": "nothing (the pretrained model and its consented table)", "pairs": 0}, None)
     score({"added": "exact counts, every pair", "pairs": int(len(np.unique(keys)))}, as_table(keys, counts, size))
-    score({"added": "exact counts, on the consented support", "pairs": int(len(support_keys))},
+    score({"added": "exact counts, on the consented support", "pairs": int(len(np.unique(keys[on])))},
           as_table(keys[on], counts[on], size))
     rng = np.random.default_rng(args.seed + 1)
     index = np.searchsorted(support_keys, keys[on])

@@ -12,7 +12,7 @@ popularity and the pretrained model on the same users, in the same repeat.
 
 Writes simulations/results/main-job.json and .md with every repeat and the medians, the commit and
 the machine (`--name` names another recipe's record, its make variables after the options:
-`--name main-job-1-round ROUNDS=1`). Each repeat is recorded as it finishes, so an interrupted
+`--name main-job-3-rounds ROUNDS=3`). Each repeat is recorded as it finishes, so an interrupted
 session keeps what ran.
 """
 

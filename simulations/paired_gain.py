@@ -9,6 +9,8 @@ comparing them is not enough: this scores both models on the same users' test it
 user's difference (tuned minus base) in HR@10 and NDCG@10 under both protocols, and reports the
 mean difference with a 95% bootstrap interval over users. A row beats its start when the
 interval's lower end is above 0 for the metric; the interval says how large the gain can be.
+It is conditional on the two trained models: another training run of the same recipe (other DP
+noise) moves the gain too, so a recipe is judged on its repeats, each paired with its start.
 
 Only test items are read, and nothing is chosen on them: the models were fixed before. A
 `--tuned` directory may be a checkpoint or a `fedrec simulate` run directory (its test round);
@@ -33,17 +35,24 @@ PROTOCOLS = ("full", "sampled")
 METRICS = ("hr@10", "ndcg@10")
 
 
-def checkpoint_of(path: Path) -> Path:
+def checkpoint_of(name: str, path: Path) -> Path:
     """`path` itself when it holds weights, else the test round of the `fedrec simulate` run
-    directory it names."""
+    directory it names; `name` is the row, for the error."""
+    import json
+
     from shared.errors import FedrecError
     from simulations.private_recipe import recorded_run
 
     if (path / "model.safetensors").exists():
         return path
-    if (path / "metrics.json").exists():
-        return recorded_run(path)[0]
-    raise FedrecError(f"--tuned {path}: neither a checkpoint nor a fedrec simulate run directory")
+    try:
+        checkpoint = recorded_run(path)[0] if (path / "metrics.json").exists() else None
+    except (KeyError, ValueError, json.JSONDecodeError) as err:
+        raise FedrecError(f"{name}: {path / 'metrics.json'} is not a fedrec simulate run's metrics ({err})") from None
+    if checkpoint is None or not (checkpoint / "model.safetensors").exists():
+        raise FedrecError(f"{name}: {path} is neither a checkpoint nor a fedrec simulate run directory with its "
+                          f"test round's weights")  # fmt: skip
+    return checkpoint
 
 
 def grid_points(base: Path) -> list[tuple[str, Path]]:
@@ -83,7 +92,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     base = ranks(args.checkpoint)
     rows = []
     for name, path in tuned:
-        checkpoint = checkpoint_of(path)
+        checkpoint = checkpoint_of(name, path)
         after = ranks(checkpoint)
         gains = {f"{p}-{m}": paired_gain(base[p], after[p], m, args.resamples, args.seed)
                  for p in PROTOCOLS for m in METRICS}  # fmt: skip

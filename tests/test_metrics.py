@@ -169,9 +169,24 @@ def test_a_paired_gain_tells_a_small_consistent_gain_from_chance() -> None:
     gain = paired_gain(base, better, "ndcg@10", resamples=500)
     expected = np.mean(np.where(better < 10, 1 / np.log2(better + 2), 0) - np.where(base < 10, 1 / np.log2(base + 2), 0))
     assert gain["mean"] == pytest.approx(expected) and 0 < gain["low"] < gain["mean"] < gain["high"]
+    # Rows split between a hit at the top and a miss (a wide spread of the means), and a tenth of
+    # them move from rank 11 to 9: the paired interval is far narrower than two independent
+    # means' spreads would give, and still excludes 0.
+    rows = np.arange(4000)
+    split = np.where(rows % 2 == 0, 0, 50)
+    before, after = np.where(rows % 10 == 1, 11, split), np.where(rows % 10 == 1, 9, split)
+    steady = paired_gain(before, after, "ndcg@10", resamples=500)
+
+    def gains(r: np.ndarray) -> np.ndarray:
+        return np.where(r < 10, 1 / np.log2(r + 2), 0.0)
+
+    unpaired = 2 * 1.96 * np.sqrt((np.var(gains(before)) + np.var(gains(after))) / len(rows))
+    assert steady["low"] > 0 and steady["high"] - steady["low"] < unpaired / 2 and steady["changed"] == 0.1
     shuffled = paired_gain(base, rng.permutation(base), "hr@10", resamples=500)
     assert shuffled["low"] < 0 < shuffled["high"]
     with pytest.raises(FedrecError, match="not 'hr@K'"):
         paired_gain(base, better, "mrr")
     with pytest.raises(FedrecError, match="paired"):
         paired_gain(base, better[:-1])
+    with pytest.raises(FedrecError, match="at least 1"):
+        paired_gain(base, better, resamples=0)

@@ -230,13 +230,20 @@ def test_paired_gain_reads_a_checkpoint_or_a_run_directory_and_refuses_anything_
     checkpoint = tmp_path / "ck"
     checkpoint.mkdir()
     (checkpoint / "model.safetensors").write_bytes(b"")
-    assert checkpoint_of(checkpoint) == checkpoint
+    assert checkpoint_of("ck", checkpoint) == checkpoint
     run = tmp_path / "run-1"
     run.mkdir()
     (run / "metrics.json").write_text(json.dumps({"rounds": 3, "test_round": 2}))
-    assert checkpoint_of(run) == run / "round-002"
+    with pytest.raises(FedrecError, match="eps8: .*run-1 is neither .* test round's weights"):
+        checkpoint_of("eps8", run)  # the round's weights are missing
+    (run / "round-002").mkdir()
+    (run / "round-002" / "model.safetensors").write_bytes(b"")
+    assert checkpoint_of("eps8", run) == run / "round-002"
+    (run / "metrics.json").write_text("{")
+    with pytest.raises(FedrecError, match="eps8: .* not a fedrec simulate run's metrics"):
+        checkpoint_of("eps8", run)
     with pytest.raises(FedrecError, match="neither a checkpoint nor"):
-        checkpoint_of(tmp_path)
+        checkpoint_of("x", tmp_path)
     assert tuned_arg("eps8=some/dir") == ("eps8", Path("some/dir"))
     with pytest.raises(argparse.ArgumentTypeError, match="NAME=DIRECTORY"):
         tuned_arg("some/dir")

@@ -114,9 +114,13 @@ def paired_gain(base: np.ndarray, ranks: np.ndarray, metric: str = "ndcg@10", re
     """How much a model gains on `metric` ('hr@K' or 'ndcg@K') over a base model ranked on the
     same rows: the mean per-row difference (ranks' minus base's) and its 95% percentile bootstrap
     interval over rows. Pairing removes what both share (which users are easy), so a gain far
-    smaller than either mean's spread between runs can still be told from chance."""
+    smaller than either mean's spread over users can be told from chance. The interval is over
+    users for these two trained models: it does not cover the spread between training runs (DP
+    noise, seeds), which repeats of the run measure."""
     name, _, k = metric.partition("@")
-    if name not in ("hr", "ndcg") or not k.isdigit():
+    if resamples < 1:
+        raise FedrecError(f"paired_gain: resamples {resamples} must be at least 1")
+    if name not in ("hr", "ndcg") or not k.isdecimal():
         raise FedrecError(f"paired_gain: metric {metric!r} is not 'hr@K' or 'ndcg@K'")
     if base.shape != ranks.shape or base.ndim != 1 or not len(base):
         raise FedrecError(f"paired_gain: ranks of shapes {base.shape} and {ranks.shape} are not one row each, paired")
