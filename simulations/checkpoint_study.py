@@ -47,3 +47,19 @@ def record_study(script: str, args: argparse.Namespace, run: Callable[[argparse.
 def sample_users(users: np.ndarray, count: int, seed: int) -> np.ndarray:
     """A seeded sample of at most `count` of `users`: the same users for every row of a study."""
     return np.random.default_rng(seed).choice(users, min(count, len(users)), replace=False)
+
+
+def validation_scores(dataset, scorer, users: np.ndarray,  # type: ignore[no-untyped-def]
+                      negatives: np.ndarray | None = None) -> dict[str, float]:  # fmt: skip
+    """`scorer`'s validation full NDCG@10 and HR@10 and sampled HR@10 on `users` (against
+    `negatives` when already drawn): the three numbers every row of a checkpoint study records."""
+    from shared.eval.protocols import evaluate_full, evaluate_sampled
+
+    full = evaluate_full(dataset, scorer, "valid", users=users)
+    sampled = evaluate_sampled(dataset, scorer, "valid", candidates=negatives, users=users)
+    return {"full-ndcg@10": full["ndcg@10"], "full-hr@10": full["hr@10"], "sampled-hr@10": sampled["hr@10"]}
+
+
+def validation_cells(valid: dict[str, float]) -> str:
+    """Those three numbers as the last cells of a Markdown row."""
+    return f"{valid['full-ndcg@10']:.4f} | {valid['full-hr@10']:.4f} | {valid['sampled-hr@10']:.4f} |"

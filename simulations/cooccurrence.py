@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from simulations.private_recipe import SEED
-from simulations.checkpoint_study import record_study, sample_users
+from simulations.checkpoint_study import record_study, sample_users, validation_cells, validation_scores
 from simulations.provenance import provenance_lines
 
 RESULTS = Path(__file__).parent / "results"
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     from shared.config import DataConfig
     from shared.data.consent import consented_users
     from shared.data.dataset import load_dataset
-    from shared.eval.protocols import evaluate_full, evaluate_sampled, sampled_candidates
+    from shared.eval.protocols import sampled_candidates
     from shared.models.checkpoint import check_catalog, load_checkpoint
     from shared.models.scoring import ModelScorer
     from shared.models.transitions import Transitions, count_transitions
@@ -70,10 +70,7 @@ def run(args: argparse.Namespace) -> list[dict]:
 
     def score(row: dict, table: Transitions | None) -> None:
         scorer.transitions = table
-        full = evaluate_full(dataset, scorer.retrieval, "valid", users=users)
-        sampled = evaluate_sampled(dataset, scorer.retrieval, "valid", candidates=negatives, users=users)
-        rows.append({**row, "valid": {"full-ndcg@10": full["ndcg@10"], "full-hr@10": full["hr@10"],
-                                      "sampled-hr@10": sampled["hr@10"]}})  # fmt: skip
+        rows.append({**row, "valid": validation_scores(dataset, scorer.retrieval, users, negatives)})
         print(rows[-1], flush=True)
 
     print(f"{len(consented)} consented users counted; {len(users)} who did not consent scored", flush=True)
@@ -100,13 +97,12 @@ def markdown(record: dict) -> str:
              "| valid full HR@10 | valid sampled HR@10 |",
              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in record["rows"]:
-        v = r["valid"]
         if r["window"] == 0:
             head = "none (the pretrained model) | - | - | - | - | -"
         else:
             head = (f"{r['window']} | {r['window_decay']:g} | {r['recent']} | {r['recent_decay']:g} | "
                     f"{r['weight']:g} | {r['pairs']:,}")  # fmt: skip
-        lines.append(f"| {head} | {v['full-ndcg@10']:.4f} | {v['full-hr@10']:.4f} | {v['sampled-hr@10']:.4f} |")
+        lines.append(f"| {head} | {validation_cells(r['valid'])}")
     return "\n".join(lines) + "\n"
 
 

@@ -25,12 +25,13 @@ Writes simulations/results/cooccurrence_release.json and .md with the command, c
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from scipy import sparse
 
-from simulations.checkpoint_study import record_study, sample_users
+from simulations.checkpoint_study import record_study, sample_users, validation_cells, validation_scores
 from simulations.private_recipe import SEED
 from simulations.provenance import provenance_lines
 
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     from shared.data.dataset import load_dataset
     from shared.data.partition import partition_users
     from shared.errors import FedrecError
-    from shared.eval.protocols import evaluate_full, evaluate_sampled, sampled_candidates
+    from shared.eval.protocols import sampled_candidates
     from shared.models.checkpoint import check_catalog, load_checkpoint
     from shared.models.scoring import ModelScorer
     from shared.models.transitions import WINDOW, WINDOW_DECAY, Transitions
@@ -100,12 +101,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     out: list[dict] = []
 
     def score(row: dict, added: sparse.csr_matrix | None) -> None:
-        scorer.transitions = consented if added is None else Transitions(
-            consented.table + added, consented.weight, consented.smoothing, consented.recent, consented.recent_decay)
-        full = evaluate_full(dataset, scorer.two_stage, "valid", users=users)
-        sampled = evaluate_sampled(dataset, scorer.two_stage, "valid", candidates=negatives, users=users)
-        out.append({**row, "valid": {"full-ndcg@10": full["ndcg@10"], "full-hr@10": full["hr@10"],
-                                     "sampled-hr@10": sampled["hr@10"]}})  # fmt: skip
+        scorer.transitions = consented if added is None else replace(consented, table=consented.table + added)
+        out.append({**row, "valid": validation_scores(dataset, scorer.two_stage, users, negatives)})
         print(out[-1], flush=True)
 
     score({"added": "nothing (the pretrained model and its consented table)", "pairs": 0}, None)
@@ -147,11 +144,10 @@ def markdown(record: dict) -> str:
              "| valid full HR@10 | valid sampled HR@10 |",
              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in record["rows"]:
-        v = r["valid"]
         eps, clip = (f"{r['epsilon']:g}", f"{r['clip']:g}") if "epsilon" in r else ("-", "-")
         std = f"{r['noise_std']:.2f}" if "noise_std" in r else "-"
-        lines.append(f"| {r['added']} | {eps} | {clip} | {std} | {r['pairs']:,} | {v['full-ndcg@10']:.4f} "
-                     f"| {v['full-hr@10']:.4f} | {v['sampled-hr@10']:.4f} |")  # fmt: skip
+        lines.append(f"| {r['added']} | {eps} | {clip} | {std} | {r['pairs']:,} | "
+                     f"{validation_cells(r['valid'])}")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

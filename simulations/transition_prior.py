@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from simulations.private_recipe import SEED
-from simulations.checkpoint_study import record_study, sample_users
+from simulations.checkpoint_study import record_study, sample_users, validation_cells, validation_scores
 from simulations.provenance import provenance_lines
 
 RESULTS = Path(__file__).parent / "results"
@@ -105,7 +105,6 @@ def run(args: argparse.Namespace) -> list[dict]:
     from shared.data.consent import non_consented_users
     from shared.data.dataset import load_dataset
     from shared.data.partition import partition_users
-    from shared.eval.protocols import evaluate_full, evaluate_sampled
     from shared.models.checkpoint import check_catalog, load_checkpoint
     from shared.models.scoring import ModelScorer
     from shared.privacy.accounting import calibrate_sigma
@@ -125,10 +124,7 @@ def run(args: argparse.Namespace) -> list[dict]:
 
     def score(row: dict, prior: np.ndarray | None, beta: float) -> None:
         scorer = WithTransitions(base, dataset, prior, beta)
-        full = evaluate_full(dataset, scorer, "valid", users=users)
-        sampled = evaluate_sampled(dataset, scorer, "valid", users=users)
-        rows.append({**row, "beta": beta, "valid": {"full-ndcg@10": full["ndcg@10"], "full-hr@10": full["hr@10"],
-                                                    "sampled-hr@10": sampled["hr@10"]}})  # fmt: skip
+        rows.append({**row, "beta": beta, "valid": validation_scores(dataset, scorer, users)})
         print(rows[-1], flush=True)
 
     score({"release": "none (the pretrained model)", "epsilon": None}, None, 0.0)
@@ -161,12 +157,11 @@ def markdown(record: dict) -> str:
              "| valid sampled HR@10 |",
              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in record["rows"]:
-        v = r["valid"]
         eps = "-" if r["release"].startswith("none") else "exact" if r["epsilon"] is None else f"{r['epsilon']:g}"
         std = f"{r['noise_std']:.2f}" if r.get("noise_std") else "-"
         kept = "-" if r.get("pairs_kept") is None else str(r["pairs_kept"])
-        lines.append(f"| {r['release']} | {eps} | {std} | {kept} | {r['beta']:g} | {v['full-ndcg@10']:.4f} "
-                     f"| {v['full-hr@10']:.4f} | {v['sampled-hr@10']:.4f} |")  # fmt: skip
+        lines.append(f"| {r['release']} | {eps} | {std} | {kept} | {r['beta']:g} | "
+                     f"{validation_cells(r['valid'])}")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
