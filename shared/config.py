@@ -142,6 +142,10 @@ class ModelConfig:
     # Costly: every item vector then runs N transformer layers; meant for GPUs or small catalogs.
     text_finetune_layers: int = knob(0, "fine-tune MiniLM's top N layers inside the item tower (0: frozen, "
                                      "cached embeddings; slow on CPU)")
+    # Public text only: no parameter, no privacy cost (shared/models/text_neighbours.py).
+    text_neighbours: float = knob(0.0, "weight of a term scoring each item by how near its MiniLM text is to the "
+                                  "user's last items (0: off; the grid's `regional-text` runs use 20, chosen "
+                                  "on validation items: simulations/results/text_neighbours.md)")
 
     def __post_init__(self) -> None:
         if not (self.use_text or self.use_id_embedding):
@@ -161,6 +165,10 @@ class ModelConfig:
             raise FedrecError(f"finetune must be one of {', '.join(FINETUNE_MODES)}, got '{self.finetune}'")
         if not 0 <= float(self.dropout) < 1:
             raise FedrecError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not float(self.text_neighbours) >= 0:
+            raise FedrecError(f"text-neighbours must be >= 0, got {self.text_neighbours}")
+        if float(self.text_neighbours) and not self.use_text:
+            raise FedrecError("text-neighbours needs the text tower (use-text=true)")
 
 
 OPTIMIZERS = ("adamw", "sgd")

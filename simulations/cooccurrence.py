@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     from shared.data.dataset import load_dataset
     from shared.eval.protocols import sampled_candidates
     from shared.models.checkpoint import check_catalog, load_checkpoint
+    from shared.models.score_terms import ScoreTerms
     from shared.models.scoring import ModelScorer
     from shared.models.transitions import Transitions, count_transitions
 
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     rows: list[dict] = []
 
     def score(row: dict, table: Transitions | None) -> None:
-        scorer.transitions = table
+        scorer.terms = ScoreTerms.of(table)
         rows.append({**row, "valid": validation_scores(dataset, scorer.retrieval, users, negatives)})
         print(rows[-1], flush=True)
 

@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     from shared.errors import FedrecError
     from shared.eval.protocols import sampled_candidates
     from shared.models.checkpoint import check_catalog, load_checkpoint
+    from shared.models.score_terms import ScoreTerms
     from shared.models.scoring import ModelScorer
     from shared.models.transitions import WINDOW, WINDOW_DECAY, Transitions
     from shared.privacy.accounting import calibrate_sigma
@@ -101,7 +102,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     out: list[dict] = []
 
     def score(row: dict, added: sparse.csr_matrix | None) -> None:
-        scorer.transitions = consented if added is None else replace(consented, table=consented.table + added)
+        scorer.terms = ScoreTerms.of(consented if added is None else replace(consented, table=consented.table + added))
         out.append({**row, "valid": validation_scores(dataset, scorer.two_stage, users, negatives)})
         print(out[-1], flush=True)
 

@@ -10,6 +10,9 @@ The grid is epsilon x setting x consent fraction; each point is one `fedrec simu
 - `regional-prior`: `regional`, each silo first releasing its users' item counts under DP at
   half of its epsilon (`popularity-epsilon`, server/popularity.py), from which the server
   starts the item bias; DP-SGD gets the rest. No point without DP.
+- `regional-text`: `regional-prior`, its model also scoring with the public text's neighbours
+  (`text-neighbours`, shared/models/text_neighbours.py): no parameter, no privacy cost, so the
+  same budget. No point without DP.
 - `per-user`: one client per user under central DP (DP-FedAvg: each user's whole update clipped
   on its node, Gaussian noise added by the server to the round's sum), no local DP-SGD. Its
   `central-noise-multiplier` is calibrated here so that the planned rounds spend epsilon
@@ -62,15 +65,20 @@ from simulations.provenance import provenance
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
 DEFAULT_DATASET = "movielens-1m"
+# The text term's weight, chosen on validation items beside a DP-trained model and the prior
+# (simulations/results/text_neighbours.md).
+TEXT_NEIGHBOURS = 20.0
 SETTINGS = {"regional": ("partitioning=region",), "regional-prior": ("partitioning=region",),
-            "per-user": ("partitioning=user",)}
+            "per-user": ("partitioning=user",),
+            "regional-text": ("partitioning=region", f"text-neighbours={TEXT_NEIGHBOURS:g}")}
+WITH_PRIOR = ("regional-prior", "regional-text")  # the settings whose silos release their item counts
 # regional-prior: each silo first releases its item counts (server/popularity.py), at this share
 # of its epsilon, and the rest goes to DP-SGD: the prior's noise costs more than the training's.
 PRIOR_SHARE = 0.5  # chosen on validation items: simulations/results/popularity_prior.md
 # What the grid sets on each point; the same key in --run-config would make the row lie about it.
 GRID_KEYS = ("dataset", "partitioning", "consent-fraction", "pretrained", "seed", "output-dir", "dp",
              "target-epsilon", "noise-multiplier", "central-dp", "central-noise-multiplier",
-             "popularity-epsilon")  # fmt: skip
+             "popularity-epsilon", "text-neighbours")  # fmt: skip
 METRICS = ("full-hr@10", "full-ndcg@10", "sampled-hr@10", "sampled-ndcg@10")
 PLOTTED = ("full-ndcg@10", "sampled-hr@10")
 REFERENCES = {"popularity": "popularity", "pretrained": "pretrained on the consented users"}
@@ -120,7 +128,7 @@ def privacy_keys(setting: str, epsilon: float, rounds: int, delta: float) -> lis
         return ["dp=false"]
     if setting == "regional":
         return ["dp=true", f"target-epsilon={epsilon:g}"]
-    if setting == "regional-prior":
+    if setting in WITH_PRIOR:
         return ["dp=true", f"target-epsilon={epsilon:g}", f"popularity-epsilon={epsilon * PRIOR_SHARE:g}"]
     noise = math.ceil(central_noise_multiplier(epsilon, rounds, delta) * 1e4) / 1e4
     return ["dp=false", "central-dp=true", f"central-noise-multiplier={noise:g}"]
@@ -146,7 +154,7 @@ def grid(
     delta = min(float(config["target-delta"]), max(population, 1) ** -1.1)
     # Calibrated once. The prior needs DP: without it, regional-prior would be regional's point.
     privacy = {(s, e): privacy_keys(s, e, rounds, delta) for s in settings for e in epsilons
-               if not (s == "regional-prior" and math.isinf(e))}  # fmt: skip
+               if not (s in WITH_PRIOR and math.isinf(e))}  # fmt: skip
     points = []
     for consent in consents:
         start = ([f"consent-fraction={consent:g}", f"pretrained={pretrained[consent]}", *MODEL, *recipe] if consent > 0
@@ -226,7 +234,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     styles = {0.0: "--", **dict(zip([c for c in consents if c > 0], ("-", "-.", ":")))}
     fig, axes = plt.subplots(1, len(PLOTTED), figsize=(11, 4.2))
     for ax, metric in zip(axes, PLOTTED):
-        for color, setting in zip(("C0", "C2", "C1"), SETTINGS):
+        for color, setting in zip(("C0", "C2", "C1", "C3"), SETTINGS):
             for consent in consents:
                 pts = sorted((r for r in report["points"] if (r["setting"], r["consent"]) == (setting, consent)),
                              key=lambda r: r["epsilon"])  # fmt: skip

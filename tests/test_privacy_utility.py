@@ -15,7 +15,7 @@ from cli.simulate import parse_overrides
 from shared.privacy.accounting import central_epsilon, central_noise_multiplier
 from simulations import privacy_utility as pu
 
-ARGV = ["--setting", "regional", "regional-prior", "per-user", "--consent", "0", "0.1", "--epsilons", "1", "8", "inf",
+ARGV = ["--setting", "regional", "regional-prior", "regional-text", "per-user", "--consent", "0", "0.1", "--epsilons", "1", "8", "inf",
         "--run-config", "num-server-rounds=3", "lr=0.01"]  # fmt: skip
 
 
@@ -27,11 +27,15 @@ def points(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[pu.Point]:
 
 def test_the_grid_has_one_point_per_setting_consent_and_epsilon(points: list[pu.Point]) -> None:
     cells = [(p.setting, p.consent, p.epsilon) for p in points]
-    assert sorted(cells) == sorted((s, c, e) for s in ("regional", "regional-prior", "per-user") for c in (0.0, 0.1)
-                                   for e in (1, 8, math.inf) if (s, e) != ("regional-prior", math.inf))  # fmt: skip
+    assert sorted(cells) == sorted((s, c, e) for s in ("regional", "regional-prior", "regional-text", "per-user")
+                                   for c in (0.0, 0.1) for e in (1, 8, math.inf)
+                                   if not (s in ("regional-prior", "regional-text") and math.isinf(e)))  # fmt: skip
     for p in points:
         keys = parse_overrides(list(p.overrides))
-        assert keys["partitioning"] == {"regional": "region", "regional-prior": "region", "per-user": "user"}[p.setting]
+        assert keys["partitioning"] == {"regional": "region", "regional-prior": "region", "regional-text": "region",
+                                        "per-user": "user"}[p.setting]  # fmt: skip
+        # Only regional-text scores with the public text's neighbours, at the weight chosen on validation.
+        assert keys.get("text-neighbours", 0.0) == (pu.TEXT_NEIGHBOURS if p.setting == "regional-text" else 0.0)
         assert (keys["dataset"], keys["num-server-rounds"], keys["consent-fraction"]) == ("movielens-1m", 3, p.consent)
         assert p.command == "fedrec simulate --run-config " + " ".join(p.overrides)
         assert len({k.partition("=")[0] for k in p.overrides}) == len(p.overrides)  # each key once
@@ -49,7 +53,8 @@ def test_per_user_points_run_central_dp_calibrated_to_their_epsilon_and_never_lo
         else:  # DP-SGD in each silo, one user's history one example
             assert keys["dp"] is True and keys["target-epsilon"] == p.epsilon and "central-dp" not in keys
             # The prior's release comes out of the same budget: half of it.
-            assert keys.get("popularity-epsilon", 0) == (p.epsilon / 2 if p.setting == "regional-prior" else 0)
+            with_prior = p.setting in ("regional-prior", "regional-text")
+            assert keys.get("popularity-epsilon", 0) == (p.epsilon / 2 if with_prior else 0)
 
 
 def test_consented_points_start_from_the_pretrained_model_with_make_mains_recipe(points: list[pu.Point],

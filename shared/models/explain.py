@@ -16,9 +16,10 @@ receives its share of `score(input) - score(baseline)`; the shares add up to tha
 The baseline is zero for both: no item vector, no side-feature term (the learned start token
 `bos` stays). The score explained is the ranker's logit for the item, the score `fedrec
 recommend` orders its top items by. The candidate item's own vector and side features (genres,
-year) are held fixed: the explanation is about this user, not about the item. A model with the
-consented users' co-occurrence counts (shared/models/transitions.py) adds their term, a sum over
-the last history items, to the score; each item's part of that sum is attributed to it whole.
+year) are held fixed: the explanation is about this user, not about the item. A model with terms
+beside the towers (shared/models/score_terms.py: the consented users' co-occurrences, the public
+text's neighbours) adds them to the score; they are read from the last history items, and each
+item's part of them is attributed to it whole.
 
 `score_from_vectors` re-traces `Recommender.encode_history` then `rank_logits` from the vectors
 instead of the item ids, with the model's own modules; it does not change the model's math, and
@@ -115,10 +116,10 @@ class Explainer:
                 score = float(forward(seq, feats))
             per_item = a_seq[0].sum(-1).tolist()
             per_feature = a_feat[0].sum(-1).tolist()
-            if self.scorer.transitions is not None and len(history):
-                # The consented users' co-occurrence term is a sum over the last history items:
-                # each item's share is its own, exactly, and completeness holds as before.
-                shares = self.scorer.transitions.shares(history, int(item))
+            if self.scorer.terms is not None and len(history):
+                # The terms beside the towers are read from the last history items: each item
+                # gets its part of them (score_terms.py), and completeness holds as before.
+                shares = self.scorer.terms.shares(history, int(item))
                 score = score + float(shares.sum())
                 per_item = [a + float(t) for a, t in zip(per_item, shares)]
             out.append(Explanation(int(item), score, list(zip(history.tolist(), per_item)),

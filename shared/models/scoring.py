@@ -42,9 +42,10 @@ class ModelScorer:
             all_items = torch.arange(self.items.shape[0], device=self.items.device)
             self.item_bias = torch.as_tensor(model.bias(all_items), device=self.items.device)
             self.ranker = CatalogRanker(model, self.items)
-        # The consented users' co-occurrence counts (shared/models/transitions.py), when the
-        # model has them: a term after each user's last items in every score, retrieval and ranking.
-        self.transitions = model.transitions
+        # The terms beside the towers (shared/models/score_terms.py), when the model has any: the
+        # consented users' co-occurrences, the public text's neighbours; in every score,
+        # retrieval and ranking, read from each user's last items.
+        self.terms = model.score_terms()
         self._states: dict[str, torch.Tensor] = {}
         self.retrieval = _Retrieval(self)
         self.two_stage = _TwoStage(self)
@@ -92,10 +93,10 @@ class ModelScorer:
 
     @torch.no_grad()
     def retrieval_scores(self, states: torch.Tensor, history: np.ndarray | None = None) -> np.ndarray:
-        """(B, I+1); `history` (B, L) left-padded: each row's last items, for the co-occurrence term."""
+        """(B, I+1); `history` (B, L) left-padded: each row's last items, for the score terms."""
         scores = (states @ self.items.T * self.model.scale + self.item_bias).double().cpu().numpy()
-        if self.transitions is not None and history is not None:
-            scores += self.transitions.rows(history)
+        if self.terms is not None and history is not None:
+            scores += self.terms.rows(history)
         scores[:, 0] = -np.inf
         return scores
 
@@ -107,8 +108,8 @@ class ModelScorer:
         h = self._tensor(history)
         user = self.model.user_token(self._tensor(features))
         logits = self.ranker(states, h, user, self._tensor(items)).double().cpu().numpy()
-        if self.transitions is not None:  # the ranker is residual on retrieval's score: keep the term
-            logits += self.transitions.pairs(history, items)
+        if self.terms is not None:  # the ranker is residual on retrieval's score: keep the terms
+            logits += self.terms.pairs(history, items)
         return logits
 
     def recommend_scores(
@@ -151,8 +152,8 @@ class ModelScorer:
         feats = np.asarray(features, dtype=np.int64).reshape(len(histories), -1)
         states = self.encode(padded, feats) if states is None else states
         scores = states @ self.items.T * self.model.scale + self.item_bias  # (B, I+1)
-        if self.transitions is not None:
-            scores = scores + torch.from_numpy(self.transitions.rows(padded)).to(scores.device)
+        if self.terms is not None:
+            scores = scores + torch.from_numpy(self.terms.rows(padded)).to(scores.device)
         scores[:, 0] = -torch.inf
         rows = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
         scores[self._tensor(rows), self._tensor(np.concatenate(histories))] = -torch.inf  # seen
@@ -254,7 +255,7 @@ class _Retrieval:
         self.s = scorer
 
     def score_all(self, users: np.ndarray, stage: str) -> np.ndarray:
-        t = self.s.transitions
+        t = self.s.terms
         # No more than the model reads: the ranker's term sees the last max_len items too.
         recent = None if t is None else self.s.recent_items(users, stage, min(t.recent, self.s.max_len))
         return self.s.retrieval_scores(self.s.states(users, stage), recent)

@@ -141,6 +141,7 @@ def tune(model, dataset, users: np.ndarray, transitions: Transitions,  # type: i
     or None when none beats the model without the table; every setting tried, as rows (with the
     sampled HR@10 beside it, for the record)."""
     from shared.eval.protocols import evaluate_full, evaluate_sampled, sampled_candidates
+    from shared.models.score_terms import ScoreTerms
     from shared.models.scoring import ModelScorer
 
     users = np.asarray(users)
@@ -148,11 +149,12 @@ def tune(model, dataset, users: np.ndarray, transitions: Transitions,  # type: i
         users = np.random.default_rng(seed).choice(users, sample, replace=False)
     # One scorer: the user states do not depend on the table, so they are computed once.
     scorer = ModelScorer(model, dataset, users=users)
+    others = scorer.terms  # the model's other terms (the public text's neighbours) stay on
     negatives = sampled_candidates(dataset, "valid", users=users)
     rows: list[dict] = []
     best: tuple[float, Transitions | None] = (-1.0, None)
     for candidate in [None, *(transitions.with_constants(w, s) for w in WEIGHTS for s in SMOOTHINGS)]:
-        scorer.transitions = candidate
+        scorer.terms = ScoreTerms.of(candidate, others)
         ndcg = float(evaluate_full(dataset, scorer.two_stage, "valid", users=users)["ndcg@10"])
         hr = float(evaluate_sampled(dataset, scorer.two_stage, "valid", candidates=negatives, users=users)["hr@10"])
         rows.append({"weight": 0.0 if candidate is None else candidate.weight,

@@ -1,0 +1,96 @@
+"""The items whose text is near the user's last items: a neighbourhood term from public text alone.
+
+A federation that starts with nobody's consent has no co-occurrence table (transitions.py) and a
+model trained only under DP noise. What every party does hold, at no privacy cost, is the
+pretrained MiniLM's sense of which titles are alike: sequels, a director's films, one genre's
+decade. This term scores candidate j as a soft nearest neighbour of the user's last `recent`
+items h_k (k = 0 the last), each weighing recent_decay^k (the weights w_k summing to 1):
+
+    weight x temperature x log sum_k w_k exp(cos(h_k, j) / temperature)
+
+on the unit-length MiniLM vectors. A small temperature lets the nearest history item speak
+(near-duplicate titles); a large one tends to the cosine with the weighted mean of the history.
+RECENT, RECENT_DECAY and TEMPERATURE were chosen on validation items, and `text-neighbours`
+(the weight) on validation items beside a DP-trained model and the silos' popularity prior
+(simulations/results/text_neighbours.md).
+
+What it discloses: nothing beyond the model. Its only inputs are the catalog's public item text
+and the history being scored, which the user tower reads anyway; it has no parameters, so no
+gradient, no update and no privacy budget touches it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+RECENT, RECENT_DECAY = 20, 0.8  # how many of the user's last items vote, and how much one further back weighs
+TEMPERATURE = 0.1  # of the soft maximum over the history items' cosines
+CHUNK = 128  # rows scored at once: (CHUNK, RECENT, I) cosines in memory
+
+
+@dataclass(frozen=True)
+class TextNeighbours:
+    text: np.ndarray  # (I+1, D) item text embeddings; row 0 (padding) is all zeros
+    weight: float
+    recent: int = RECENT
+    recent_decay: float = RECENT_DECAY
+    temperature: float = TEMPERATURE
+
+    @cached_property
+    def _unit(self) -> np.ndarray:
+        norms = np.linalg.norm(self.text, axis=1, keepdims=True)
+        return (self.text / np.maximum(norms, 1e-12)).astype(np.float32)
+
+    def _votes(self, history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's last `recent` items (B, k) and their log weights (B, k): -inf for padding."""
+        history = np.asarray(history, dtype=np.int64)
+        recent = (history[:, None] if history.ndim == 1 else history)[:, -self.recent :]
+        k = recent.shape[1]
+        weights = np.where(recent > 0, self.recent_decay ** np.arange(k - 1, -1, -1, dtype=np.float64), 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            weights = weights / weights.sum(axis=1, keepdims=True)
+            return recent, np.log(weights)
+
+    def _soft_max(self, cosines: np.ndarray, log_weights: np.ndarray) -> np.ndarray:
+        """(B, k, C) cosines -> (B, C): the term; 0 for a row without history."""
+        z = cosines / self.temperature + log_weights[:, :, None]
+        top = z.max(axis=1, keepdims=True)
+        empty = ~np.isfinite(top)
+        top = np.where(empty, 0.0, top)
+        soft = (top[:, 0] + np.log(np.exp(z - top).sum(axis=1))) * self.temperature
+        return np.where(empty[:, 0], 0.0, self.weight * soft).astype(np.float32)
+
+    def rows(self, history: np.ndarray) -> np.ndarray:
+        """(B, I+1) float32: the term for every item after each row's history (B, L), left-padded;
+        (B,) reads as the last item alone."""
+        recent, log_w = self._votes(history)
+        out = np.empty((len(recent), self._unit.shape[0]), dtype=np.float32)
+        for i in range(0, len(recent), CHUNK):
+            cosines = self._unit[recent[i : i + CHUNK]] @ self._unit.T  # (b, k, I+1)
+            out[i : i + CHUNK] = self._soft_max(cosines, log_w[i : i + CHUNK])
+        out[:, 0] = 0.0  # padding is never a candidate
+        return out
+
+    def pairs(self, history: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        """(B, C) float32: the term for each row's candidates (B, C) after its history."""
+        recent, log_w = self._votes(history)
+        candidates = np.asarray(candidates, dtype=np.int64)
+        cosines = np.einsum("bkd,bcd->bkc", self._unit[recent], self._unit[candidates])
+        return self._soft_max(cosines, log_w)
+
+    def shares(self, history: np.ndarray, item: int) -> np.ndarray:
+        """(L,) float32: each item of one history (L,)'s part of `item`'s term, in proportion to
+        its part of the soft maximum; they sum to the term (explanations attribute it)."""
+        history = np.asarray(history, dtype=np.int64)
+        out = np.zeros(len(history), dtype=np.float32)
+        recent, log_w = self._votes(history[None])
+        if not len(history) or not np.isfinite(log_w).any():
+            return out
+        z = self._unit[recent[0]] @ self._unit[int(item)] / self.temperature + log_w[0]
+        parts = np.exp(z - z.max())
+        total = float(self._soft_max((self._unit[recent] @ self._unit[int(item)])[:, :, None], log_w)[0, 0])
+        out[len(history) - recent.shape[1] :] = total * parts / parts.sum()
+        return out

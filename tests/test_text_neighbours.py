@@ -1,0 +1,96 @@
+"""The public text's neighbours (shared/models/text_neighbours.py): a soft nearest-neighbour term
+over the user's last items, added to every score when `text-neighbours` weighs it, and attributed
+to the history items that give it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from shared.config import ModelConfig
+from shared.errors import FedrecError
+from shared.models.score_terms import ScoreTerms
+from shared.models.text_neighbours import TextNeighbours
+
+
+def catalog(seed: int = 0) -> np.ndarray:
+    """Six items of a 4-d text space: 1 and 2 point alike, 3 is 1's opposite, the rest random."""
+    rng = np.random.default_rng(seed)
+    text = rng.normal(size=(7, 4))
+    text[0] = 0.0
+    text[2] = 3 * text[1] + 0.01 * rng.normal(size=4)  # near-duplicate title, another length
+    text[3] = -text[1]
+    return text
+
+
+def cosine(text: np.ndarray, a: int, b: int) -> float:
+    return float(text[a] @ text[b] / np.linalg.norm(text[a]) / np.linalg.norm(text[b]))
+
+
+def test_the_term_is_a_weighted_soft_maximum_of_cosines_with_the_last_items() -> None:
+    text = catalog()
+    t = TextNeighbours(text, weight=2.0, recent=2, recent_decay=0.5, temperature=0.1)
+    rows = t.rows(np.array([[0, 4, 5, 1]]))  # only the last two (5, then 1) vote: weights 1/3, 2/3
+    for j in range(1, 7):
+        expected = 2.0 * 0.1 * np.log(np.exp(cosine(text, 5, j) / 0.1) / 3 + np.exp(cosine(text, 1, j) / 0.1) * 2 / 3)
+        assert rows[0, j] == pytest.approx(expected, rel=1e-4, abs=1e-5)
+    assert rows[0, 0] == 0.0  # padding is never a candidate
+    # After item 1, its near duplicate 2 scores far above its opposite 3.
+    last = t.rows(np.array([1]))[0]
+    assert last[2] > 0.9 * 2.0 and last[3] < -0.9 * 2.0
+    # No history, no term.
+    assert not t.rows(np.array([[0, 0, 0]])).any()
+    # pairs() is rows() at the candidates.
+    cands = np.array([[2, 6, 3]])
+    assert np.allclose(t.pairs(np.array([[4, 1]]), cands), np.take_along_axis(t.rows(np.array([[4, 1]])), cands, 1), atol=1e-5)
+
+
+def test_shares_split_the_term_among_the_voting_items_and_sum_to_it() -> None:
+    t = TextNeighbours(catalog(), weight=1.5, recent=3)
+    history = np.array([6, 5, 4, 1])
+    shares = t.shares(history, 2)
+    assert shares[0] == 0.0  # beyond `recent`: no vote
+    assert shares.sum() == pytest.approx(float(t.rows(history[None])[0, 2]), abs=1e-5)
+    assert shares[-1] == max(shares, key=abs)  # 1 is 2's near duplicate: it gives most of the term
+    assert not t.shares(np.array([], dtype=np.int64), 2).any()
+
+
+def test_terms_sum_and_keep_the_longest_window() -> None:
+    text = catalog()
+    a = TextNeighbours(text, weight=1.0, recent=2)
+    b = TextNeighbours(text, weight=3.0, recent=5, temperature=1.0)
+    both = ScoreTerms([a, b])
+    history = np.array([[3, 4, 5, 6, 1]])
+    assert both.recent == 5
+    assert np.allclose(both.rows(history), a.rows(history) + b.rows(history))
+    assert np.allclose(both.shares(history[0], 2), a.shares(history[0], 2) + b.shares(history[0], 2))
+
+
+def test_a_model_scores_with_the_term_only_when_weighed(tmp_path) -> None:
+    from conftest import make_tiny, write_csv
+
+    from shared.config import DataConfig
+    from shared.data.dataset import build_dataset
+    from shared.data.readers import read_directory
+    from shared.models.scoring import ModelScorer
+    from shared.models.training import build_model
+
+    d = write_csv(make_tiny(12, 15, 0), tmp_path / "d")
+    dataset = build_dataset(read_directory(d), DataConfig(dataset="csv", data_path=str(d)))
+    cfg = ModelConfig(dim=16, num_layers=1, num_heads=2, max_len=12, retrieve_top_n=10)
+    model = build_model(dataset, cfg, tmp_path / "cache").eval()
+    users = np.arange(dataset.num_users)
+    assert model.score_terms() is None
+    plain = ModelScorer(model, dataset).retrieval.score_all(users, "valid")
+    model.config["model"]["text_neighbours"] = 2.0
+    scorer = ModelScorer(model, dataset)
+    expected = TextNeighbours(model.text.numpy(), 2.0).rows(scorer.inputs(users, "valid")[0])
+    assert np.abs(expected[:, 1:]).max() > 0.1
+    assert np.allclose(scorer.retrieval.score_all(users, "valid")[:, 1:] - plain[:, 1:], expected[:, 1:], atol=1e-4)
+
+
+def test_the_weight_is_checked() -> None:
+    with pytest.raises(FedrecError, match="text-neighbours must be >= 0"):
+        ModelConfig(text_neighbours=-1.0)
+    with pytest.raises(FedrecError, match="needs the text tower"):
+        ModelConfig(text_neighbours=1.0, use_text=False, use_id_embedding=True)
