@@ -109,6 +109,13 @@ GRID_GOALS = {
     ("per-user", 0.1, 8.0): ("one client per user, central DP, 10% consented, epsilon 8", [0.72, 0.08]),
 }
 
+# The grid's other regional settings a regional goal may be met with, and what the goal row adds
+# to its label when it is.
+REGIONAL_VARIANTS = {
+    "regional-prior": ", with the silos' popularity prior (chosen on validation)",
+    "regional-text": ", with the silos' popularity prior and the public text's neighbours (chosen on validation)",
+}
+
 COMPARE: dict[str, Callable[[float, float], bool]] = {
     "at least": lambda m, t: m >= t, "at most": lambda m, t: m <= t, "above": lambda m, t: m > t,
 }  # fmt: skip
@@ -203,8 +210,9 @@ def _paired_goal_rows(pair: tuple[str, str]) -> list[str]:
 def _regional_choice(cells: dict[tuple[str, float, float], dict[str, Any]],
                      cell: tuple[str, float, float]) -> dict[str, Any] | None:  # fmt: skip
     """The grid's point for a goal's cell. A regional goal may be met with or without the popularity
-    prior: the two rows are told apart on the validation items, never on the test items quoted."""
-    names = [cell, ("regional-prior", *cell[1:])] if cell[0] == "regional" else [cell]
+    prior, and with or without the public text's neighbours: the rows are told apart on the
+    validation items, never on the test items quoted."""
+    names = [cell, *((s, *cell[1:]) for s in REGIONAL_VARIANTS)] if cell[0] == "regional" else [cell]
     found = [cells[c] for c in names if c in cells]
     if not found:
         return None
@@ -220,8 +228,7 @@ def _grid_goal_rows(pair: tuple[str, str]) -> list[str]:
     for cell, (label, targets) in GRID_GOALS.items():
         if (point := _regional_choice(cells, cell)) is not None:
             measured, stem = [point["test"]["non_consented"][k] for k in pair], "privacy_utility"
-            if point["setting"] == "regional-prior":
-                label += ", with the silos' popularity prior (chosen on validation)"
+            label += REGIONAL_VARIANTS.get(point["setting"], "")
         elif cell == ("regional", 0.0, 8.0):
             point = next(p for p in require("privacy_utility-v1")["points"]
                          if p["setting"] == "regional" and float(p["epsilon"]) == 8)  # fmt: skip
