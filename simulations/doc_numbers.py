@@ -491,13 +491,45 @@ def cooccurrence_release() -> str:
         f"{label} {r['valid']['full-ndcg@10']:.4f} / {r['valid']['sampled-hr@10']:.3f}" for label, r in parts)
 
 
+
+def text_neighbours_valid() -> str:
+    """private-model.md: the epsilon-8 regional-prior model alone and with the text term at the
+    grid's weight, on validation items (text_neighbours)."""
+    from simulations.privacy_utility import TEXT_NEIGHBOURS
+    from shared.models.text_neighbours import TEMPERATURE
+
+    rows = require("text_neighbours")["rows"]
+    alone = next((r for r in rows if not r["weight"]), None)
+    chosen = next((r for r in rows if (r.get("weight"), r.get("temperature")) == (TEXT_NEIGHBOURS, TEMPERATURE)), None)
+    if alone is None or chosen is None:
+        raise FedrecError(f"simulations/results/text_neighbours.json lacks the model alone or weight "
+                          f"{TEXT_NEIGHBOURS:g} at temperature {TEMPERATURE:g}")  # fmt: skip
+    return "validation full NDCG@10 / sampled HR@10: the model alone " + "; with the term ".join(
+        f"{r['valid']['full-ndcg@10']:.4f} / {r['valid']['sampled-hr@10']:.3f}" for r in (alone, chosen))
+
+
+def text_neighbours() -> str:
+    """private-model.md: regional-prior and regional-text at epsilon 8 without consent, beside
+    popularity, on the same users' test items (privacy_utility)."""
+    grid = require("privacy_utility")
+    cells = {(p["setting"], p["consent"], float(p["epsilon"])): p for p in grid["points"]}
+    if ("regional-text", 0.0, 8.0) not in cells:
+        raise FedrecError("simulations/results/privacy_utility.json has no regional-text row at consent 0, epsilon 8")
+    popularity = next(r for r in grid["references"] if (r["name"], r["consent"]) == ("popularity", 0.0))
+    parts = [("popularity", popularity), ("without the term", cells[("regional-prior", 0.0, 8.0)]),
+             ("with it", cells[("regional-text", 0.0, 8.0)])]  # fmt: skip
+    return "sampled HR@10 / full NDCG@10: " + "; ".join(
+        f"{label} {r['test']['non_consented']['sampled-hr@10']:.3f} / {r['test']['non_consented']['full-ndcg@10']:.4f}"
+        for label, r in parts)
+
 BLOCKS: dict[str, Callable[[], str]] = {
     "main-job": main_job, "federated-parity": federated_parity, "search-known-item": search_known_item,
     "serve-load": serve_load, "scale": scale, "overhead": overhead, "dp-step": dp_step,
     "retrieval-loss": retrieval_loss, "goals": goals, "audit": audit, "private-sweep": private_sweep,
     "popularity-prior": popularity_prior, "per-user-sweep": per_user_sweep, "transition-prior": transition_prior,
     "consented-transitions": consented_transitions, "cooccurrence": cooccurrence, "paired-gain": paired_gain,
-    "cooccurrence-release": cooccurrence_release,
+    "cooccurrence-release": cooccurrence_release, "text-neighbours-valid": text_neighbours_valid,
+    "text-neighbours": text_neighbours,
 }  # fmt: skip
 
 

@@ -10,6 +10,10 @@ temperature and weight, two-stage, on the validation items of a seeded sample of
 negatives. Test items are not read. The module's constants and the grid's `text-neighbours`
 are read off this record.
 
+`--prior RUN/popularity_prior.json` (the silos' DP item counts that run started from) adds rows
+without the trained towers: the prior alone, then the prior and the term at each setting. What
+the checkpoint scores above those rows is what its DP training adds to public text and counts.
+
 Writes simulations/results/text_neighbours.json and .md (or `--report`'s name) with the command,
 commit and machine.
 """
@@ -37,13 +41,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="score only the users who did not consent, drawn as the run drew them")
     parser.add_argument("--seed", type=int, default=SEED, help="the consent draw's seed")
     parser.add_argument("--users", type=int, default=2000, help="validation users sampled (seeded)")
+    parser.add_argument("--prior", type=Path, default=None,
+                        help="a run's popularity_prior.json: also score the prior and the term without the towers")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--report", default="text_neighbours", help="the results files' name")
     args = parser.parse_args(argv)
     if min(args.temperatures) <= 0 or min(args.weights) <= 0:
         parser.error("temperatures and weights must be above 0")
+    if args.prior is not None and not args.prior.is_file():
+        parser.error(f"--prior {args.prior}: no such file")
     return record_study("text_neighbours", args, run, markdown, report=args.report,
-                        consent_fraction=args.consent_fraction, seed=args.seed, users=args.users)
+                        consent_fraction=args.consent_fraction, seed=args.seed, users=args.users,
+                        prior=None if args.prior is None else str(args.prior))
 
 
 def run(args: argparse.Namespace) -> list[dict]:
@@ -75,11 +84,52 @@ def run(args: argparse.Namespace) -> list[dict]:
         rows.append({**row, "valid": validation_scores(dataset, scorer.two_stage, users, negatives)})
         print(rows[-1], flush=True)
 
+    settings = [(w, t) for t in args.temperatures for w in args.weights]
     score({"weight": 0.0}, None)
-    for temperature in args.temperatures:
-        for weight in args.weights:
-            score({"weight": weight, "temperature": temperature}, TextNeighbours(text, weight, temperature=temperature))
+    for weight, temperature in settings:
+        score({"weight": weight, "temperature": temperature}, TextNeighbours(text, weight, temperature=temperature))
+    if args.prior is not None:
+        prior = PriorScorer(dataset, read_prior(args.prior), model.config["model"]["max_len"])
+        for weight, temperature in [(0.0, 0.0), *settings]:
+            prior.term = TextNeighbours(text, weight, temperature=temperature) if weight else None
+            rows.append({"weight": weight, "temperature": temperature, "towers": False,
+                         "valid": validation_scores(dataset, prior, users, negatives)})  # fmt: skip
+            print(rows[-1], flush=True)
     return rows
+
+
+def read_prior(path: Path) -> np.ndarray:
+    """The item bias a run started from: server.popularity's log prior of its recorded counts."""
+    import json
+
+    from server.popularity import SHARPNESS, log_prior
+    from shared.errors import FedrecError
+
+    try:
+        saved = json.loads(path.read_text())
+        counts, noise_std = np.asarray(saved["counts"], dtype=np.float64), float(saved["noise_std"])
+        sharpness = float(saved.get("sharpness", SHARPNESS))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise FedrecError(f"--prior {path}: not a run's popularity_prior.json ({err})") from None
+    return log_prior(counts, noise_std, sharpness)
+
+
+class PriorScorer:
+    """No towers: each item's prior, plus the text term after the user's history when set."""
+
+    def __init__(self, dataset, prior: np.ndarray, max_len: int) -> None:  # type: ignore[no-untyped-def]
+        self.dataset, self.prior, self.max_len = dataset, prior.astype(np.float32), int(max_len)
+        self.term = None
+
+    def score_all(self, users: np.ndarray, stage: str) -> np.ndarray:
+        from shared.models.batches import left_pad
+
+        scores = np.broadcast_to(self.prior, (len(users), len(self.prior))).astype(np.float64)
+        if self.term is not None:
+            history = left_pad([self.dataset.history(int(u), stage)[-self.max_len :] for u in users], self.max_len)
+            scores = scores + self.term.rows(history)
+        scores[:, 0] = -np.inf
+        return scores
 
 
 def markdown(record: dict) -> str:
@@ -95,9 +145,17 @@ def markdown(record: dict) -> str:
              f"{record['users']} sampled {who}, the same for every row.", "",
              "| weight | temperature | valid full NDCG@10 | valid full HR@10 | valid sampled HR@10 |",
              "|---|---|---|---|---|"]  # fmt: skip
-    for r in record["rows"]:
-        head = "0 (the checkpoint alone) | -" if not r["weight"] else f"{r['weight']:g} | {r['temperature']:g}"
-        lines.append(f"| {head} | {validation_cells(r['valid'])}")
+    for towers in (True, False):
+        picked = [r for r in record["rows"] if r.get("towers", True) == towers]
+        if not towers and picked:
+            lines += ["", f"Without the towers: the item bias the run started from (`{record['prior']}`, the silos' "
+                      "DP counts as the server turns them into the bias), plus the term.", "",
+                      "| weight | temperature | valid full NDCG@10 | valid full HR@10 | valid sampled HR@10 |",
+                      "|---|---|---|---|---|"]  # fmt: skip
+        for r in picked:
+            alone = "0 (the checkpoint alone) | -" if towers else "0 (the prior alone) | -"
+            head = alone if not r["weight"] else f"{r['weight']:g} | {r['temperature']:g}"
+            lines.append(f"| {head} | {validation_cells(r['valid'])}")
     return "\n".join(lines) + "\n"
 
 

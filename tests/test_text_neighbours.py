@@ -94,3 +94,29 @@ def test_the_weight_is_checked() -> None:
         ModelConfig(text_neighbours=-1.0)
     with pytest.raises(FedrecError, match="needs the text tower"):
         ModelConfig(text_neighbours=1.0, use_text=False, use_id_embedding=True)
+
+
+def test_the_study_reads_a_runs_prior_and_scores_it_with_and_without_the_term(tmp_path) -> None:
+    import json
+
+    from server.popularity import SHARPNESS, log_prior
+    from simulations.text_neighbours import PriorScorer, read_prior
+
+    counts = [0.0, 5.0, -1.0, 40.0, 2.0, 0.0, 9.0]
+    (tmp_path / "prior.json").write_text(json.dumps({"counts": counts, "noise_std": 1.5, "sharpness": SHARPNESS}))
+    prior = read_prior(tmp_path / "prior.json")
+    assert np.allclose(prior, log_prior(np.array(counts), 1.5, SHARPNESS))
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(FedrecError, match="not a run's popularity_prior.json"):
+        read_prior(tmp_path / "bad.json")
+
+    class History:  # the one method PriorScorer reads of a dataset
+        def history(self, user: int, stage: str) -> np.ndarray:
+            return np.array([[4, 1], [2]][user])
+
+    scorer = PriorScorer(History(), prior, max_len=5)
+    alone = scorer.score_all(np.array([0, 1]), "valid")
+    assert np.isneginf(alone[:, 0]).all() and np.allclose(alone[:, 1:], prior[1:])
+    scorer.term = TextNeighbours(catalog(), weight=2.0)
+    both = scorer.score_all(np.array([0, 1]), "valid")
+    assert np.allclose(both[:, 1:] - alone[:, 1:], scorer.term.rows(np.array([[0, 4, 1], [0, 0, 2]]))[:, 1:], atol=1e-5)
