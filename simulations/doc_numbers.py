@@ -494,18 +494,26 @@ def cooccurrence_release() -> str:
 
 def text_neighbours_valid() -> str:
     """private-model.md: the epsilon-8 regional-prior model alone and with the text term at the
-    grid's weight, on validation items (text_neighbours)."""
+    grid's weight, then the prior it started from alone and with the term, without the trained
+    towers, on validation items (text_neighbours)."""
     from simulations.privacy_utility import TEXT_NEIGHBOURS
     from shared.models.text_neighbours import TEMPERATURE
 
     rows = require("text_neighbours")["rows"]
-    alone = next((r for r in rows if not r["weight"]), None)
-    chosen = next((r for r in rows if (r.get("weight"), r.get("temperature")) == (TEXT_NEIGHBOURS, TEMPERATURE)), None)
-    if alone is None or chosen is None:
-        raise FedrecError(f"simulations/results/text_neighbours.json lacks the model alone or weight "
-                          f"{TEXT_NEIGHBOURS:g} at temperature {TEMPERATURE:g}")  # fmt: skip
-    return "validation full NDCG@10 / sampled HR@10: the model alone " + "; with the term ".join(
-        f"{r['valid']['full-ndcg@10']:.4f} / {r['valid']['sampled-hr@10']:.3f}" for r in (alone, chosen))
+
+    def row(weight: float, temperature: float | None, towers: bool) -> dict:
+        found = next((r for r in rows if r.get("towers", True) == towers and r["weight"] == weight
+                      and (not weight or r["temperature"] == temperature)), None)  # fmt: skip
+        if found is None:
+            raise FedrecError(f"simulations/results/text_neighbours.json lacks the row of weight {weight:g}"
+                              + ("" if towers else " without the towers"))  # fmt: skip
+        return found
+
+    parts = [("the model alone", row(0.0, None, True)), ("with the term", row(TEXT_NEIGHBOURS, TEMPERATURE, True)),
+             ("without the trained towers, the prior alone", row(0.0, None, False)),
+             ("the prior with the term", row(TEXT_NEIGHBOURS, TEMPERATURE, False))]  # fmt: skip
+    return "validation full NDCG@10 / sampled HR@10: " + "; ".join(
+        f"{label} {r['valid']['full-ndcg@10']:.4f} / {r['valid']['sampled-hr@10']:.3f}" for label, r in parts)
 
 
 def text_neighbours() -> str:
