@@ -6,6 +6,7 @@ everything past that point can trust its fields.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -165,8 +166,8 @@ class ModelConfig:
             raise FedrecError(f"finetune must be one of {', '.join(FINETUNE_MODES)}, got '{self.finetune}'")
         if not 0 <= float(self.dropout) < 1:
             raise FedrecError(f"dropout must be in [0, 1), got {self.dropout}")
-        if not float(self.text_neighbours) >= 0:
-            raise FedrecError(f"text-neighbours must be >= 0, got {self.text_neighbours}")
+        if not (math.isfinite(float(self.text_neighbours)) and float(self.text_neighbours) >= 0):
+            raise FedrecError(f"text-neighbours must be a finite number >= 0, got {self.text_neighbours}")
         if float(self.text_neighbours) and not self.use_text:
             raise FedrecError("text-neighbours needs the text tower (use-text=true)")
 

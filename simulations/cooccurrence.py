@@ -65,12 +65,13 @@ def run(args: argparse.Namespace) -> list[dict]:
     private = np.setdiff1d(np.arange(dataset.num_users), consented)
     users = sample_users(private, args.users, args.seed)
     scorer = ModelScorer(model, dataset, users=users)
+    others = model.score_terms(with_transitions=False)  # each row tries its own table beside these
     negatives = sampled_candidates(dataset, "valid", users=users)
     histories = [dataset.train_sequence(int(u)) for u in consented]
     rows: list[dict] = []
 
     def score(row: dict, table: Transitions | None) -> None:
-        scorer.terms = ScoreTerms.of(table)
+        scorer.terms = ScoreTerms.of(table, others)
         rows.append({**row, "valid": validation_scores(dataset, scorer.retrieval, users, negatives)})
         print(rows[-1], flush=True)
 

@@ -98,11 +98,13 @@ def run(args: argparse.Namespace) -> list[dict]:
 
     users = sample_users(private, args.users, args.seed)
     scorer = ModelScorer(model, dataset, users=users)
+    others = model.score_terms(with_transitions=False)  # each row tries its own table beside these
     negatives = sampled_candidates(dataset, "valid", users=users)
     out: list[dict] = []
 
     def score(row: dict, added: sparse.csr_matrix | None) -> None:
-        scorer.terms = ScoreTerms.of(consented if added is None else replace(consented, table=consented.table + added))
+        widened = consented if added is None else replace(consented, table=consented.table + added)
+        scorer.terms = ScoreTerms.of(widened, others)
         out.append({**row, "valid": validation_scores(dataset, scorer.two_stage, users, negatives)})
         print(out[-1], flush=True)
 

@@ -22,12 +22,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from simulations.checkpoint_study import record_study, sample_users, validation_cells, validation_scores
 from simulations.private_recipe import SEED
 from simulations.provenance import provenance_lines
+
+if TYPE_CHECKING:
+    from shared.data.dataset import Dataset
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -117,7 +121,7 @@ def read_prior(path: Path) -> np.ndarray:
 class PriorScorer:
     """No towers: each item's prior, plus the text term after the user's history when set."""
 
-    def __init__(self, dataset, prior: np.ndarray, max_len: int) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, dataset: Dataset, prior: np.ndarray, max_len: int) -> None:
         self.dataset, self.prior, self.max_len = dataset, prior.astype(np.float32), int(max_len)
         self.term = None
 
@@ -135,7 +139,7 @@ class PriorScorer:
 def markdown(record: dict) -> str:
     from shared.models.text_neighbours import RECENT, RECENT_DECAY
 
-    who = ("all users" if not record["consent_fraction"] else
+    who = ("users (nobody consented)" if not record["consent_fraction"] else
            f"users who did not consent (consent fraction {record['consent_fraction']:g}, seed {record['seed']})")
     lines = ["# The public text's neighbours: temperature and weight (validation items)", "",
              *provenance_lines(record["provenance"]), "",

@@ -38,8 +38,10 @@ def test_the_term_is_a_weighted_soft_maximum_of_cosines_with_the_last_items() ->
     # After item 1, its near duplicate 2 scores far above its opposite 3.
     last = t.rows(np.array([1]))[0]
     assert last[2] > 0.9 * 2.0 and last[3] < -0.9 * 2.0
-    # No history, no term.
-    assert not t.rows(np.array([[0, 0, 0]])).any()
+    # No history, no term; padding inside the window neither votes nor dilutes the others' weights.
+    empty = t.rows(np.array([[0, 0, 0]]))
+    assert empty.shape == (1, 7) and not empty.any()
+    assert np.allclose(t.rows(np.array([[0, 0, 1]])), t.rows(np.array([[1]])))
     # pairs() is rows() at the candidates.
     cands = np.array([[2, 6, 3]])
     assert np.allclose(t.pairs(np.array([[4, 1]]), cands), np.take_along_axis(t.rows(np.array([[4, 1]])), cands, 1), atol=1e-5)
@@ -52,18 +54,28 @@ def test_shares_split_the_term_among_the_voting_items_and_sum_to_it() -> None:
     assert shares[0] == 0.0  # beyond `recent`: no vote
     assert shares.sum() == pytest.approx(float(t.rows(history[None])[0, 2]), abs=1e-5)
     assert shares[-1] == max(shares, key=abs)  # 1 is 2's near duplicate: it gives most of the term
-    assert not t.shares(np.array([], dtype=np.int64), 2).any()
+    padded = t.shares(np.array([0, 0, 1]), 2)  # padding gets no share; the one item gets the whole term
+    assert padded[:2].tolist() == [0.0, 0.0] and padded[2] == pytest.approx(float(t.rows(np.array([1]))[0, 2]), abs=1e-5)
+    assert t.shares(np.array([], dtype=np.int64), 2).shape == (0,)
+    assert t.shares(np.array([0, 0]), 2).tolist() == [0.0, 0.0]
 
 
 def test_terms_sum_and_keep_the_longest_window() -> None:
+    from shared.models.transitions import count_transitions
+
     text = catalog()
-    a = TextNeighbours(text, weight=1.0, recent=2)
-    b = TextNeighbours(text, weight=3.0, recent=5, temperature=1.0)
-    both = ScoreTerms([a, b])
+    table = count_transitions([np.array([1, 2, 3]), np.array([4, 1, 2])], 6, window=1).with_constants(1.0, 0.5)
+    neighbours = TextNeighbours(text, weight=3.0, recent=5, temperature=1.0)
+    both = ScoreTerms.of(table, None, neighbours)
     history = np.array([[3, 4, 5, 6, 1]])
-    assert both.recent == 5
-    assert np.allclose(both.rows(history), a.rows(history) + b.rows(history))
-    assert np.allclose(both.shares(history[0], 2), a.shares(history[0], 2) + b.shares(history[0], 2))
+    assert [type(t).__name__ for t in both.terms] == ["Transitions", "TextNeighbours"]
+    assert both.recent == max(table.recent, 5)
+    assert np.allclose(both.rows(history), table.rows(history) + neighbours.rows(history))
+    cands = np.array([[2, 3, 6]])
+    assert np.allclose(both.pairs(history, cands), table.pairs(history, cands) + neighbours.pairs(history, cands))
+    assert np.allclose(both.shares(history[0], 2), table.shares(history[0], 2) + neighbours.shares(history[0], 2))
+    assert ScoreTerms.of(both).terms == both.terms  # a sum of sums is flattened
+    assert ScoreTerms.of(None, None) is None
 
 
 def test_a_model_scores_with_the_term_only_when_weighed(tmp_path) -> None:
@@ -87,11 +99,46 @@ def test_a_model_scores_with_the_term_only_when_weighed(tmp_path) -> None:
     expected = TextNeighbours(model.text.numpy(), 2.0).rows(scorer.inputs(users, "valid")[0])
     assert np.abs(expected[:, 1:]).max() > 0.1
     assert np.allclose(scorer.retrieval.score_all(users, "valid")[:, 1:] - plain[:, 1:], expected[:, 1:], atol=1e-4)
+    # The ranker is residual on retrieval: the served order (recommend) is the evaluated one.
+    two_stage = scorer.two_stage.score_all(users[:4], "valid")
+    for row, u in enumerate(users[:4]):
+        features = scorer.inputs(users[row : row + 1], "valid")[1][0]
+        served = [i for i, _ in scorer.recommend(dataset.history(int(u), "valid"), features, k=5)]
+        assert served == list(np.argsort(-two_stage[row], kind="stable")[:5])
+
+
+def test_an_explanation_carries_the_term_and_still_matches_the_served_score(tmp_path) -> None:
+    from conftest import make_tiny, write_csv
+
+    from shared.config import DataConfig
+    from shared.data.dataset import build_dataset
+    from shared.data.readers import read_directory
+    from shared.models.batches import left_pad
+    from shared.models.explain import Explainer
+    from shared.models.scoring import ModelScorer
+    from shared.models.training import build_model
+
+    d = write_csv(make_tiny(12, 15, 0), tmp_path / "d")
+    dataset = build_dataset(read_directory(d), DataConfig(dataset="csv", data_path=str(d)))
+    model = build_model(dataset, ModelConfig(dim=16, num_layers=1, num_heads=2, max_len=12), tmp_path / "cache").eval()
+    history, features = dataset.history(0, "valid"), np.zeros(len(model.user_features), dtype=np.int64)
+    plain = Explainer(model).explain(history, features, [3])[0]
+    model.config["model"]["text_neighbours"] = 2.0
+    scorer = ModelScorer(model)
+    (e,) = Explainer(model, scorer).explain(history, features, [3])
+    padded = left_pad([history], scorer.max_len)
+    served = scorer.rank(scorer.encode(padded, features[None]), padded, features[None], np.array([[3]]))
+    term = TextNeighbours(model.text.numpy(), 2.0)
+    assert e.score == pytest.approx(float(served[0, 0]), abs=1e-4)
+    assert e.score == pytest.approx(plain.score + float(term.rows(padded)[0, 3]), abs=1e-4)
+    shares = term.shares(history, 3)
+    assert [a for _, a in e.history] == pytest.approx([a + s for (_, a), s in zip(plain.history, shares)], abs=1e-4)
 
 
 def test_the_weight_is_checked() -> None:
-    with pytest.raises(FedrecError, match="text-neighbours must be >= 0"):
-        ModelConfig(text_neighbours=-1.0)
+    for bad in (-1.0, float("inf"), float("nan")):
+        with pytest.raises(FedrecError, match="text-neighbours must be a finite number >= 0"):
+            ModelConfig(text_neighbours=bad)
     with pytest.raises(FedrecError, match="needs the text tower"):
         ModelConfig(text_neighbours=1.0, use_text=False, use_id_embedding=True)
 

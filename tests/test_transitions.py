@@ -131,6 +131,22 @@ def test_tuning_keeps_the_table_only_when_validation_items_say_it_helps(dataset,
     assert tune(model, dataset, users, empty)[0] is None
 
 
+def test_tuning_tries_each_table_beside_the_text_term_and_never_beside_an_older_table(dataset, model) -> None:
+    """A model that scores with the public text's neighbours keeps them on while its table is
+    tuned; a table it already holds is replaced, not added to."""
+    users = np.arange(dataset.num_users)
+    counted = count_transitions([dataset.train_sequence(int(u)) for u in users], dataset.num_items)
+    model.config["model"]["text_neighbours"] = 1.0
+    try:
+        text_only = evaluate_model(model, dataset, "valid")["ranking"]["full"]["ndcg@10"]
+        model.transitions = counted.with_constants(4.0, 0.2)  # an older table, weighing heavily
+        _, rows = tune(model, dataset, users, counted)
+    finally:
+        model.config["model"]["text_neighbours"] = 0.0
+        model.transitions = None
+    assert rows[0]["weight"] == 0.0 and rows[0]["valid-full-ndcg@10"] == pytest.approx(text_only, abs=1e-9)
+
+
 def test_fedrec_train_counts_the_consented_users_transitions(tmp_path: Path, capsys) -> None:
     """`fedrec train --consented-only --transitions`: the table holds the consented users' pairs
     only, and the checkpoint records the settings its validation items chose between."""

@@ -32,8 +32,8 @@ from torch import nn
 from transformers import BertConfig, BertModel
 
 from shared.errors import FedrecError
-from shared.models.text_encoder import EMBEDDING_DIM as TEXT_DIM  # MiniLM's width, defined there once
 from shared.models.score_terms import ScoreTerms
+from shared.models.text_encoder import EMBEDDING_DIM as TEXT_DIM  # MiniLM's width, defined there once
 from shared.models.text_neighbours import TextNeighbours
 from shared.models.transitions import Transitions
 
@@ -331,13 +331,14 @@ class Recommender(nn.Module, PyTorchModelHubMixin):
         """<h, v> / sqrt(d) over the last axis: states (..., d), items (..., d) -> (...)."""
         return (states * items).sum(-1) * self.scale
 
-    def score_terms(self) -> ScoreTerms | None:
+    def score_terms(self, with_transitions: bool = True) -> ScoreTerms | None:
         """The terms beside the towers this model scores with (shared/models/score_terms.py):
-        the consented users' co-occurrences when the server counted them, the public text's
-        neighbours when `text_neighbours` weighs them; None when neither."""
+        the consented users' co-occurrences when the server counted them (and
+        `with_transitions`: a study or tuning that tries its own table leaves them out), the
+        public text's neighbours when `text_neighbours` weighs them; None when neither."""
         weight = float(self.config["model"].get("text_neighbours", 0.0))
         text = TextNeighbours(self.text.detach().cpu().numpy(), weight) if weight > 0 else None
-        return ScoreTerms.of(self.transitions, text)
+        return ScoreTerms.of(self.transitions if with_transitions else None, text)
 
     def bias(self, items: torch.Tensor) -> torch.Tensor | float:
         """items (...) int -> (...): the items' popularity prior, or 0 without one."""

@@ -149,7 +149,7 @@ def tune(model, dataset, users: np.ndarray, transitions: Transitions,  # type: i
         users = np.random.default_rng(seed).choice(users, sample, replace=False)
     # One scorer: the user states do not depend on the table, so they are computed once.
     scorer = ModelScorer(model, dataset, users=users)
-    others = scorer.terms  # the model's other terms (the public text's neighbours) stay on
+    others = model.score_terms(with_transitions=False)  # the public text's neighbours stay on
     negatives = sampled_candidates(dataset, "valid", users=users)
     rows: list[dict] = []
     best: tuple[float, Transitions | None] = (-1.0, None)
