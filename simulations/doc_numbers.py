@@ -394,18 +394,25 @@ def per_user_sweep() -> str:
     ])  # fmt: skip
 
 
+def _no_consent_at_8(settings: list[tuple[str, str]]) -> str:
+    """'label sampled HR@10 / full NDCG@10' on the test items, for popularity and each (label,
+    grid setting) at consent 0, epsilon 8 (privacy_utility); a missing row names itself."""
+    grid = require("privacy_utility")
+    cells = {(p["setting"], p["consent"], float(p["epsilon"])): p for p in grid["points"]}
+    parts = [("popularity", next(r for r in grid["references"] if (r["name"], r["consent"]) == ("popularity", 0.0)))]
+    for label, setting in settings:
+        if (setting, 0.0, 8.0) not in cells:
+            raise FedrecError(f"simulations/results/privacy_utility.json has no {setting} row at consent 0, epsilon 8")
+        parts.append((label, cells[(setting, 0.0, 8.0)]))
+    return "; ".join(f"{label} {r['test']['non_consented']['sampled-hr@10']:.3f} / "
+                     f"{r['test']['non_consented']['full-ndcg@10']:.4f}" for label, r in parts)  # fmt: skip
+
+
 def popularity_prior() -> str:
     """private-model.md: the regional federation from scratch at epsilon 8, with and without the
     silos' DP popularity counts, beside popularity, on the same users (privacy_utility)."""
-    grid = require("privacy_utility")
-    cells = {(p["setting"], p["consent"], float(p["epsilon"])): p for p in grid["points"]}
-    popularity = next(r for r in grid["references"] if (r["name"], r["consent"]) == ("popularity", 0.0))
-    parts = []
-    for label, r in (("popularity", popularity), ("without the prior", cells[("regional", 0.0, 8.0)]),
-                     ("with it", cells[("regional-prior", 0.0, 8.0)])):  # fmt: skip
-        m = r["test"]["non_consented"]
-        parts.append(f"{label} {m['sampled-hr@10']:.3f} / {m['full-ndcg@10']:.4f}")
-    return "sampled HR@10 / full NDCG@10 on the test items: " + "; ".join(parts)
+    return "sampled HR@10 / full NDCG@10 on the test items: " + _no_consent_at_8(
+        [("without the prior", "regional"), ("with it", "regional-prior")])
 
 
 def transition_prior() -> str:
@@ -525,16 +532,8 @@ def text_neighbours_valid() -> str:
 def text_neighbours() -> str:
     """private-model.md: regional-prior and regional-text at epsilon 8 without consent, beside
     popularity, on the same users' test items (privacy_utility)."""
-    grid = require("privacy_utility")
-    cells = {(p["setting"], p["consent"], float(p["epsilon"])): p for p in grid["points"]}
-    if ("regional-text", 0.0, 8.0) not in cells:
-        raise FedrecError("simulations/results/privacy_utility.json has no regional-text row at consent 0, epsilon 8")
-    popularity = next(r for r in grid["references"] if (r["name"], r["consent"]) == ("popularity", 0.0))
-    parts = [("popularity", popularity), ("without the term", cells[("regional-prior", 0.0, 8.0)]),
-             ("with it", cells[("regional-text", 0.0, 8.0)])]  # fmt: skip
-    return "sampled HR@10 / full NDCG@10: " + "; ".join(
-        f"{label} {r['test']['non_consented']['sampled-hr@10']:.3f} / {r['test']['non_consented']['full-ndcg@10']:.4f}"
-        for label, r in parts)
+    return "sampled HR@10 / full NDCG@10: " + _no_consent_at_8(
+        [("without the term", "regional-prior"), ("with it", "regional-text")])
 
 
 BLOCKS: dict[str, Callable[[], str]] = {

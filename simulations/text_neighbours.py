@@ -126,12 +126,11 @@ class PriorScorer:
         self.term = None
 
     def score_all(self, users: np.ndarray, stage: str) -> np.ndarray:
-        from shared.models.batches import left_pad
+        from shared.models.batches import eval_histories
 
         scores = np.broadcast_to(self.prior, (len(users), len(self.prior))).astype(np.float64)
-        if self.term is not None:
-            history = left_pad([self.dataset.history(int(u), stage)[-self.max_len :] for u in users], self.max_len)
-            scores = scores + self.term.rows(history)
+        if self.term is not None:  # the histories as the model reads them: its last max_len items
+            scores = scores + self.term.rows(eval_histories(self.dataset, users, stage, self.max_len))
         scores[:, 0] = -np.inf
         return scores
 

@@ -98,6 +98,6 @@ class TextNeighbours:
             return out
         z = self._unit[recent[0]] @ self._unit[int(item)] / self.temperature + log_w[0]
         parts = np.exp(z - z.max())
-        total = float(self._soft_max((self._unit[recent] @ self._unit[int(item)])[:, :, None], log_w)[0, 0])
+        total = self.weight * self.temperature * (z.max() + np.log(parts.sum()))  # _soft_max of this one item
         out[len(history) - recent.shape[1] :] = total * parts / parts.sum()
         return out
