@@ -125,7 +125,16 @@ def _central_section(report: dict) -> str:
 <p>{html.escape(c['mechanism'])}; each client's update clipped to {c['clipping_norm']:g}, Gaussian noise
 multiplier {c['noise_multiplier']:g}, {c['clients_per_round']} clients per round; accountant
 {html.escape(c['accountant'])}, without sampling amplification. Client-level epsilon <b>{c['epsilon']:.3f}</b>
-at delta {c['delta']:.2e} after {len(c['history'])} rounds.</p>"""
+at delta {c['delta']:.2e} after {len(c['history'])} rounds.</p>{_flower_line(c)}"""
+
+
+def _flower_line(c: dict) -> str:
+    """The run's log also prints Flower's own account; say what it is, so the two are not confused."""
+    if c.get("flower_epsilon") is None:
+        return ""
+    return (f"\n<p>The run's log shows Flower's running RDP account of the same releases, epsilon "
+            f"{c['flower_epsilon']:.3f} at its last round: a looser upper bound, which restarts at zero when a run "
+            "resumes. The epsilon above, from every release of the run, is the guarantee.</p>")
 
 
 def render_html(report: dict, images: dict[str, str]) -> str:
