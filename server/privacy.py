@@ -144,10 +144,10 @@ def central_spent(strategy: Strategy, earlier_releases: int) -> dict[str, Any] |
 
     `epsilon` is the guarantee the privacy report quotes: dp_accounting's PLD over every noised
     release of the run, `earlier_releases` (the history's, a resumed run's included) and this one.
-    Flower's own RDP account of the same releases is kept beside it, named as Flower's, because
-    the run's log prints it ("Privacy spent: ..."): it is a looser upper bound (above the budget
-    the noise was calibrated to, at times) and restarts at zero when a run resumes, so a reader
-    comparing the two must see which is which."""
+    Flower's own RDP account is kept beside it, named as Flower's, because the run's log prints it
+    ("Privacy spent: ..."): it usually reads higher than the PLD for the same releases (above the
+    budget the noise was calibrated to, at times) and restarts at zero when a run resumes, so a
+    reader comparing the two must see which is which."""
     spent = strategy.privacy_spent() if hasattr(strategy, "privacy_spent") else None
     if spent is None:
         return None

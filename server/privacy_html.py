@@ -132,9 +132,10 @@ def _flower_line(c: dict) -> str:
     """The run's log also prints Flower's own account; say what it is, so the two are not confused."""
     if c.get("flower_epsilon") is None:
         return ""
-    return (f"\n<p>The run's log shows Flower's running RDP account of the same releases, epsilon "
-            f"{c['flower_epsilon']:.3f} at its last round: a looser upper bound, which restarts at zero when a run "
-            "resumes. The epsilon above, from every release of the run, is the guarantee.</p>")
+    return (f"\n<p>The run's log also shows Flower's own RDP account, epsilon {c['flower_epsilon']:.3f} at the "
+            "last round, counted from when the ServerApp last started (a resumed run's earlier rounds are not in "
+            "it). RDP usually bounds the same releases more loosely than PLD; the epsilon above, over every "
+            "release of the run, is the figure this report stands behind.</p>")
 
 
 def render_html(report: dict, images: dict[str, str]) -> str:

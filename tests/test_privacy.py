@@ -599,7 +599,7 @@ def test_central_epsilon_counts_every_release_across_a_resume(tmp_path: Path) ->
     # A run recorded with Flower's RDP figure as `epsilon`: kept, named as Flower's, never as the guarantee.
     assert central["flower_epsilon"] == 6.0 and [r["flower_epsilon"] for r in central["history"]] == [6.0, 9.0, 6.0]
     assert {r["accountant"] for r in central["history"]} == {central["accountant"]} != {"rdp"}
-    assert "Flower's running RDP account" in (tmp_path / "privacy_report.html").read_text()
+    assert "Flower's own RDP account, epsilon 6.000" in (tmp_path / "privacy_report.html").read_text()
 
 
 def test_the_rounds_record_the_reports_central_epsilon_beside_flowers_own() -> None:
