@@ -18,7 +18,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, Strategy
 
 from server import ledger
-from shared.privacy.accounting import EXHAUSTED
+from shared.privacy.accounting import EXHAUSTED, accountant_version, central_epsilon
 from shared.privacy.central import UNIFORM_WEIGHT
 
 log = logging.getLogger("flwr.fedrec")
@@ -139,11 +139,21 @@ def discard_unreleased(strategy: Strategy, server_round: int) -> None:
         pending.pop(server_round, None)
 
 
-def central_spent(strategy: Strategy) -> dict[str, Any] | None:
-    """Flower's running account of DP-FedAvg, when the strategy is its DP wrapper."""
+def central_spent(strategy: Strategy, earlier_releases: int) -> dict[str, Any] | None:
+    """DP-FedAvg's account after this round, when the strategy is Flower's DP wrapper; None otherwise.
+
+    `epsilon` is the guarantee the privacy report quotes: dp_accounting's PLD over every noised
+    release of the run, `earlier_releases` (the history's, a resumed run's included) and this one.
+    Flower's own RDP account is kept beside it, named as Flower's, because the run's log prints it
+    ("Privacy spent: ..."): it usually reads higher than the PLD for the same releases (above the
+    budget the noise was calibrated to, at times) and restarts at zero when a run resumes, so a
+    reader comparing the two must see which is which."""
     spent = strategy.privacy_spent() if hasattr(strategy, "privacy_spent") else None
     if spent is None:
         return None
-    return {"epsilon": spent.epsilon, "delta": spent.delta, "releases": spent.num_releases,
-            "accountant": spent.accounting_method, "noise_multiplier": strategy.noise_multiplier,  # type: ignore[attr-defined]
-            "clipping_norm": strategy.clipping_norm, "clients_per_round": strategy.num_sampled_clients}  # type: ignore[attr-defined]  # fmt: skip
+    noise, releases = float(strategy.noise_multiplier), earlier_releases + 1  # type: ignore[attr-defined]
+    return {"epsilon": central_epsilon(noise, releases, spent.delta), "delta": spent.delta, "releases": releases,
+            "accountant": accountant_version(), "noise_multiplier": noise,
+            "clipping_norm": strategy.clipping_norm, "clients_per_round": strategy.num_sampled_clients,  # type: ignore[attr-defined]
+            "flower_epsilon": spent.epsilon, "flower_accountant": spent.accounting_method,
+            "flower_releases": spent.num_releases}  # fmt: skip

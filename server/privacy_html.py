@@ -125,7 +125,17 @@ def _central_section(report: dict) -> str:
 <p>{html.escape(c['mechanism'])}; each client's update clipped to {c['clipping_norm']:g}, Gaussian noise
 multiplier {c['noise_multiplier']:g}, {c['clients_per_round']} clients per round; accountant
 {html.escape(c['accountant'])}, without sampling amplification. Client-level epsilon <b>{c['epsilon']:.3f}</b>
-at delta {c['delta']:.2e} after {len(c['history'])} rounds.</p>"""
+at delta {c['delta']:.2e} after {len(c['history'])} rounds.</p>{_flower_line(c)}"""
+
+
+def _flower_line(c: dict) -> str:
+    """The run's log also prints Flower's own account; say what it is, so the two are not confused."""
+    if c.get("flower_epsilon") is None:
+        return ""
+    return (f"\n<p>The run's log also shows Flower's own RDP account, epsilon {c['flower_epsilon']:.3f} at the "
+            "last round, counted from when the ServerApp last started (a resumed run's earlier rounds are not in "
+            "it). RDP usually bounds the same releases more loosely than PLD; the epsilon above, over every "
+            "release of the run, is the figure this report stands behind.</p>")
 
 
 def render_html(report: dict, images: dict[str, str]) -> str:

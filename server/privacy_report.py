@@ -55,12 +55,16 @@ def central_block(metrics: dict) -> dict[str, Any] | None:
     # Recomputed from the number of noised releases over the whole history, resumed runs
     # included: Flower's accountant starts again from zero in a resumed ServerApp.
     for k, r in enumerate(rounds, start=1):
-        r["epsilon"] = central_epsilon(r["noise_multiplier"], k, r["delta"])
+        if r.get("accountant") == "rdp":  # a run recorded before the rounds kept the PLD figure
+            r["flower_epsilon"], r["flower_accountant"] = r["epsilon"], "rdp"
+        r["epsilon"], r["accountant"], r["releases"] = central_epsilon(r["noise_multiplier"], k, r["delta"]), \
+            accountant_version(), k
     return {"mechanism": "DP-FedAvg, client-side fixed clipping (Flower)", "unit": "client",
             "neighbouring_relation": "add_remove (one client)", "releases": len(rounds),
             "accountant": accountant_version(), "epsilon": last["epsilon"], "delta": last["delta"],
             "noise_multiplier": last["noise_multiplier"], "clipping_norm": last["clipping_norm"],
-            "clients_per_round": last["clients_per_round"], "history": rounds}  # fmt: skip
+            "clients_per_round": last["clients_per_round"], "flower_epsilon": last.get("flower_epsilon"),
+            "history": rounds}  # fmt: skip
 
 
 def read_metrics(run_dir: Path) -> dict[str, Any]:

@@ -182,8 +182,13 @@ def run_rounds(
             "bytes_per_client_each_way": int(sum(a.numpy().nbytes for a in arrays.values())),
             **({"bytes_per_client_up_masked": updates.upload_bytes} if updates.upload_bytes else {}),
             **({"valid_server": server_eval(model, "valid")} if server_eval is not None else {}),
-            **({"central_dp": central} if (central := central_spent(strategy)) else {}),
         }  # fmt: skip
+        if central := central_spent(strategy, sum("central_dp" in h for h in state.history)):
+            record["central_dp"] = central
+            log.info("central DP: client-level epsilon %.3f at delta %g after %d releases (PLD over the whole run, "
+                     "the privacy report's figure; Flower's 'Privacy spent' line is its own RDP account since this "
+                     "ServerApp started: %.3f)", central["epsilon"], central["delta"], central["releases"],
+                     central["flower_epsilon"])  # fmt: skip
         _checkpoint(run_dir, model, strategy, state, record, cfg.num_server_rounds)
         if cfg.early_stopping_rounds and state.stale_rounds >= cfg.early_stopping_rounds:
             log.info("early stopping: %d rounds without validation gain", state.stale_rounds)

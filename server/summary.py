@@ -56,6 +56,8 @@ def privacy_lines(p: dict[str, Any]) -> list[str]:
                      f"{r['key']}: {r['reason']}.")  # fmt: skip
     if p["central"]:
         c = p["central"]
+        flower = "" if c.get("flower_epsilon") is None else \
+            f" Flower's log shows its own RDP figure, {c['flower_epsilon']:.3f}, counted since the ServerApp last started."
         lines.append(f"Central DP (DP-FedAvg): client-level epsilon {c['epsilon']:.3f} at delta {c['delta']:.2e} "
-                     f"({c['accountant']}).")  # fmt: skip
+                     f"({c['accountant']}).{flower}")  # fmt: skip
     return lines

@@ -596,6 +596,29 @@ def test_central_epsilon_counts_every_release_across_a_resume(tmp_path: Path) ->
     acc.compose(dp_event.GaussianDpEvent(0.8), 3)
     assert central["releases"] == 3 and central["epsilon"] == pytest.approx(acc.get_epsilon(1e-6), rel=2e-3)
     assert central["epsilon"] == central_epsilon(0.8, 3, 1e-6) > central["history"][1]["epsilon"]
+    # A run recorded with Flower's RDP figure as `epsilon`: kept, named as Flower's, never as the guarantee.
+    assert central["flower_epsilon"] == 6.0 and [r["flower_epsilon"] for r in central["history"]] == [6.0, 9.0, 6.0]
+    assert {r["accountant"] for r in central["history"]} == {central["accountant"]} != {"rdp"}
+    assert "Flower's own RDP account, epsilon 6.000" in (tmp_path / "privacy_report.html").read_text()
+
+
+def test_the_rounds_record_the_reports_central_epsilon_beside_flowers_own() -> None:
+    """Flower's DP wrapper logs its RDP account, which can read above the budget the noise was
+    calibrated to (8.47 for a PLD 7.95 at z 1.1366, 3 releases); metrics.json's `epsilon` is the
+    PLD over every release of the run, a resumed one's earlier releases included, and Flower's
+    figure sits beside it under its own name."""
+    from types import SimpleNamespace
+
+    from server.privacy import central_spent
+    from shared.privacy.accounting import central_epsilon
+
+    spent = SimpleNamespace(epsilon=8.47, delta=1e-6, num_releases=1, accounting_method="rdp")
+    strategy = SimpleNamespace(privacy_spent=lambda: spent, noise_multiplier=1.1366, clipping_norm=0.2,
+                               num_sampled_clients=6040)  # fmt: skip
+    resumed = central_spent(strategy, earlier_releases=2)  # Flower's accountant restarted: 1 release
+    assert resumed["releases"] == 3 and resumed["epsilon"] == central_epsilon(1.1366, 3, 1e-6) < 8.0
+    assert (resumed["flower_epsilon"], resumed["flower_releases"], resumed["flower_accountant"]) == (8.47, 1, "rdp")
+    assert resumed["accountant"] != "rdp" and central_spent(SimpleNamespace(), 0) is None
 
 
 def test_a_deployed_node_filters_its_data_as_its_operator_set_not_as_the_run_config_asks(csv_dir: Path,
