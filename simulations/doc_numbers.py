@@ -468,7 +468,8 @@ def cooccurrence() -> str:
 
 def paired_gain() -> str:
     """results.md, private-model.md: what the DP fine-tuning adds to its start, user by user, with
-    its 95% interval (paired_gain), for the regional epsilon-8 row and the one-client-per-user row."""
+    its 95% interval (paired_gain), for the regional epsilon-8 row and every one-client-per-user
+    row the grid has run, by epsilon."""
     rows = {r["name"]: r["gain"] for r in require("paired_gain")["rows"]}
     if missing := {"regional-c0.1-eps8", "per-user-c0.1-eps8"} - set(rows):
         raise FedrecError(f"simulations/results/paired_gain.json has no {sorted(missing)[0]!r} row")
@@ -477,10 +478,12 @@ def paired_gain() -> str:
         g = rows[name][key]
         return f"{g['mean']:+.4f} [{g['low']:+.4f}, {g['high']:+.4f}]"
 
-    regional, per_user = "regional-c0.1-eps8", "per-user-c0.1-eps8"
-    return (f"10 regions at epsilon 8: sampled HR@10 {gain(regional, 'sampled-hr@10')}, full NDCG@10 "
-            f"{gain(regional, 'full-ndcg@10')}; one client per user at epsilon 8: sampled HR@10 "
-            f"{gain(per_user, 'sampled-hr@10')}, full NDCG@10 {gain(per_user, 'full-ndcg@10')}")
+    def both(name: str) -> str:
+        return f"sampled HR@10 {gain(name, 'sampled-hr@10')}, full NDCG@10 {gain(name, 'full-ndcg@10')}"
+
+    per_user = sorted((float(m[1]), name) for name in rows if (m := re.fullmatch(r"per-user-c0\.1-eps([0-9.]+)", name)))
+    return "; ".join([f"10 regions at epsilon 8: {both('regional-c0.1-eps8')}",
+                      *(f"one client per user at epsilon {eps:g}: {both(name)}" for eps, name in per_user)])
 
 
 def cooccurrence_release() -> str:
