@@ -57,8 +57,8 @@ def central_block(metrics: dict) -> dict[str, Any] | None:
     for k, r in enumerate(rounds, start=1):
         if r.get("accountant") == "rdp":  # a run recorded before the rounds kept the PLD figure
             r["flower_epsilon"], r["flower_accountant"] = r["epsilon"], "rdp"
-        r["epsilon"], r["accountant"], r["releases"] = central_epsilon(r["noise_multiplier"], k, r["delta"]), \
-            accountant_version(), k
+        r["epsilon"] = central_epsilon(r["noise_multiplier"], k, r["delta"])
+        r["accountant"], r["releases"] = accountant_version(), k
     return {"mechanism": "DP-FedAvg, client-side fixed clipping (Flower)", "unit": "client",
             "neighbouring_relation": "add_remove (one client)", "releases": len(rounds),
             "accountant": accountant_version(), "epsilon": last["epsilon"], "delta": last["delta"],
