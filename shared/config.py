@@ -145,8 +145,13 @@ class ModelConfig:
                                      "cached embeddings; slow on CPU)")
     # Public text only: no parameter, no privacy cost (shared/models/text_neighbours.py).
     text_neighbours: float = knob(0.0, "weight of a term scoring each item by how near its MiniLM text is to the "
-                                  "user's last items (0: off; the grid's `regional-text` runs use 20, chosen "
+                                  "user's last items (0: off; the grid's `regional-text` runs use 40, chosen "
                                   "on validation items: simulations/results/text_neighbours.md)")
+    # A scoring weight, not a parameter: what it weighs was learned at 1 (recommender.py `bias`).
+    item_bias_weight: float = knob(1.0, "weight of the per-item bias in every score once trained (training "
+                                   "learns it at 1): above 1 leans on the popularity prior against towers "
+                                   "trained under DP noise (the grid's `regional-text` runs use 1.5, chosen on "
+                                   "validation items: simulations/results/text_neighbours.md)")
 
     def __post_init__(self) -> None:
         if not (self.use_text or self.use_id_embedding):
@@ -170,6 +175,10 @@ class ModelConfig:
             raise FedrecError(f"text-neighbours must be a finite number >= 0, got {self.text_neighbours}")
         if float(self.text_neighbours) and not self.use_text:
             raise FedrecError("text-neighbours needs the text tower (use-text=true)")
+        if not (math.isfinite(float(self.item_bias_weight)) and float(self.item_bias_weight) > 0):
+            raise FedrecError(f"item-bias-weight must be a finite number > 0, got {self.item_bias_weight}")
+        if float(self.item_bias_weight) != 1.0 and not self.use_item_bias:
+            raise FedrecError("item-bias-weight needs the per-item bias (use-item-bias=true)")
 
 
 OPTIMIZERS = ("adamw", "sgd")

@@ -503,18 +503,21 @@ def cooccurrence_release() -> str:
 
 def text_neighbours_valid() -> str:
     """private-model.md: on validation items (text_neighbours), the epsilon-8 regional-prior
-    model alone and with the text term at the grid's setting; then, without the trained towers,
-    the prior it started from alone and with the term at the setting best for each metric."""
+    model alone, with the text term at its best full NDCG@10 as trained (item bias weight 1), and
+    with the grid's setting (term and item bias weight); then, without the trained towers, the
+    prior it started from alone and with the term at the setting best for each metric."""
     from shared.models.text_neighbours import TEMPERATURE
-    from simulations.privacy_utility import TEXT_NEIGHBOURS
+    from simulations.privacy_utility import ITEM_BIAS_WEIGHT, TEXT_NEIGHBOURS
 
     rows = require("text_neighbours")["rows"]
     towers = [r for r in rows if r.get("towers", True)]
+    as_trained = [r for r in towers if r.get("bias_weight", 1.0) == 1.0]
     bare = [r for r in rows if not r.get("towers", True)]
-    picked = [next((r for r in towers if not r["weight"]), None),
-              next((r for r in towers if (r["weight"], r.get("temperature")) == (TEXT_NEIGHBOURS, TEMPERATURE)), None),
+    grid = (TEXT_NEIGHBOURS, TEMPERATURE, ITEM_BIAS_WEIGHT)
+    picked = [next((r for r in as_trained if not r["weight"]), None),
+              next((r for r in towers if (r["weight"], r.get("temperature"), r.get("bias_weight", 1.0)) == grid), None),
               next((r for r in bare if not r["weight"]), None)]  # fmt: skip
-    if None in picked or not any(r["weight"] for r in bare):
+    if None in picked or not any(r["weight"] for r in bare) or not any(r["weight"] for r in as_trained):
         raise FedrecError("simulations/results/text_neighbours.json lacks the model alone, the grid's setting, or "
                           "the rows without the towers (--prior)")  # fmt: skip
 
@@ -524,9 +527,11 @@ def text_neighbours_valid() -> str:
     def setting(r: dict) -> str:
         return f"weight {r['weight']:g}, temperature {r['temperature']:g}"
 
+    term = max((r for r in as_trained if r["weight"]), key=lambda r: r["valid"]["full-ndcg@10"])
     best = {m: max((r for r in bare if r["weight"]), key=lambda r: r["valid"][m]) for m in ("full-ndcg@10", "sampled-hr@10")}
     return ("validation full NDCG@10 / sampled HR@10: the model alone " + cells(picked[0])
-            + f"; with the term ({setting(picked[1])}) {cells(picked[1])}; without the trained towers, the prior "
+            + f"; with the term ({setting(term)}) {cells(term)}; with the term ({setting(picked[1])}) and the "
+            + f"item bias weighing {ITEM_BIAS_WEIGHT:g} {cells(picked[1])}; without the trained towers, the prior "
             + f"alone {cells(picked[2])}, with the term at its best full NDCG@10 ({setting(best['full-ndcg@10'])}) "
             + f"{cells(best['full-ndcg@10'])} and at its best sampled HR@10 ({setting(best['sampled-hr@10'])}) "
             + cells(best["sampled-hr@10"]))  # fmt: skip

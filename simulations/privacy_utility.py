@@ -11,7 +11,8 @@ The grid is epsilon x setting x consent fraction; each point is one `fedrec simu
   half of its epsilon (`popularity-epsilon`, server/popularity.py), from which the server
   starts the item bias; DP-SGD gets the rest. No point without DP.
 - `regional-text`: `regional-prior`, its model also scoring with the public text's neighbours
-  (`text-neighbours`, shared/models/text_neighbours.py): no parameter, no privacy cost, so the
+  (`text-neighbours`, shared/models/text_neighbours.py), and with its item bias weighing more
+  than the towers trained under DP (`item-bias-weight`): no parameter, no privacy cost, so the
   same budget. No point without DP.
 - `per-user`: one client per user under central DP (DP-FedAvg: each user's whole update clipped
   on its node, Gaussian noise added by the server to the round's sum), no local DP-SGD. Its
@@ -65,12 +66,15 @@ from simulations.provenance import provenance
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
 DEFAULT_DATASET = "movielens-1m"
-# The text term's weight, chosen on validation items beside a DP-trained model and the prior
+# The text term's weight and the item bias's, chosen together on validation items beside a
+# DP-trained model and the prior: the row with the best full NDCG@10
 # (simulations/results/text_neighbours.md).
-TEXT_NEIGHBOURS = 20.0
+TEXT_NEIGHBOURS = 40.0
+ITEM_BIAS_WEIGHT = 1.5
 SETTINGS = {"regional": ("partitioning=region",), "regional-prior": ("partitioning=region",),
             "per-user": ("partitioning=user",),
-            "regional-text": ("partitioning=region", f"text-neighbours={TEXT_NEIGHBOURS:g}")}
+            "regional-text": ("partitioning=region", f"text-neighbours={TEXT_NEIGHBOURS:g}",
+                              f"item-bias-weight={ITEM_BIAS_WEIGHT:g}")}
 WITH_PRIOR = ("regional-prior", "regional-text")  # the settings whose silos release their item counts
 # regional-prior: each silo first releases its item counts (server/popularity.py), at this share
 # of its epsilon, and the rest goes to DP-SGD: the prior's noise costs more than the training's.
@@ -78,7 +82,7 @@ PRIOR_SHARE = 0.5  # chosen on validation items: simulations/results/popularity_
 # What the grid sets on each point; the same key in --run-config would make the row lie about it.
 GRID_KEYS = ("dataset", "partitioning", "consent-fraction", "pretrained", "seed", "output-dir", "dp",
              "target-epsilon", "noise-multiplier", "central-dp", "central-noise-multiplier",
-             "popularity-epsilon", "text-neighbours")  # fmt: skip
+             "popularity-epsilon", "text-neighbours", "item-bias-weight")  # fmt: skip
 METRICS = ("full-hr@10", "full-ndcg@10", "sampled-hr@10", "sampled-ndcg@10")
 PLOTTED = ("full-ndcg@10", "sampled-hr@10")
 REFERENCES = {"popularity": "popularity", "pretrained": "pretrained on the consented users"}

@@ -1,6 +1,6 @@
 """How the public text's neighbours enter the score (#24; validation items only)
 
-    python -m simulations.text_neighbours --checkpoint RUN/round-003 [--consent-fraction 0.1]
+    python -m simulations.text_neighbours --checkpoint RUN/round-003 [--bias-weights 1 2] [--consent-fraction 0.1]
 
 A model trained only under DP, with nobody's consent, knows little of which items go together;
 the pretrained MiniLM does, from the titles alone, at no privacy cost
@@ -9,6 +9,11 @@ temperature and weight, two-stage, on the validation items of a seeded sample of
 `--consent-fraction`, of the users who did not consent), every row on the same users and
 negatives. Test items are not read. The module's constants and the grid's `text-neighbours`
 are read off this record.
+
+`--bias-weights` also scores each setting with the item bias weighing more than the towers'
+dot product (`item-bias-weight`, shared/models/recommender.py `bias`): towers trained under DP
+noise may deserve less trust beside the prior and the term than training gave them. The
+grid's setting is the row with the best validation full NDCG@10.
 
 `--prior RUN/popularity_prior.json` (the silos' DP item counts that run started from) adds rows
 without the trained towers: the prior alone, then the prior and the term at each setting. What
@@ -41,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, required=True, help="a trained model (a run's round directory)")
     parser.add_argument("--temperatures", nargs="+", type=float, default=[0.05, 0.1, 1.0])
     parser.add_argument("--weights", nargs="+", type=float, default=[10.0, 20.0, 40.0])
+    parser.add_argument("--bias-weights", nargs="+", type=float, default=[1.0],
+                        help="the item bias's weight in the score (item-bias-weight)")
     parser.add_argument("--consent-fraction", type=float, default=0.0,
                         help="score only the users who did not consent, drawn as the run drew them")
     parser.add_argument("--seed", type=int, default=SEED, help="the consent draw's seed")
@@ -50,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--report", default="text_neighbours", help="the results files' name")
     args = parser.parse_args(argv)
-    if min(args.temperatures) <= 0 or min(args.weights) <= 0:
-        parser.error("temperatures and weights must be above 0")
+    if min(args.temperatures) <= 0 or min(args.weights) <= 0 or min(args.bias_weights) <= 0:
+        parser.error("temperatures, weights and bias weights must be above 0")
     if args.prior is not None and not args.prior.is_file():
         parser.error(f"--prior {args.prior}: no such file")
     return record_study("text_neighbours", args, run, markdown, report=args.report,
@@ -63,6 +70,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     from shared.config import DataConfig
     from shared.data.consent import consented_users
     from shared.data.dataset import load_dataset
+    from shared.errors import FedrecError
     from shared.eval.protocols import sampled_candidates
     from shared.models.checkpoint import check_catalog, load_checkpoint
     from shared.models.score_terms import ScoreTerms
@@ -73,25 +81,30 @@ def run(args: argparse.Namespace) -> list[dict]:
     model = load_checkpoint(args.checkpoint)
     check_catalog(model, dataset)
     model.config["model"]["text_neighbours"] = 0.0  # each row puts its own term in
+    if any(b != 1.0 for b in args.bias_weights) and model.item_bias is None:
+        raise FedrecError(f"--bias-weights: {args.checkpoint} has no item bias")
     private = np.arange(dataset.num_users)
     if args.consent_fraction > 0:
         private = np.setdiff1d(private, consented_users(dataset, args.consent_fraction, args.seed))
     users = sample_users(private, args.users, args.seed)
-    scorer = ModelScorer(model, dataset, users=users)  # user states computed once, for every row
-    base = scorer.terms  # the checkpoint's own co-occurrences, if any, stay on
     negatives = sampled_candidates(dataset, "valid", users=users)
     text = model.text.detach().numpy()
-    rows: list[dict] = []
-
-    def score(row: dict, term: TextNeighbours | None) -> None:
-        scorer.terms = ScoreTerms.of(base, term)
-        rows.append({**row, "valid": validation_scores(dataset, scorer.two_stage, users, negatives)})
-        print(rows[-1], flush=True)
-
     settings = [(w, t) for t in args.temperatures for w in args.weights]
-    score({"weight": 0.0}, None)
-    for weight, temperature in settings:
-        score({"weight": weight, "temperature": temperature}, TextNeighbours(text, weight, temperature=temperature))
+    rows: list[dict] = []
+    for bias_weight in args.bias_weights:
+        model.config["model"]["item_bias_weight"] = bias_weight
+        scorer = ModelScorer(model, dataset, users=users)  # this weight's bias; states once for its rows
+        base = scorer.terms  # the checkpoint's own co-occurrences, if any, stay on
+
+        def score(row: dict, term: TextNeighbours | None) -> None:
+            scorer.terms = ScoreTerms.of(base, term)
+            valid = validation_scores(dataset, scorer.two_stage, users, negatives)
+            rows.append({**row, "bias_weight": bias_weight, "valid": valid})
+            print(rows[-1], flush=True)
+
+        score({"weight": 0.0}, None)
+        for weight, temperature in settings:
+            score({"weight": weight, "temperature": temperature}, TextNeighbours(text, weight, temperature=temperature))
     if args.prior is not None:
         prior = PriorScorer(dataset, read_prior(args.prior), model.config["model"]["max_len"])
         for weight, temperature in [(0.0, 0.0), *settings]:
@@ -145,9 +158,10 @@ def markdown(record: dict) -> str:
              f"`{record['checkpoint']}`'s two-stage scores, plus weight x temperature x log sum_k w_k "
              f"exp(cos(h_k, j) / temperature) over the user's last {RECENT} items h_k (w_k proportional to "
              f"{RECENT_DECAY:g}^k, k = 0 the last), on the MiniLM item vectors. ML-1M; validation items of "
-             f"{record['users']} sampled {who}, the same for every row.", "",
-             "| weight | temperature | valid full NDCG@10 | valid full HR@10 | valid sampled HR@10 |",
-             "|---|---|---|---|---|"]  # fmt: skip
+             f"{record['users']} sampled {who}, the same for every row. The bias weight multiplies the "
+             "item bias in the score (`item-bias-weight`; 1: as trained).", "",
+             "| bias weight | weight | temperature | valid full NDCG@10 | valid full HR@10 | valid sampled HR@10 |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
     for towers in (True, False):
         picked = [r for r in record["rows"] if r.get("towers", True) == towers]
         if not towers and picked:
@@ -158,6 +172,8 @@ def markdown(record: dict) -> str:
         for r in picked:
             alone = "0 (the checkpoint alone) | -" if towers else "0 (the prior alone) | -"
             head = alone if not r["weight"] else f"{r['weight']:g} | {r['temperature']:g}"
+            if towers:
+                head = f"{r.get('bias_weight', 1.0):g} | {head}"
             lines.append(f"| {head} | {validation_cells(r['valid'])}")
     return "\n".join(lines) + "\n"
 

@@ -36,6 +36,7 @@ def test_the_grid_has_one_point_per_setting_consent_and_epsilon(points: list[pu.
                                         "per-user": "user"}[p.setting]  # fmt: skip
         # Only regional-text scores with the public text's neighbours, at the weight chosen on validation.
         assert keys.get("text-neighbours", 0.0) == (pu.TEXT_NEIGHBOURS if p.setting == "regional-text" else 0.0)
+        assert keys.get("item-bias-weight", 1.0) == (pu.ITEM_BIAS_WEIGHT if p.setting == "regional-text" else 1.0)
         assert (keys["dataset"], keys["num-server-rounds"], keys["consent-fraction"]) == ("movielens-1m", 3, p.consent)
         assert p.command == "fedrec simulate --run-config " + " ".join(p.overrides)
         assert len({k.partition("=")[0] for k in p.overrides}) == len(p.overrides)  # each key once

@@ -341,8 +341,14 @@ class Recommender(nn.Module, PyTorchModelHubMixin):
         return ScoreTerms.of(self.transitions if with_transitions else None, text)
 
     def bias(self, items: torch.Tensor) -> torch.Tensor | float:
-        """items (...) int -> (...): the items' popularity prior, or 0 without one."""
-        return self.item_bias(items).squeeze(-1) if self.item_bias is not None else 0.0
+        """items (...) int -> (...): the items' popularity prior, or 0 without one. Outside
+        training it weighs `item_bias_weight`: a model whose towers learnt under DP noise scores
+        better leaning on the prior than on them (simulations/results/text_neighbours.md), and
+        the weight is chosen after training, on validation items, like `text_neighbours`."""
+        if self.item_bias is None:
+            return 0.0
+        weight = 1.0 if self.training else float(self.config["model"].get("item_bias_weight", 1.0))
+        return self.item_bias(items).squeeze(-1) * weight
 
     # ------------------------------------------------------------------ ranker
 
