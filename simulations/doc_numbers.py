@@ -113,7 +113,7 @@ GRID_GOALS = {
 # to its label when it is.
 REGIONAL_VARIANTS = {
     "regional-prior": ", with the silos' popularity prior (chosen on validation)",
-    "regional-text": ", with the silos' popularity prior and the public text's neighbours (chosen on validation)",
+    "regional-text": ", with the silos' popularity prior, the public text's neighbours and the item bias weighing more (chosen on validation)",
 }
 
 COMPARE: dict[str, Callable[[float, float], bool]] = {
