@@ -228,7 +228,7 @@ def _grid_goal_rows(pair: tuple[str, str]) -> list[str]:
     for cell, (label, targets) in GRID_GOALS.items():
         if (point := _regional_choice(cells, cell)) is not None:
             measured, stem = [point["test"]["non_consented"][k] for k in pair], "privacy_utility"
-            label += REGIONAL_VARIANTS.get(point["setting"], "")
+            label += REGIONAL_VARIANTS.get(point["setting"], "") + (f", {_median_of(point)}" if "runs" in point else "")
         elif cell == ("regional", 0.0, 8.0):
             point = next(p for p in require("privacy_utility-v1")["points"]
                          if p["setting"] == "regional" and float(p["epsilon"]) == 8)  # fmt: skip
@@ -405,7 +405,13 @@ def _no_consent_at_8(settings: list[tuple[str, str]]) -> str:
             raise FedrecError(f"simulations/results/privacy_utility.json has no {setting} row at consent 0, epsilon 8")
         parts.append((label, cells[(setting, 0.0, 8.0)]))
     return "; ".join(f"{label} {r['test']['non_consented']['sampled-hr@10']:.3f} / "
-                     f"{r['test']['non_consented']['full-ndcg@10']:.4f}" for label, r in parts)  # fmt: skip
+                     f"{r['test']['non_consented']['full-ndcg@10']:.4f}" + (f" ({_median_of(r)})" if "runs" in r else "")
+                     for label, r in parts)  # fmt: skip
+
+
+def _median_of(row: dict) -> str:
+    """'median of N runs', for a grid row repeated with --repeats (one that has `runs`)."""
+    return f"median of {len(row['runs'])} runs"
 
 
 def popularity_prior() -> str:
