@@ -550,6 +550,23 @@ def text_neighbours() -> str:
         [("without the term", "regional-prior"), ("with it", "regional-text")])
 
 
+def step_scale() -> str:
+    """private-model.md: the fine-tuned models scaled along their own step, on validation items
+    (step_scale): each run's full NDCG@10 / sampled HR@10 at every scale."""
+    rows = require("step_scale")["rows"]
+    words = {"per-user": "one client per user", "regional": "10 regions"}
+    grid = {p["run_dir"]: f"{words.get(p['setting'], p['setting'])} at epsilon {float(p['epsilon']):g}"
+            for p in (load("privacy_utility") or {}).get("points", [])}  # fmt: skip
+    parts = []
+    for run in dict.fromkeys(r["finetuned"] for r in rows):
+        name = next((n for d, n in grid.items() if run.startswith(d + "/")), Path(run).parent.parent.name)
+        cells = ", ".join(f"{r['scale']:g}x {r['valid']['full-ndcg@10']:.4f} / {r['valid']['sampled-hr@10']:.3f}"
+                          for r in rows if r["finetuned"] == run)  # fmt: skip
+        parts.append(f"{name}: {cells}")
+    return "validation full NDCG@10 / sampled HR@10 at each multiple of the step (0x: the pretrained model; " \
+           "1x: as fine-tuned): " + "; ".join(parts)
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
     "main-job": main_job, "federated-parity": federated_parity, "search-known-item": search_known_item,
     "serve-load": serve_load, "scale": scale, "overhead": overhead, "dp-step": dp_step,
@@ -557,7 +574,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "popularity-prior": popularity_prior, "per-user-sweep": per_user_sweep, "transition-prior": transition_prior,
     "consented-transitions": consented_transitions, "cooccurrence": cooccurrence, "paired-gain": paired_gain,
     "cooccurrence-release": cooccurrence_release, "text-neighbours-valid": text_neighbours_valid,
-    "text-neighbours": text_neighbours,
+    "text-neighbours": text_neighbours, "step-scale": step_scale,
 }  # fmt: skip
 
 
