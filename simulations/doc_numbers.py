@@ -228,7 +228,7 @@ def _grid_goal_rows(pair: tuple[str, str]) -> list[str]:
     for cell, (label, targets) in GRID_GOALS.items():
         if (point := _regional_choice(cells, cell)) is not None:
             measured, stem = [point["test"]["non_consented"][k] for k in pair], "privacy_utility"
-            label += REGIONAL_VARIANTS.get(point["setting"], "")
+            label += REGIONAL_VARIANTS.get(point["setting"], "") + (f", {_median_of(point)}" if "runs" in point else "")
         elif cell == ("regional", 0.0, 8.0):
             point = next(p for p in require("privacy_utility-v1")["points"]
                          if p["setting"] == "regional" and float(p["epsilon"]) == 8)  # fmt: skip
@@ -405,7 +405,13 @@ def _no_consent_at_8(settings: list[tuple[str, str]]) -> str:
             raise FedrecError(f"simulations/results/privacy_utility.json has no {setting} row at consent 0, epsilon 8")
         parts.append((label, cells[(setting, 0.0, 8.0)]))
     return "; ".join(f"{label} {r['test']['non_consented']['sampled-hr@10']:.3f} / "
-                     f"{r['test']['non_consented']['full-ndcg@10']:.4f}" for label, r in parts)  # fmt: skip
+                     f"{r['test']['non_consented']['full-ndcg@10']:.4f}" + (f" ({_median_of(r)})" if "runs" in r else "")
+                     for label, r in parts)  # fmt: skip
+
+
+def _median_of(row: dict) -> str:
+    """'median of N runs', for a grid row repeated with --repeats (one that has `runs`)."""
+    return f"median of {len(row['runs'])} runs"
 
 
 def popularity_prior() -> str:
@@ -544,6 +550,23 @@ def text_neighbours() -> str:
         [("without the term", "regional-prior"), ("with it", "regional-text")])
 
 
+def step_scale() -> str:
+    """private-model.md: the fine-tuned models scaled along their own step, on validation items
+    (step_scale): each run's full NDCG@10 / sampled HR@10 at every scale."""
+    rows = require("step_scale")["rows"]
+    words = {"per-user": "one client per user", "regional": "10 regions"}
+    grid = {p["run_dir"]: f"{words.get(p['setting'], p['setting'])} at epsilon {float(p['epsilon']):g}"
+            for p in (load("privacy_utility") or {}).get("points", [])}  # fmt: skip
+    parts = []
+    for run in dict.fromkeys(r["finetuned"] for r in rows):
+        name = next((n for d, n in grid.items() if run.startswith(d + "/")), Path(run).parent.parent.name)
+        cells = ", ".join(f"{r['scale']:g}x {r['valid']['full-ndcg@10']:.4f} / {r['valid']['sampled-hr@10']:.3f}"
+                          for r in rows if r["finetuned"] == run)  # fmt: skip
+        parts.append(f"{name}: {cells}")
+    return "validation full NDCG@10 / sampled HR@10 at each multiple of the step (0x: the pretrained model; " \
+           "1x: as fine-tuned): " + "; ".join(parts)
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
     "main-job": main_job, "federated-parity": federated_parity, "search-known-item": search_known_item,
     "serve-load": serve_load, "scale": scale, "overhead": overhead, "dp-step": dp_step,
@@ -551,7 +574,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "popularity-prior": popularity_prior, "per-user-sweep": per_user_sweep, "transition-prior": transition_prior,
     "consented-transitions": consented_transitions, "cooccurrence": cooccurrence, "paired-gain": paired_gain,
     "cooccurrence-release": cooccurrence_release, "text-neighbours-valid": text_neighbours_valid,
-    "text-neighbours": text_neighbours,
+    "text-neighbours": text_neighbours, "step-scale": step_scale,
 }  # fmt: skip
 
 

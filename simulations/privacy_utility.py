@@ -37,7 +37,10 @@ node releases no evaluation metrics, so the federation's own test would be empty
 Finished points are kept in simulations/results/privacy_utility.json (ML-1M; other datasets:
 privacy_utility-DATASET.json), each with its command, commit and machine, so an interrupted grid
 resumes where it stopped (`--force` reruns); each row is merged into the record as it stands on
-disk, so one invocation per setting may run side by side. Writes .json, .md and .png;
+disk, so one invocation per setting may run side by side. `--repeats N` runs each point until it
+has N runs of its command, the runs already recorded counting, and the row then quotes each
+metric's median over them (`runs` in the JSON keeps every one): the runs differ in the DP noise,
+which comes from the OS's secure source and which no seed fixes. Writes .json, .md and .png;
 `--replot` redraws the page and the chart from the JSON; `--dry-run` prints each point's
 command. The earlier grid (record-level DP for its per-user rows) is privacy_utility-v1.json.
 """
@@ -48,6 +51,7 @@ import argparse
 import json
 import math
 import re
+import statistics
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -84,6 +88,10 @@ GRID_KEYS = ("dataset", "partitioning", "consent-fraction", "pretrained", "seed"
              "target-epsilon", "noise-multiplier", "central-dp", "central-noise-multiplier",
              "popularity-epsilon", "text-neighbours", "item-bias-weight")  # fmt: skip
 METRICS = ("full-hr@10", "full-ndcg@10", "sampled-hr@10", "sampled-ndcg@10")
+# A run's own fields, beside the point's identity (setting, consent, epsilon, name, command, machine).
+RUN_FIELDS = ("run_dir", "commit", "rounds", "test_round", "client_epsilon_max", "wall_seconds",
+              "seconds_per_round_median", "peak_rss_mib", "bytes_per_client_each_way", "test",
+              "epsilon_spent", "epsilon_spent_by")  # fmt: skip
 PLOTTED = ("full-ndcg@10", "sampled-hr@10")
 REFERENCES = {"popularity": "popularity", "pretrained": "pretrained on the consented users"}
 
@@ -186,6 +194,29 @@ def _spent(row: dict[str, Any]) -> str:
     return "-" if eps is None else f"{eps:.2f} ({row['epsilon_spent_by']})"
 
 
+def runs_of(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """A point's runs: its `runs` when repeated, else the row itself is its one run."""
+    return row.get("runs") or [{k: row[k] for k in RUN_FIELDS if k in row}]
+
+
+def summarise(row: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The point's row over its runs: one run as it is; several, each metric's median (per set of
+    users), the largest epsilon any run spent, the median timings, and every run kept in `runs`.
+    `run_dir` and `commit` stay the first run's, which simulations.paired_gain reads."""
+    runs = [{k: r[k] for k in RUN_FIELDS if k in r} for r in runs]
+    summary = {**{k: v for k, v in row.items() if k not in RUN_FIELDS and k != "runs"}, **runs[0]}
+    if len(runs) == 1:
+        return summary
+    summary["test"] = {users: {key: statistics.median(r["test"][users][key] for r in runs)
+                               for key in runs[0]["test"][users]} for users in runs[0]["test"]}  # fmt: skip
+    for key in ("wall_seconds", "seconds_per_round_median", "peak_rss_mib"):
+        if all(key in r for r in runs):
+            summary[key] = statistics.median(r[key] for r in runs)
+    if all("epsilon_spent" in r for r in runs):
+        summary["epsilon_spent"] = max(r["epsilon_spent"] for r in runs)
+    return {**summary, "runs": runs}
+
+
 def tables(report: dict[str, Any]) -> list[str]:
     """One table per consent fraction: popularity and the pretrained model, then the grid's rows,
     all on the same users."""
@@ -200,11 +231,14 @@ def tables(report: dict[str, Any]) -> list[str]:
                   "| sampled NDCG@10 | commit | machine | command |", "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for r in refs + rows:
             label = REFERENCES[r["name"]] if "setting" not in r else r["setting"]
+            if "runs" in r:
+                label += f" (median of {len(r['runs'])} runs)"
+            commits = ", ".join(dict.fromkeys(f"`{_commit(run['commit'])}`" for run in runs_of(r)))
             eps = "-" if "setting" not in r else ("no DP" if math.isinf(r["epsilon"]) else f"{r['epsilon']:g}")
             m = r["test"]["non_consented"]
             lines.append(f"| {label} | {eps} | {_spent(r)} | {r.get('rounds', '-')} | "
                          + " | ".join(f"{m[k]:.4f}" for k in METRICS)
-                         + f" | `{_commit(r['commit'])}` | {_machine(r['machine'])} | `{r['command']}` |")  # fmt: skip
+                         + f" | {commits} | {_machine(r['machine'])} | `{r['command']}` |")  # fmt: skip
         lines.append("")
     return lines
 
@@ -216,7 +250,9 @@ def markdown(report: dict[str, Any]) -> str:
              "calibrated to epsilon over the planned rounds; spent: client-level, add/remove one client, as "
              "the run's privacy report accounts it). Consent 0 starts from scratch; consent > 0 from the "
              "model pretrained on the consented users, fine-tuned with make main's recipe. Every model is "
-             "scored on the same users' test items from its best-round checkpoint; one seeded run per row.", ""]  # fmt: skip
+             "scored on the same users' test items from its best-round checkpoint; one seeded run per row, "
+             "unless the row says it is the median of several runs of its command (they differ in the DP "
+             "noise, which no seed fixes; epsilon spent: the largest of theirs).", ""]  # fmt: skip
     if report["dataset"] == DEFAULT_DATASET:
         lines += ["The earlier grid (3 rounds from scratch; its per-user rows were record-level local DP, "
                   "not user-level) is kept apart in privacy_utility-v1.json / .md, not mixed in here.", ""]  # fmt: skip
@@ -368,6 +404,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the server's pretraining also counts the consented users' transitions "
                              "(fedrec train --transitions)")
     parser.add_argument("--force", action="store_true", help="rerun points already recorded")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs per point, those recorded counting; the row quotes each metric's median")
     parser.add_argument("--replot", action="store_true", help="only redraw the page and the chart from the JSON")
     parser.add_argument("--dry-run", action="store_true", help="print each point's command, run nothing")
     return parser.parse_args(argv)
@@ -379,6 +417,8 @@ def plan(args: argparse.Namespace) -> list[Point]:
         raise FedrecError(f"--consent {bad[0]:g}: a fraction in [0, 1) (some users must not have consented)")
     if bad := [e for e in args.epsilons if not e > 0]:
         raise FedrecError(f"--epsilons {bad[0]:g}: must be > 0 (inf: no DP)")
+    if args.repeats < 1:
+        raise FedrecError(f"--repeats {args.repeats}: must be >= 1")
     if args.pretrain_epochs < 1:
         raise FedrecError(f"--pretrain-epochs {args.pretrain_epochs}: must be >= 1")
     check_extra(args.run_config)
@@ -436,11 +476,17 @@ def _main(args: argparse.Namespace) -> int:
                        "references", ("name", "consent"))  # fmt: skip
         mine = [p for p in points if p.consent == consent]
         for i, point in enumerate(mine, 1):
-            if recorded("points", point.command, consent):
+            same = [r for r in report["points"] if (r["command"], r["consent"]) == (point.command, consent)]
+            runs = [] if args.force or not same else runs_of(same[0])
+            if len(runs) >= args.repeats:
                 print(f"[consent {consent:g}, {i}/{len(mine)}] {point.name}: recorded, skipped", flush=True)
                 continue
-            print(f"[consent {consent:g}, {i}/{len(mine)}] {point.name}: running", flush=True)
-            record(run_point(point, work, args.dataset), "points", ("setting", "consent", "epsilon"))
+            while len(runs) < args.repeats:
+                print(f"[consent {consent:g}, {i}/{len(mine)}] {point.name}: running (run {len(runs) + 1} of "
+                      f"{args.repeats})", flush=True)  # fmt: skip
+                row = run_point(point, work, args.dataset)
+                runs.append(row)
+                record(summarise(row, runs), "points", ("setting", "consent", "epsilon"))
     print(markdown(report))
     return 0
 

@@ -185,6 +185,39 @@ def test_finished_points_are_skipped_unless_forced_and_another_invocations_rows_
     assert sorted(r["name"] for r in saved["references"]) == ["popularity", "pretrained"]
 
 
+def test_repeats_add_runs_to_a_recorded_point_and_the_row_quotes_each_metrics_median(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    hrs, spent = iter([0.50, 0.60, 0.56, 0.70]), iter([7.8, 7.9, 7.7, 7.6])
+
+    def run_point(point: pu.Point, work: Path, dataset: str) -> dict:
+        hr, eps = next(hrs), next(spent)
+        return {"setting": point.setting, "consent": point.consent, "epsilon": point.epsilon, "name": point.name,
+                "command": point.command, "commit": f"{hr:.2f}".replace(".", "") * 10, "machine": {"cpu": "cpu", "cores": 2},
+                "rounds": 3, "run_dir": f"/runs/{hr}", "wall_seconds": hr * 100, "epsilon_spent": eps,
+                "epsilon_spent_by": "max client", "test": {"non_consented": _metrics(hr, 6040), "all": _metrics(hr, 6040)}}  # fmt: skip
+
+    monkeypatch.setattr(pu, "run_point", run_point)
+    monkeypatch.setattr(pu, "judge", lambda checkpoint, consent, dataset: _report()["references"][0]["test"])
+    argv = ["--setting", "regional", "--consent", "0", "--epsilons", "8", "--out", str(tmp_path), "--work", str(tmp_path)]
+    assert pu.main(argv) == 0  # one run: the row is that run, as before repeats existed
+    (row,) = json.loads((tmp_path / "privacy_utility.json").read_text())["points"]
+    assert "runs" not in row and row["test"]["non_consented"]["sampled-hr@10"] == 0.50
+    assert pu.main([*argv, "--repeats", "3"]) == 0  # the recorded run counts: two more
+    (row,) = json.loads((tmp_path / "privacy_utility.json").read_text())["points"]
+    assert [r["run_dir"] for r in row["runs"]] == ["/runs/0.5", "/runs/0.6", "/runs/0.56"]
+    assert row["test"]["non_consented"]["sampled-hr@10"] == 0.56  # the median, not the mean (0.553)
+    assert row["test"]["all"]["full-ndcg@10"] == pytest.approx(0.028)
+    assert row["epsilon_spent"] == 7.9 and row["wall_seconds"] == pytest.approx(56.0)  # the largest spend; median time
+    assert row["run_dir"] == "/runs/0.5"  # the first run's, which paired_gain reads
+    assert pu.main([*argv, "--repeats", "2"]) == 0 and pu.main([*argv, "--repeats", "3"]) == 0  # enough: skipped
+    assert len(json.loads((tmp_path / "privacy_utility.json").read_text())["points"][0]["runs"]) == 3
+    page = (tmp_path / "privacy_utility.md").read_text()
+    assert "| regional (median of 3 runs) | 8 | 7.90 (max client) | 3 | 0.0560 | 0.0280 | 0.5600 | 0.2800 | " \
+           "`0500500`, `0600600`, `0560560` |" in page
+    assert pu.main([*argv, "--repeats", "0"]) == 2
+
+
 def test_the_transition_release_bounds_each_user_and_keeps_only_strong_pairs() -> None:
     """simulations/transition_prior.py: one user's pairs move the sum by at most 1 (the sensitivity
     its sigma is calibrated to), and the sparse release keeps only counts above the threshold."""
