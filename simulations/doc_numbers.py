@@ -228,7 +228,7 @@ def _grid_goal_rows(pair: tuple[str, str]) -> list[str]:
     for cell, (label, targets) in GRID_GOALS.items():
         if (point := _regional_choice(cells, cell)) is not None:
             measured, stem = [point["test"]["non_consented"][k] for k in pair], "privacy_utility"
-            label += REGIONAL_VARIANTS.get(point["setting"], "") + (f", {_median_of(point)}" if "runs" in point else "")
+            label += REGIONAL_VARIANTS.get(point["setting"], "") + _median_of(point, ", {}")
         elif cell == ("regional", 0.0, 8.0):
             point = next(p for p in require("privacy_utility-v1")["points"]
                          if p["setting"] == "regional" and float(p["epsilon"]) == 8)  # fmt: skip
@@ -405,13 +405,21 @@ def _no_consent_at_8(settings: list[tuple[str, str]]) -> str:
             raise FedrecError(f"simulations/results/privacy_utility.json has no {setting} row at consent 0, epsilon 8")
         parts.append((label, cells[(setting, 0.0, 8.0)]))
     return "; ".join(f"{label} {r['test']['non_consented']['sampled-hr@10']:.3f} / "
-                     f"{r['test']['non_consented']['full-ndcg@10']:.4f}" + (f" ({_median_of(r)})" if "runs" in r else "")
-                     for label, r in parts)  # fmt: skip
+                     f"{r['test']['non_consented']['full-ndcg@10']:.4f}{_median_of(r, ' ({})')}" for label, r in parts)  # fmt: skip
 
 
-def _median_of(row: dict) -> str:
-    """'median of N runs', for a grid row repeated with --repeats (one that has `runs`)."""
-    return f"median of {len(row['runs'])} runs"
+def _median_of(row: dict, form: str) -> str:
+    """`form` holding 'median of N runs', for a grid row repeated with --repeats (one that has
+    `runs`); nothing for a single run."""
+    return form.format(f"median of {len(row['runs'])} runs") if "runs" in row else ""
+
+
+# How the pages name a grid setting's fine-tuned runs.
+SETTING_WORDS = {"regional": "10 regions", "per-user": "one client per user"}
+
+
+def _grid_words(setting: str, epsilon: float) -> str:
+    return f"{SETTING_WORDS.get(setting, setting)} at epsilon {epsilon:g}"
 
 
 def popularity_prior() -> str:
@@ -488,8 +496,8 @@ def paired_gain() -> str:
         return f"sampled HR@10 {gain(name, 'sampled-hr@10')}, full NDCG@10 {gain(name, 'full-ndcg@10')}"
 
     per_user = sorted((float(m[1]), name) for name in rows if (m := re.fullmatch(r"per-user-c0\.1-eps([0-9.]+)", name)))
-    return "; ".join([f"10 regions at epsilon 8: {both('regional-c0.1-eps8')}",
-                      *(f"one client per user at epsilon {eps:g}: {both(name)}" for eps, name in per_user)])
+    return "; ".join([f"{_grid_words('regional', 8)}: {both('regional-c0.1-eps8')}",
+                      *(f"{_grid_words('per-user', eps)}: {both(name)}" for eps, name in per_user)])
 
 
 def cooccurrence_release() -> str:
@@ -554,8 +562,7 @@ def step_scale() -> str:
     """private-model.md: the fine-tuned models scaled along their own step, on validation items
     (step_scale): each run's full NDCG@10 / sampled HR@10 at every scale."""
     rows = require("step_scale")["rows"]
-    words = {"per-user": "one client per user", "regional": "10 regions"}
-    grid = {p["run_dir"]: f"{words.get(p['setting'], p['setting'])} at epsilon {float(p['epsilon']):g}"
+    grid = {p["run_dir"]: _grid_words(p["setting"], float(p["epsilon"]))
             for p in (load("privacy_utility") or {}).get("points", [])}  # fmt: skip
     parts = []
     for run in dict.fromkeys(r["finetuned"] for r in rows):
