@@ -180,7 +180,8 @@ def grid(
 # ---- The record: .json, .md, .png ---------------------------------------------------------------
 
 
-def _machine(m: dict[str, Any]) -> str:
+def machine_words(m: dict[str, Any]) -> str:
+    """A run's machine in a table cell: its GPU, else its CPU and cores."""
     return m.get("gpu") or f"{m['cpu']}, {m['cores']} cores"
 
 
@@ -238,7 +239,7 @@ def tables(report: dict[str, Any]) -> list[str]:
             m = r["test"]["non_consented"]
             lines.append(f"| {label} | {eps} | {_spent(r)} | {r.get('rounds', '-')} | "
                          + " | ".join(f"{m[k]:.4f}" for k in METRICS)
-                         + f" | {commits} | {_machine(r['machine'])} | `{r['command']}` |")  # fmt: skip
+                         + f" | {commits} | {machine_words(r['machine'])} | `{r['command']}` |")  # fmt: skip
         lines.append("")
     return lines
 
