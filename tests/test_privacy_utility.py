@@ -286,3 +286,10 @@ def test_paired_gain_reads_a_checkpoint_or_a_run_directory_and_refuses_anything_
     assert tuned_arg("eps8=some/dir") == ("eps8", Path("some/dir"))
     with pytest.raises(argparse.ArgumentTypeError, match="NAME=DIRECTORY"):
         tuned_arg("some/dir")
+
+
+def test_a_row_with_the_prior_names_its_share_of_epsilon_from_its_own_command() -> None:
+    command = "fedrec simulate --run-config partitioning=region dp=true target-epsilon=8 popularity-epsilon=6"
+    assert pu.prior_share({"command": command, "epsilon": 8.0}) == 0.75
+    assert pu.prior_share({"command": command.replace(" popularity-epsilon=6", ""), "epsilon": 8.0}) is None
+    assert pu.prior_share({"command": "fedrec evaluate --baseline popularity", "epsilon": 8.0}) is None
