@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -405,7 +406,16 @@ def _no_consent_at_8(settings: list[tuple[str, str]]) -> str:
             raise FedrecError(f"simulations/results/privacy_utility.json has no {setting} row at consent 0, epsilon 8")
         parts.append((label, cells[(setting, 0.0, 8.0)]))
     return "; ".join(f"{label} {r['test']['non_consented']['sampled-hr@10']:.3f} / "
-                     f"{r['test']['non_consented']['full-ndcg@10']:.4f}{_median_of(r, ' ({})')}" for label, r in parts)  # fmt: skip
+                     f"{r['test']['non_consented']['full-ndcg@10']:.4f}{_row_notes(r)}" for label, r in parts)  # fmt: skip
+
+
+def _row_notes(row: dict[str, Any]) -> str:
+    """' (prior at S of epsilon, median of N runs)', each part only where it applies: the grid's
+    rows with the prior were not all run at one share."""
+    released = re.search(r"popularity-epsilon=([0-9.e-]+)", row.get("command", ""))
+    notes = [f"prior at {float(released.group(1)) / float(row['epsilon']):.0%} of epsilon"] if released else []
+    notes += [_median_of(row, "{}")] if "runs" in row else []
+    return f" ({', '.join(notes)})" if notes else ""
 
 
 def _median_of(row: dict, form: str) -> str:
@@ -427,6 +437,21 @@ def popularity_prior() -> str:
     silos' DP popularity counts, beside popularity, on the same users (privacy_utility)."""
     return "sampled HR@10 / full NDCG@10 on the test items: " + _no_consent_at_8(
         [("without the prior", "regional"), ("with it", "regional-prior")])
+
+
+def prior_share() -> str:
+    """private-model.md: the no-consent regional-text point at each share of epsilon given to the
+    prior, on validation items (prior_share), and the share chosen."""
+    record = require("prior_share")
+    parts = []
+    for share in sorted({r["share"] for r in record["runs"]}):
+        runs = [r for r in record["runs"] if r["share"] == share]
+        hr, ndcg = (statistics.median(r["test"]["valid_non_consented"][k] for r in runs)
+                    for k in ("sampled-hr@10", "full-ndcg@10"))  # fmt: skip
+        notes = ([f"median of {len(runs)} runs"] if len(runs) > 1 else []) + (["chosen"] if share == record["chosen"] else [])
+        parts.append(f"{share:.0%} {hr:.3f} / {ndcg:.4f}" + (f" ({', '.join(notes)})" if notes else ""))
+    return (f"validation sampled HR@10 / full NDCG@10 at epsilon {record['epsilon']:g}, by the prior's share: "
+            + "; ".join(parts))
 
 
 def transition_prior() -> str:
@@ -581,7 +606,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "popularity-prior": popularity_prior, "per-user-sweep": per_user_sweep, "transition-prior": transition_prior,
     "consented-transitions": consented_transitions, "cooccurrence": cooccurrence, "paired-gain": paired_gain,
     "cooccurrence-release": cooccurrence_release, "text-neighbours-valid": text_neighbours_valid,
-    "text-neighbours": text_neighbours, "step-scale": step_scale,
+    "text-neighbours": text_neighbours, "step-scale": step_scale, "prior-share": prior_share,
 }  # fmt: skip
 
 

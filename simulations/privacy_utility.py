@@ -8,8 +8,8 @@ The grid is epsilon x setting x consent fraction; each point is one `fedrec simu
 - `regional`: 10 regional silos, DP-SGD (Opacus) in each, one user's whole history one example:
   user-level DP within the silo, `target-epsilon` per silo.
 - `regional-prior`: `regional`, each silo first releasing its users' item counts under DP at
-  half of its epsilon (`popularity-epsilon`, server/popularity.py), from which the server
-  starts the item bias; DP-SGD gets the rest. No point without DP.
+  `PRIOR_SHARE` of its epsilon (`popularity-epsilon`, server/popularity.py), from which the
+  server starts the item bias; DP-SGD gets the rest. No point without DP.
 - `regional-text`: `regional-prior`, its model also scoring with the public text's neighbours
   (`text-neighbours`, shared/models/text_neighbours.py), and with its item bias weighing more
   than the towers trained under DP (`item-bias-weight`): no parameter, no privacy cost, so the
@@ -81,8 +81,11 @@ SETTINGS = {"regional": ("partitioning=region",), "regional-prior": ("partitioni
                               f"item-bias-weight={ITEM_BIAS_WEIGHT:g}")}
 WITH_PRIOR = ("regional-prior", "regional-text")  # the settings whose silos release their item counts
 # regional-prior: each silo first releases its item counts (server/popularity.py), at this share
-# of its epsilon, and the rest goes to DP-SGD: the prior's noise costs more than the training's.
-PRIOR_SHARE = 0.5  # chosen on validation items: simulations/results/popularity_prior.md
+# of its epsilon, and the rest goes to DP-SGD: beside the prior and the public text's neighbours,
+# the towers DP-SGD trains add little, and the prior's noise costs more than the training's.
+# Chosen on validation items at epsilon 8 (simulations/results/prior_share.md); it was 0.5
+# (popularity_prior.md), and the grid's rows say which share each ran at.
+PRIOR_SHARE = 0.9
 # What the grid sets on each point; the same key in --run-config would make the row lie about it.
 GRID_KEYS = ("dataset", "partitioning", "consent-fraction", "pretrained", "seed", "output-dir", "dp",
              "target-epsilon", "noise-multiplier", "central-dp", "central-noise-multiplier",

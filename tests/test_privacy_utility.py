@@ -53,9 +53,9 @@ def test_per_user_points_run_central_dp_calibrated_to_their_epsilon_and_never_lo
             assert 0.97 * p.epsilon <= spent <= p.epsilon
         else:  # DP-SGD in each silo, one user's history one example
             assert keys["dp"] is True and keys["target-epsilon"] == p.epsilon and "central-dp" not in keys
-            # The prior's release comes out of the same budget: half of it.
+            # The prior's release comes out of the same budget: the share chosen on validation.
             with_prior = p.setting in ("regional-prior", "regional-text")
-            assert keys.get("popularity-epsilon", 0) == (p.epsilon / 2 if with_prior else 0)
+            assert keys.get("popularity-epsilon", 0) == pytest.approx(p.epsilon * pu.PRIOR_SHARE if with_prior else 0)
 
 
 def test_consented_points_start_from_the_pretrained_model_with_make_mains_recipe(points: list[pu.Point],
