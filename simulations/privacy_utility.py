@@ -84,7 +84,7 @@ WITH_PRIOR = ("regional-prior", "regional-text")  # the settings whose silos rel
 # of its epsilon, and the rest goes to DP-SGD: beside the prior and the public text's neighbours,
 # the towers DP-SGD trains add little, and the prior's noise costs more than the training's.
 # Chosen on validation items at epsilon 8 (simulations/results/prior_share.md); it was 0.5
-# (popularity_prior.md), and the grid's rows say which share each ran at.
+# (popularity_prior.md). Each row's page label says the share its own command ran at.
 PRIOR_SHARE = 0.9
 # What the grid sets on each point; the same key in --run-config would make the row lie about it.
 GRID_KEYS = ("dataset", "partitioning", "consent-fraction", "pretrained", "seed", "output-dir", "dp",
