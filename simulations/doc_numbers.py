@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import FedrecError
-from simulations.records import RESULTS, load, protocol, require, run_setting
+from simulations.records import RESULTS, load, prior_share_of, protocol, require, run_setting
 
 ROOT = RESULTS.parents[1]
 BLOCK = re.compile(r"<!-- results:(?P<name>[\w-]+) -->(?P<body>.*?)<!-- /results:(?P=name) -->", re.S)
@@ -412,8 +412,8 @@ def _no_consent_at_8(settings: list[tuple[str, str]]) -> str:
 def _row_notes(row: dict[str, Any]) -> str:
     """' (prior at S of epsilon, median of N runs)', each part only where it applies: the grid's
     rows with the prior were not all run at one share."""
-    released = re.search(r"popularity-epsilon=([0-9.e-]+)", row.get("command", ""))
-    notes = [f"prior at {float(released.group(1)) / float(row['epsilon']):.0%} of epsilon"] if released else []
+    share = prior_share_of(row)
+    notes = [] if share is None else [f"prior at {share:.0%} of epsilon"]
     notes += [_median_of(row, "{}")] if "runs" in row else []
     return f" ({', '.join(notes)})" if notes else ""
 

@@ -66,6 +66,7 @@ from shared.privacy.accounting import central_noise_multiplier
 from simulations.federated import run as timed_run
 from simulations.private_recipe import MODEL, judge, pretrain, pretrained_dir, recorded_run
 from simulations.provenance import provenance
+from simulations.records import prior_share_of
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
@@ -221,14 +222,6 @@ def summarise(row: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]
     return {**summary, "runs": runs}
 
 
-def prior_share(row: dict[str, Any]) -> float | None:
-    """The share of its epsilon a row's silos gave the popularity prior, from its command; None
-    without a prior."""
-    keys = parse_overrides(row["command"].split("--run-config ", 1)[1].split()) if "--run-config " in row["command"] else {}
-    released = float(keys.get("popularity-epsilon", 0))
-    return released / row["epsilon"] if released > 0 else None
-
-
 def tables(report: dict[str, Any]) -> list[str]:
     """One table per consent fraction: popularity and the pretrained model, then the grid's rows,
     all on the same users."""
@@ -243,7 +236,7 @@ def tables(report: dict[str, Any]) -> list[str]:
                   "| sampled NDCG@10 | commit | machine | command |", "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for r in refs + rows:
             label = REFERENCES[r["name"]] if "setting" not in r else r["setting"]
-            if (share := prior_share(r)) is not None:  # the grid's share has changed once: say each row's
+            if (share := prior_share_of(r)) is not None:  # the grid's share has changed once: say each row's
                 label += f", prior at {share:.0%} of epsilon"
             if "runs" in r:
                 label += f" (median of {len(r['runs'])} runs)"

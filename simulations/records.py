@@ -32,6 +32,13 @@ def run_setting(command: str, key: str) -> str:
     return found.group(1) if found else "?"
 
 
+def prior_share_of(row: dict[str, Any]) -> float | None:
+    """The share of its epsilon a grid row's silos gave the popularity prior, read from its
+    command; None without a prior."""
+    released = run_setting(row.get("command", ""), "popularity-epsilon")
+    return float(released) / float(row["epsilon"]) if released != "?" and float(released) > 0 else None
+
+
 def protocol(command: str) -> str:
     """'10 x 10' or '200 x 1, fedadam (server lr 0.005, tau 1e-8), SGD clients': rounds x local
     epochs, the server's optimizer when it is not FedAvg (commands recorded before the option name

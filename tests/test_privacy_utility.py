@@ -14,6 +14,7 @@ import pytest
 from cli.simulate import parse_overrides
 from shared.privacy.accounting import central_epsilon, central_noise_multiplier
 from simulations import privacy_utility as pu
+from simulations import records
 
 ARGV = ["--setting", "regional", "regional-prior", "regional-text", "per-user", "--consent", "0", "0.1", "--epsilons", "1", "8", "inf",
         "--run-config", "num-server-rounds=3", "lr=0.01"]  # fmt: skip
@@ -290,6 +291,6 @@ def test_paired_gain_reads_a_checkpoint_or_a_run_directory_and_refuses_anything_
 
 def test_a_row_with_the_prior_names_its_share_of_epsilon_from_its_own_command() -> None:
     command = "fedrec simulate --run-config partitioning=region dp=true target-epsilon=8 popularity-epsilon=6"
-    assert pu.prior_share({"command": command, "epsilon": 8.0}) == 0.75
-    assert pu.prior_share({"command": command.replace(" popularity-epsilon=6", ""), "epsilon": 8.0}) is None
-    assert pu.prior_share({"command": "fedrec evaluate --baseline popularity", "epsilon": 8.0}) is None
+    assert records.prior_share_of({"command": command, "epsilon": 8.0}) == 0.75
+    assert records.prior_share_of({"command": command.replace(" popularity-epsilon=6", ""), "epsilon": 8.0}) is None
+    assert records.prior_share_of({"command": "fedrec evaluate --baseline popularity", "epsilon": 8.0}) is None
