@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import re
-import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -444,12 +443,10 @@ def prior_share() -> str:
     prior, on validation items (prior_share), and the share chosen."""
     record = require("prior_share")
     parts = []
-    for share in sorted({r["share"] for r in record["runs"]}):
-        runs = [r for r in record["runs"] if r["share"] == share]
-        hr, ndcg = (statistics.median(r["test"]["valid_non_consented"][k] for r in runs)
-                    for k in ("sampled-hr@10", "full-ndcg@10"))  # fmt: skip
-        notes = ([f"median of {len(runs)} runs"] if len(runs) > 1 else []) + (["chosen"] if share == record["chosen"] else [])
-        parts.append(f"{share:.0%} {hr:.3f} / {ndcg:.4f}" + (f" ({', '.join(notes)})" if notes else ""))
+    for s in record["shares"]:  # each share's validation medians
+        notes = ([f"median of {s['runs']} runs"] if s["runs"] > 1 else []) + (["chosen"] if s["share"] == record["chosen"] else [])
+        parts.append(f"{s['share']:.0%} {s['valid']['sampled-hr@10']:.3f} / {s['valid']['full-ndcg@10']:.4f}"
+                     + (f" ({', '.join(notes)})" if notes else ""))  # fmt: skip
     return (f"validation sampled HR@10 / full NDCG@10 at epsilon {record['epsilon']:g}, by the prior's share: "
             + "; ".join(parts))
 

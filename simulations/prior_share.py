@@ -47,10 +47,8 @@ VALID = "valid_non_consented"  # judge()'s validation items (everyone at consent
 
 def point(share: float, epsilon: float, extra: list[str], dataset: str) -> grid.Point:
     """The grid's `regional-text` point at consent 0 and `epsilon`, its prior at `share`."""
-    [base] = grid.grid(dataset, [SETTING], [0.0], [epsilon], extra, recipe=[], pretrained={}, population=0)
-    keys = tuple(f"popularity-epsilon={epsilon * share:g}" if k.startswith("popularity-epsilon=") else k
-                 for k in base.overrides)  # fmt: skip
-    return grid.Point(SETTING, 0.0, epsilon, keys)
+    [p] = grid.grid(dataset, [SETTING], [0.0], [epsilon], extra, recipe=[], pretrained={}, population=0, prior_share=share)
+    return p
 
 
 def recorded(command: str, record: dict[str, Any], grid_record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -73,10 +71,20 @@ def margin(values: list[float]) -> float:
     return min(v / g for v, g in zip(values, GOAL))
 
 
+def summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per share, in order: its run count, its validation medians of the goal's metrics and their
+    margin; what the choice, the page and the docs read."""
+    out = []
+    for share in sorted({r["share"] for r in runs}):
+        mine = [r for r in runs if r["share"] == share]
+        values = medians(mine)
+        out.append({"share": share, "runs": len(mine), "valid": dict(zip(METRICS, values)), "margin": margin(values)})
+    return out
+
+
 def choose(runs: list[dict[str, Any]]) -> float:
     """The share whose validation medians stand furthest ahead of the goal."""
-    shares = sorted({r["share"] for r in runs})
-    return max(shares, key=lambda s: margin(medians([r for r in runs if r["share"] == s])))
+    return max(summary(runs), key=lambda s: s["margin"])["share"]
 
 
 def markdown(record: dict[str, Any]) -> str:
@@ -90,16 +98,13 @@ def markdown(record: dict[str, Any]) -> str:
              f"(sampled HR@10 {GOAL[0]:g}, full NDCG@10 {GOAL[1]:g}).", "",
              "| share | popularity-epsilon | runs | valid sampled HR@10 | valid full NDCG@10 | weaker metric / goal |",
              "|---|---|---|---|---|---|"]  # fmt: skip
-    runs = record["runs"]
-    for share in sorted({r["share"] for r in runs}):
-        mine = [r for r in runs if r["share"] == share]
-        values = medians(mine)
-        mark = " (chosen)" if share == record["chosen"] else ""
-        lines.append(f"| {share:g}{mark} | {record['epsilon'] * share:g} | {len(mine)} | {values[0]:.4f} | "
-                     f"{values[1]:.4f} | {margin(values):.3f} |")  # fmt: skip
+    for s in record["shares"]:
+        mark = " (chosen)" if s["share"] == record["chosen"] else ""
+        lines.append(f"| {s['share']:g}{mark} | {record['epsilon'] * s['share']:g} | {s['runs']} | "
+                     f"{s['valid']['sampled-hr@10']:.4f} | {s['valid']['full-ndcg@10']:.4f} | {s['margin']:.3f} |")  # fmt: skip
     lines += ["", "| share | commit | machine | valid sampled HR@10 | valid full NDCG@10 | command |",
               "|---|---|---|---|---|---|"]
-    for r in runs:
+    for r in record["runs"]:
         values = [r["test"][VALID][m] for m in METRICS]
         lines.append(f"| {r['share']:g} | `{r['commit'][:7]}` | {grid.machine_words(r['machine'])} | {values[0]:.4f} | "
                      f"{values[1]:.4f} | `{r['command']}` |")  # fmt: skip
@@ -166,7 +171,9 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def _save(record: dict[str, Any], args: argparse.Namespace, started: dict[str, Any], path: Path) -> None:
-    record.update(epsilon=args.epsilon, provenance=started, chosen=choose(record["runs"]))
+    shares = summary(record["runs"])
+    record.update(epsilon=args.epsilon, provenance=started, shares=shares,
+                  chosen=max(shares, key=lambda s: s["margin"])["share"])
     write_json(path, record)
     write_text(path.with_suffix(".md"), markdown(record))
 

@@ -137,15 +137,16 @@ def merged(*groups: Iterable[str]) -> tuple[str, ...]:
     return tuple(f"{k}={v}" for k, v in keys.items())
 
 
-def privacy_keys(setting: str, epsilon: float, rounds: int, delta: float) -> list[str]:
-    """A point's privacy: none, DP-SGD in each silo at `epsilon`, or DP-FedAvg whose noise spends
+def privacy_keys(setting: str, epsilon: float, rounds: int, delta: float, prior_share: float = PRIOR_SHARE) -> list[str]:
+    """A point's privacy: none, DP-SGD in each silo at `epsilon` (`prior_share` of it released
+    first as the popularity prior, in the settings with one), or DP-FedAvg whose noise spends
     `epsilon` over `rounds` releases (rounded up: never less noise than the budget needs)."""
     if math.isinf(epsilon):
         return ["dp=false"]
     if setting == "regional":
         return ["dp=true", f"target-epsilon={epsilon:g}"]
     if setting in WITH_PRIOR:
-        return ["dp=true", f"target-epsilon={epsilon:g}", f"popularity-epsilon={epsilon * PRIOR_SHARE:g}"]
+        return ["dp=true", f"target-epsilon={epsilon:g}", f"popularity-epsilon={epsilon * prior_share:g}"]
     noise = math.ceil(central_noise_multiplier(epsilon, rounds, delta) * 1e4) / 1e4
     return ["dp=false", "central-dp=true", f"central-noise-multiplier={noise:g}"]
 
@@ -160,16 +161,17 @@ def grid(
     recipe: Iterable[str],
     pretrained: Mapping[float, Path],
     population: int,
+    prior_share: float = PRIOR_SHARE,
 ) -> list[Point]:
     """Every point, consent fraction by consent fraction. `pretrained` maps each consent > 0 to its
     checkpoint; `population` is the per-user federation's N (its delta is capped at N^-1.1, as
-    the server caps it)."""
+    the server caps it); `prior_share`: the prior's share of epsilon (simulations.prior_share)."""
     extra, epsilons = list(extra), list(epsilons)
     config = {**app_defaults(), **parse_overrides(extra)}
     rounds = int(config["num-server-rounds"])
     delta = min(float(config["target-delta"]), max(population, 1) ** -1.1)
     # Calibrated once. The prior needs DP: without it, regional-prior would be regional's point.
-    privacy = {(s, e): privacy_keys(s, e, rounds, delta) for s in settings for e in epsilons
+    privacy = {(s, e): privacy_keys(s, e, rounds, delta, prior_share) for s in settings for e in epsilons
                if not (s in WITH_PRIOR and math.isinf(e))}  # fmt: skip
     points = []
     for consent in consents:
